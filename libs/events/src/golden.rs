@@ -1,0 +1,112 @@
+//! Golden fixtures: one committed `.msgpack` per event variant, decoded on every test run.
+//! Regenerate only when adding a variant: `SEXTANT_WRITE_FIXTURES=1 cargo test -p sextant-events`.
+//! Never regenerate an existing fixture to make a test pass: that would hide a broken reader.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+use uuid::Uuid;
+
+use super::*;
+use sextant_core::{FragmentKind, RawJson, RunId};
+
+fn tenant() -> TenantId {
+    TenantId(Uuid::from_u128(0x1111))
+}
+
+fn project() -> Project {
+    Project {
+        id: ProjectId(Uuid::from_u128(0x2222)),
+        tenant_id: tenant(),
+        name: "checkout-bot".into(),
+        description: Some("prod traffic".into()),
+        extra: json!({"metadata": {"team": "payments"}}).as_object().unwrap().clone(),
+        reference_dataset_id: None,
+        start_time: Timestamp(1_764_037_538_269_290),
+        end_time: None,
+        experiment: Default::default(),
+    }
+}
+
+fn samples() -> Vec<(&'static str, Envelope)> {
+    let env = |event| Envelope {
+        id: Uuid::from_u128(0x3333),
+        tenant: tenant(),
+        at_ms: 1_764_037_538_269,
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        event,
+    };
+    let mut post = RunFragment::new(FragmentKind::Post, RunId(Uuid::from_u128(0x4444)));
+    post.trace_id = Some(post.id);
+    post.dotted_order = Some("20261125T022538269290Z00000000-0000-0000-0000-000000004444".into());
+    post.name = Some("parent".into());
+    post.run_type = Some("chain".into());
+    post.start_time = Some(Timestamp(1_764_037_538_269_290));
+    post.tags = Some(vec!["prod".into()]);
+    post.inputs = Some(RawJson::parse(r#"{"question":"what is 21*2?"}"#).unwrap());
+    post.extra = Some(json!({"metadata": {"user_id": "u1"}}).as_object().unwrap().clone());
+    post.attachments = vec![sextant_core::run::Attachment {
+        name: "image".into(),
+        mime_type: "image/png".into(),
+        data: vec![0x89, b'P', b'N', b'G'],
+    }];
+    let mut patch = RunFragment::new(FragmentKind::Patch, post.id);
+    patch.end_time = Some(Timestamp(1_764_037_539_000_000));
+    patch.outputs = Some(RawJson::parse(r#"{"answer":42}"#).unwrap());
+    patch.error = Some("ValueError('boom')".into());
+    vec![
+        (
+            "RunsIngestedV1",
+            env(Event::RunsIngestedV1(RunsIngestedV1 { project_id: project().id, fragments: vec![post, patch] })),
+        ),
+        ("ProjectCreatedV1", env(Event::ProjectCreatedV1(ProjectCreatedV1 { project: project() }))),
+        (
+            "ProjectUpdatedV1",
+            env(Event::ProjectUpdatedV1(ProjectUpdatedV1 {
+                project_id: project().id,
+                patch: ProjectPatch {
+                    name: Some("renamed".into()),
+                    description: None,
+                    extra: None,
+                    end_time: Some(Some(Timestamp(1_764_037_600_000_000))),
+                },
+            })),
+        ),
+        ("ProjectDeletedV1", env(Event::ProjectDeletedV1(ProjectDeletedV1 { project_id: project().id }))),
+    ]
+}
+
+fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(format!("{name}.msgpack"))
+}
+
+#[test]
+fn every_variant_has_a_fixture_that_still_decodes() {
+    let write = std::env::var_os("SEXTANT_WRITE_FIXTURES").is_some();
+    for (name, expected) in samples() {
+        assert_eq!(expected.kind(), name);
+        let path = fixture_path(name);
+        if write && !path.exists() {
+            std::fs::write(&path, encode(&expected).unwrap()).unwrap();
+        }
+        let bytes = std::fs::read(&path).unwrap_or_else(|_| panic!("missing golden fixture {}", path.display()));
+        let decoded = decode(&bytes).unwrap_or_else(|e| panic!("fixture {name} no longer decodes: {e}"));
+        assert_eq!(decoded, expected, "fixture {name} decodes to something else");
+    }
+}
+
+#[test]
+fn encoding_uses_named_fields() {
+    let (_, e) = &samples()[1];
+    let bytes = encode(e).unwrap();
+    // Named encoding writes field names as strings; positional encoding would not.
+    let needle = b"reference_dataset_id";
+    assert!(bytes.windows(needle.len()).any(|w| w == needle));
+}
+
+#[test]
+fn garbage_is_a_decode_error_not_a_panic() {
+    for bad in [&b""[..], b"\xc1", b"\x81\xa2id\xc0", &[0xff; 64]] {
+        assert!(decode(bad).is_err());
+    }
+}
