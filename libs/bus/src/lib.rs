@@ -1,1 +1,143 @@
-//! placeholder
+//! The event-bus port: how services publish events and consume them durably.
+//!
+//! The contract, which every adapter meets and the conformance suite ([`testsuite`]) checks:
+//!
+//! * [`EventBus::publish`] returns `Ok` only once every envelope is durable (it survives a
+//!   `kill -9` of the process). A batch is published in order within each stream.
+//! * Publishing an envelope whose `id` was published recently is a no-op (deduplication
+//!   window, as JetStream's `Nats-Msg-Id`), so a retried publish is stored once.
+//! * A consumer is named (`durable`). All subscriptions with the same name share its work:
+//!   each event goes to one of them. The consumer's position survives restarts.
+//! * Delivery is at least once: an event that is not acked within `ack_wait`, or that is
+//!   nak'ed, is delivered again (to any subscriber of that consumer), up to `max_deliveries`;
+//!   handlers must be idempotent. `term` stops redelivery and records a dead letter.
+//! * At most `max_in_flight` unacknowledged events are outstanding per consumer.
+//!
+//! Adapters: [`inprocess::InProcessBus`] (embedded, durable, for `sextant serve`). The NATS
+//! JetStream adapter meets the same contract for distributed deployments.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use sextant_events::{CodecError, Envelope, Stream};
+
+pub mod inprocess;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusErrorKind {
+    /// The bus cannot be reached or cannot make the event durable now; retrying may help.
+    Unavailable,
+    /// The request itself is wrong (oversized event, unknown consumer, ...).
+    Invalid,
+    /// A bug or corruption.
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{kind:?} bus error: {message}")]
+pub struct BusError {
+    pub kind: BusErrorKind,
+    pub message: String,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl BusError {
+    pub fn new(kind: BusErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into(), source: None }
+    }
+    pub fn with_source(kind: BusErrorKind, message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self { kind, message: message.into(), source: Some(Box::new(source)) }
+    }
+}
+
+/// How a consumer is configured. The same spec must be given by every subscriber of a name.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    pub durable: String,
+    pub stream: Stream,
+    pub max_in_flight: usize,
+    pub ack_wait: Duration,
+    pub max_deliveries: u32,
+}
+
+impl ConsumerSpec {
+    pub fn new(durable: impl Into<String>, stream: Stream) -> Self {
+        Self {
+            durable: durable.into(),
+            stream,
+            max_in_flight: 4096,
+            ack_wait: Duration::from_secs(30),
+            max_deliveries: 10,
+        }
+    }
+}
+
+/// Settles one delivery. Exactly one of the three is called; dropping a delivery without
+/// settling it leaves it to be redelivered after `ack_wait`.
+#[async_trait]
+pub trait Acker: Send + Sync {
+    async fn ack(self: Box<Self>) -> Result<(), BusError>;
+    async fn nak(self: Box<Self>, delay: Duration) -> Result<(), BusError>;
+    async fn term(self: Box<Self>, reason: &str) -> Result<(), BusError>;
+}
+
+/// One event handed to a consumer.
+pub struct Delivery {
+    /// The decoded envelope, or why it could not be decoded (a poison event: `term` it).
+    pub payload: Result<Envelope, CodecError>,
+    /// 1 on first delivery.
+    pub delivery_count: u32,
+    /// Position in the stream, for logs.
+    pub sequence: u64,
+    acker: Box<dyn Acker>,
+}
+
+impl Delivery {
+    pub fn new(payload: Result<Envelope, CodecError>, delivery_count: u32, sequence: u64, acker: Box<dyn Acker>) -> Self {
+        Self { payload, delivery_count, sequence, acker }
+    }
+    pub async fn ack(self) -> Result<(), BusError> {
+        self.acker.ack().await
+    }
+    pub async fn nak(self, delay: Duration) -> Result<(), BusError> {
+        self.acker.nak(delay).await
+    }
+    pub async fn term(self, reason: &str) -> Result<(), BusError> {
+        self.acker.term(reason).await
+    }
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("sequence", &self.sequence)
+            .field("delivery_count", &self.delivery_count)
+            .field("ok", &self.payload.is_ok())
+            .finish()
+    }
+}
+
+#[async_trait]
+pub trait Subscription: Send {
+    /// Waits until at least one delivery is available and returns up to `max` of them, or
+    /// returns an empty batch once `wait` has passed.
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError>;
+}
+
+#[async_trait]
+pub trait EventBus: Send + Sync + 'static {
+    /// Makes every envelope durable, then returns. See the crate docs for the contract.
+    async fn publish(&self, envelopes: &[Envelope]) -> Result<(), BusError>;
+
+    /// Joins (creating if needed) the named durable consumer.
+    async fn subscribe(&self, spec: ConsumerSpec) -> Result<Box<dyn Subscription>, BusError>;
+
+    /// Whether the bus can currently accept publishes (for `/readyz`).
+    async fn ready(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,553 @@
+//! The in-process bus: a durable, embedded event log for `sextant serve`.
+//!
+//! Events are appended to a fjall keyspace (`[stream tag][seq]` keys). One writer thread
+//! batches concurrent publishes into a single write and a single `fsync` (group commit), which
+//! is what makes "acknowledged only when durable" affordable under load. Consumers keep their
+//! position (the lowest unsettled sequence) in a second keyspace; settled events below every
+//! consumer's position are trimmed in the background.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, error, warn};
+use uuid::Uuid;
+
+use sextant_events::{decode, encode, Envelope, Stream};
+
+use crate::{Acker, BusError, BusErrorKind, ConsumerSpec, Delivery, EventBus, Subscription};
+
+/// How long a published envelope id is remembered for deduplication.
+const DEDUPE_WINDOW: Duration = Duration::from_secs(120);
+const DEDUPE_MAX_IDS: usize = 1_000_000;
+/// Upper bound of one group commit, so one huge burst cannot starve latency.
+const MAX_GROUP_BYTES: usize = 64 << 20;
+const FLOOR_PERSIST_EVERY: Duration = Duration::from_millis(200);
+const TRIM_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct InProcessBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    log: Keyspace,
+    positions: Keyspace,
+    dead: Keyspace,
+    writer: mpsc::Sender<PublishRequest>,
+    heads: HashMap<Stream, watch::Sender<u64>>,
+    consumers: Mutex<HashMap<String, Arc<Consumer>>>,
+}
+
+struct PublishRequest {
+    items: Vec<(Stream, Uuid, Vec<u8>)>,
+    done: oneshot::Sender<Result<(), BusError>>,
+}
+
+fn io_err(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> BusError {
+    BusError::with_source(BusErrorKind::Unavailable, format!("event log {what} failed"), e)
+}
+
+fn log_key(stream: Stream, seq: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = stream.tag();
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn stream_from_tag(tag: u8) -> Option<Stream> {
+    Stream::ALL.into_iter().find(|s| s.tag() == tag)
+}
+
+impl InProcessBus {
+    /// Opens (or creates) the event log in `dir`. Must be called inside a tokio runtime.
+    pub fn open(dir: &Path) -> Result<Self, BusError> {
+        std::fs::create_dir_all(dir).map_err(|e| io_err("create directory", e))?;
+        let db = Database::builder(dir)
+            .cache_size(32 << 20)
+            .open()
+            .map_err(|e| io_err("open", e))?;
+        let log = db.keyspace("log", KeyspaceCreateOptions::default).map_err(|e| io_err("open keyspace", e))?;
+        let positions =
+            db.keyspace("positions", KeyspaceCreateOptions::default).map_err(|e| io_err("open keyspace", e))?;
+        let dead = db.keyspace("dead_letters", KeyspaceCreateOptions::default).map_err(|e| io_err("open keyspace", e))?;
+
+        let mut heads = HashMap::new();
+        let mut next_seq = HashMap::new();
+        for s in Stream::ALL {
+            let last = match log.prefix([s.tag()]).next_back() {
+                Some(g) => {
+                    let k = g.key().map_err(|e| io_err("read", e))?;
+                    u64::from_be_bytes(k[1..9].try_into().expect("log keys are 9 bytes"))
+                }
+                None => 0,
+            };
+            heads.insert(s, watch::channel(last).0);
+            next_seq.insert(s, last + 1);
+        }
+
+        let (tx, rx) = mpsc::channel::<PublishRequest>(4096);
+        let inner = Arc::new(Inner {
+            db: db.clone(),
+            log: log.clone(),
+            positions,
+            dead,
+            writer: tx,
+            heads,
+            consumers: Mutex::new(HashMap::new()),
+        });
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("bus-writer".into())
+            .spawn(move || writer_loop(rx, db, log, next_seq, weak))
+            .map_err(|e| io_err("start writer thread", e))?;
+        tokio::spawn(housekeeping(Arc::downgrade(&inner)));
+        Ok(Self { inner })
+    }
+
+    /// Dead letters recorded by `term`: `(stream, sequence, consumer, reason)`.
+    pub fn dead_letters(&self) -> Vec<(Stream, u64, String, String)> {
+        let mut out = Vec::new();
+        for g in self.inner.dead.iter() {
+            let Ok((k, v)) = g.into_inner() else { continue };
+            let (Some(stream), Ok(seq)) = (stream_from_tag(k[0]), <[u8; 8]>::try_from(&k[1..9])) else { continue };
+            let text = String::from_utf8_lossy(&v);
+            let (consumer, reason) = text.split_once('\n').unwrap_or((&text, ""));
+            out.push((stream, u64::from_be_bytes(seq), consumer.to_string(), reason.to_string()));
+        }
+        out
+    }
+
+    /// Number of events retained in the log for a stream (for tests and metrics).
+    pub fn retained(&self, stream: Stream) -> usize {
+        self.inner.log.prefix([stream.tag()]).count()
+    }
+}
+
+/// The single writer: batches whatever is queued into one write and one fsync.
+fn writer_loop(
+    mut rx: mpsc::Receiver<PublishRequest>,
+    db: Database,
+    log: Keyspace,
+    mut next_seq: HashMap<Stream, u64>,
+    inner: Weak<Inner>,
+) {
+    let mut seen: HashSet<Uuid> = HashSet::new();
+    let mut seen_order: VecDeque<(Instant, Uuid)> = VecDeque::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut group = vec![first];
+        let mut bytes: usize = group[0].items.iter().map(|i| i.2.len()).sum();
+        while bytes < MAX_GROUP_BYTES {
+            match rx.try_recv() {
+                Ok(r) => {
+                    bytes += r.items.iter().map(|i| i.2.len()).sum::<usize>();
+                    group.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let now = Instant::now();
+        while let Some(&(t, id)) = seen_order.front() {
+            if now.duration_since(t) > DEDUPE_WINDOW || seen_order.len() > DEDUPE_MAX_IDS {
+                seen_order.pop_front();
+                seen.remove(&id);
+            } else {
+                break;
+            }
+        }
+        let seq_before = next_seq.clone();
+        let mut batch = db.batch();
+        let mut new_ids = Vec::new();
+        let mut heads_touched: HashMap<Stream, u64> = HashMap::new();
+        let mut count = 0usize;
+        for req in &group {
+            for (stream, id, payload) in &req.items {
+                if seen.contains(id) || new_ids.contains(id) {
+                    continue;
+                }
+                let seq = next_seq.get_mut(stream).expect("every stream has a sequence");
+                batch.insert(&log, log_key(*stream, *seq), payload.as_slice());
+                heads_touched.insert(*stream, *seq);
+                *seq += 1;
+                new_ids.push(*id);
+                count += 1;
+            }
+        }
+        let result = batch
+            .commit()
+            .and_then(|()| db.persist(PersistMode::SyncData))
+            .map_err(|e| io_err("write", e));
+        if result.is_ok() {
+            for id in new_ids {
+                seen.insert(id);
+                seen_order.push_back((now, id));
+            }
+            if let Some(inner) = inner.upgrade() {
+                for (s, head) in heads_touched {
+                    inner.heads[&s].send_replace(head);
+                }
+            }
+            metrics::counter!("sextant_bus_events_published_total").increment(count as u64);
+            metrics::histogram!("sextant_bus_group_commit_seconds").record(started.elapsed().as_secs_f64());
+        } else {
+            // The sequences were not used; rewind so the log stays gap-free.
+            next_seq = seq_before;
+            error!(error = ?result.as_ref().err(), "event log write failed");
+        }
+        for req in group {
+            let r = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(BusError::new(e.kind, e.message.clone())),
+            };
+            let _ = req.done.send(r);
+        }
+    }
+    debug!("bus writer stopped");
+}
+
+/// Persists consumer positions and trims the log below every consumer's position.
+async fn housekeeping(inner: Weak<Inner>) {
+    let mut last_trim = Instant::now();
+    loop {
+        tokio::time::sleep(FLOOR_PERSIST_EVERY).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let inner2 = inner.clone();
+        let trim = last_trim.elapsed() > TRIM_EVERY;
+        if trim {
+            last_trim = Instant::now();
+        }
+        let res = tokio::task::spawn_blocking(move || {
+            inner2.persist_positions()?;
+            if trim {
+                inner2.trim()?;
+            }
+            Ok::<_, BusError>(())
+        })
+        .await;
+        if let Ok(Err(e)) = res {
+            warn!(error = %e, "bus housekeeping failed");
+        }
+    }
+}
+
+impl Inner {
+    fn persist_positions(&self) -> Result<(), BusError> {
+        let consumers: Vec<Arc<Consumer>> = self.consumers.lock().expect("poisoned").values().cloned().collect();
+        for c in consumers {
+            let floor = {
+                let mut st = c.state.lock().expect("poisoned");
+                if !st.floor_dirty {
+                    continue;
+                }
+                st.floor_dirty = false;
+                st.floor()
+            };
+            let mut v = Vec::with_capacity(9);
+            v.push(c.spec.stream.tag());
+            v.extend_from_slice(&floor.to_be_bytes());
+            self.positions.insert(c.spec.durable.as_bytes(), v).map_err(|e| io_err("save position", e))?;
+        }
+        Ok(())
+    }
+
+    /// Positions of every consumer ever created, including ones not subscribed right now.
+    fn saved_positions(&self) -> HashMap<String, (Stream, u64)> {
+        let mut out = HashMap::new();
+        for g in self.positions.iter() {
+            let Ok((k, v)) = g.into_inner() else { continue };
+            if v.len() != 9 {
+                continue;
+            }
+            let Some(stream) = stream_from_tag(v[0]) else { continue };
+            let floor = u64::from_be_bytes(v[1..9].try_into().expect("9 bytes"));
+            out.insert(String::from_utf8_lossy(&k).into_owned(), (stream, floor));
+        }
+        out
+    }
+
+    fn trim(&self) -> Result<(), BusError> {
+        let mut min_floor: HashMap<Stream, u64> = HashMap::new();
+        for (_, (stream, floor)) in self.saved_positions() {
+            let e = min_floor.entry(stream).or_insert(floor);
+            *e = (*e).min(floor);
+        }
+        for c in self.consumers.lock().expect("poisoned").values() {
+            let f = c.state.lock().expect("poisoned").floor();
+            let e = min_floor.entry(c.spec.stream).or_insert(f);
+            *e = (*e).min(f);
+        }
+        for (stream, floor) in min_floor {
+            let keys: Vec<_> = self
+                .log
+                .range(log_key(stream, 0)..log_key(stream, floor))
+                .filter_map(|g| g.key().ok())
+                .take(100_000)
+                .collect();
+            if keys.is_empty() {
+                continue;
+            }
+            let mut b = self.db.batch();
+            for k in &keys {
+                b.remove(&self.log, k.clone());
+            }
+            b.commit().map_err(|e| io_err("trim", e))?;
+            debug!(stream = stream.name(), trimmed = keys.len(), "trimmed event log");
+        }
+        Ok(())
+    }
+
+    fn read(&self, stream: Stream, seq: u64) -> Result<Option<Vec<u8>>, BusError> {
+        Ok(self.log.get(log_key(stream, seq)).map_err(|e| io_err("read", e))?.map(|v| v.to_vec()))
+    }
+}
+
+struct Consumer {
+    spec: ConsumerSpec,
+    state: Mutex<ConsumerState>,
+}
+
+struct Pending {
+    deadline: Instant,
+    count: u32,
+}
+
+struct ConsumerState {
+    /// The next sequence never delivered.
+    next_seq: u64,
+    /// Delivered and not yet settled.
+    pending: BTreeMap<u64, Pending>,
+    floor_dirty: bool,
+}
+
+impl ConsumerState {
+    /// Every sequence below this is settled.
+    fn floor(&self) -> u64 {
+        self.pending.keys().next().copied().unwrap_or(self.next_seq)
+    }
+}
+
+#[async_trait]
+impl EventBus for InProcessBus {
+    async fn publish(&self, envelopes: &[Envelope]) -> Result<(), BusError> {
+        if envelopes.is_empty() {
+            return Ok(());
+        }
+        let mut items = Vec::with_capacity(envelopes.len());
+        for e in envelopes {
+            let bytes = encode(e).map_err(|err| BusError::with_source(BusErrorKind::Invalid, "cannot encode event", err))?;
+            items.push((e.stream(), e.id, bytes));
+        }
+        let (done, wait) = oneshot::channel();
+        self.inner
+            .writer
+            .send(PublishRequest { items, done })
+            .await
+            .map_err(|_| BusError::new(BusErrorKind::Unavailable, "event log writer has stopped"))?;
+        wait.await.map_err(|_| BusError::new(BusErrorKind::Unavailable, "event log writer has stopped"))?
+    }
+
+    async fn subscribe(&self, spec: ConsumerSpec) -> Result<Box<dyn Subscription>, BusError> {
+        if spec.durable.is_empty() || spec.max_in_flight == 0 || spec.max_deliveries == 0 {
+            return Err(BusError::new(BusErrorKind::Invalid, "consumer needs a name, max_in_flight > 0 and max_deliveries > 0"));
+        }
+        let saved = {
+            let inner = self.inner.clone();
+            tokio::task::spawn_blocking(move || inner.saved_positions())
+                .await
+                .map_err(|e| BusError::with_source(BusErrorKind::Internal, "position load panicked", e))?
+        };
+        let consumer = {
+            let mut map = self.inner.consumers.lock().expect("poisoned");
+            map.entry(spec.durable.clone())
+                .or_insert_with(|| {
+                    let start = match saved.get(&spec.durable) {
+                        Some((s, floor)) if *s == spec.stream => *floor,
+                        _ => 1,
+                    };
+                    Arc::new(Consumer {
+                        spec: spec.clone(),
+                        state: Mutex::new(ConsumerState { next_seq: start.max(1), pending: BTreeMap::new(), floor_dirty: false }),
+                    })
+                })
+                .clone()
+        };
+        if consumer.spec.stream != spec.stream {
+            return Err(BusError::new(
+                BusErrorKind::Invalid,
+                format!("consumer {} already exists on stream {}", spec.durable, consumer.spec.stream.name()),
+            ));
+        }
+        let head = self.inner.heads[&spec.stream].subscribe();
+        Ok(Box::new(InProcessSubscription { inner: self.inner.clone(), consumer, head }))
+    }
+
+    async fn ready(&self) -> bool {
+        !self.inner.writer.is_closed()
+    }
+}
+
+struct InProcessSubscription {
+    inner: Arc<Inner>,
+    consumer: Arc<Consumer>,
+    head: watch::Receiver<u64>,
+}
+
+enum Claim {
+    Deliver(u64, u32),
+    Dead(u64, u32),
+}
+
+#[async_trait]
+impl Subscription for InProcessSubscription {
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError> {
+        let give_up = tokio::time::Instant::now() + wait;
+        let spec = &self.consumer.spec;
+        loop {
+            let head = *self.head.borrow_and_update();
+            let (claims, next_deadline) = {
+                let mut st = self.consumer.state.lock().expect("poisoned");
+                let now = Instant::now();
+                let mut claims = Vec::new();
+                let expired: Vec<u64> = st
+                    .pending
+                    .iter()
+                    .filter(|(_, p)| p.deadline <= now)
+                    .map(|(s, _)| *s)
+                    .take(max)
+                    .collect();
+                for seq in expired {
+                    let p = st.pending.get_mut(&seq).expect("just listed");
+                    if p.count >= spec.max_deliveries {
+                        let count = p.count;
+                        st.pending.remove(&seq);
+                        st.floor_dirty = true;
+                        claims.push(Claim::Dead(seq, count));
+                    } else {
+                        p.count += 1;
+                        p.deadline = now + spec.ack_wait;
+                        claims.push(Claim::Deliver(seq, p.count));
+                    }
+                }
+                while claims.len() < max && st.next_seq <= head && st.pending.len() < spec.max_in_flight {
+                    let seq = st.next_seq;
+                    st.next_seq += 1;
+                    st.pending.insert(seq, Pending { deadline: now + spec.ack_wait, count: 1 });
+                    claims.push(Claim::Deliver(seq, 1));
+                }
+                (claims, st.pending.values().map(|p| p.deadline).min())
+            };
+            if !claims.is_empty() {
+                let inner = self.inner.clone();
+                let consumer = self.consumer.clone();
+                let out = tokio::task::spawn_blocking(move || materialize(&inner, &consumer, claims))
+                    .await
+                    .map_err(|e| BusError::with_source(BusErrorKind::Internal, "delivery read panicked", e))??;
+                if !out.is_empty() {
+                    return Ok(out);
+                }
+                continue;
+            }
+            let mut until = give_up;
+            if let Some(d) = next_deadline {
+                until = until.min(tokio::time::Instant::from_std(d));
+            }
+            if tokio::time::Instant::now() >= give_up {
+                return Ok(Vec::new());
+            }
+            let _ = tokio::time::timeout_at(until, self.head.changed()).await;
+        }
+    }
+}
+
+/// Reads the claimed events from the log and wraps them as deliveries; records dead letters.
+fn materialize(inner: &Arc<Inner>, consumer: &Arc<Consumer>, claims: Vec<Claim>) -> Result<Vec<Delivery>, BusError> {
+    let stream = consumer.spec.stream;
+    let mut out = Vec::with_capacity(claims.len());
+    for claim in claims {
+        match claim {
+            Claim::Deliver(seq, count) => match inner.read(stream, seq)? {
+                Some(bytes) => {
+                    let acker = InProcessAcker { inner: inner.clone(), consumer: consumer.clone(), seq };
+                    out.push(Delivery::new(decode(&bytes), count, seq, Box::new(acker)));
+                }
+                None => {
+                    // Trimmed or never written (a failed group commit): nothing to deliver.
+                    settle(consumer, seq);
+                }
+            },
+            Claim::Dead(seq, count) => {
+                warn!(consumer = %consumer.spec.durable, seq, deliveries = count, "event exceeded max deliveries; dead-lettered");
+                record_dead(inner, consumer, seq, &format!("exceeded {count} deliveries"))?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn settle(consumer: &Consumer, seq: u64) {
+    let mut st = consumer.state.lock().expect("poisoned");
+    if st.pending.remove(&seq).is_some() {
+        st.floor_dirty = true;
+    }
+}
+
+fn record_dead(inner: &Inner, consumer: &Consumer, seq: u64, reason: &str) -> Result<(), BusError> {
+    let value = format!("{}\n{}", consumer.spec.durable, reason);
+    inner
+        .dead
+        .insert(log_key(consumer.spec.stream, seq), value.into_bytes())
+        .map_err(|e| io_err("record dead letter", e))?;
+    metrics::counter!("sextant_bus_dead_letters_total").increment(1);
+    Ok(())
+}
+
+struct InProcessAcker {
+    inner: Arc<Inner>,
+    consumer: Arc<Consumer>,
+    seq: u64,
+}
+
+#[async_trait]
+impl Acker for InProcessAcker {
+    async fn ack(self: Box<Self>) -> Result<(), BusError> {
+        settle(&self.consumer, self.seq);
+        Ok(())
+    }
+
+    async fn nak(self: Box<Self>, delay: Duration) -> Result<(), BusError> {
+        let mut st = self.consumer.state.lock().expect("poisoned");
+        if let Some(p) = st.pending.get_mut(&self.seq) {
+            p.deadline = Instant::now() + delay;
+        }
+        drop(st);
+        // Wake waiting subscribers so a zero-delay nak is redelivered promptly.
+        self.inner.heads[&self.consumer.spec.stream].send_modify(|_| {});
+        Ok(())
+    }
+
+    async fn term(self: Box<Self>, reason: &str) -> Result<(), BusError> {
+        let reason = reason.to_string();
+        let this = *self;
+        tokio::task::spawn_blocking(move || {
+            record_dead(&this.inner, &this.consumer, this.seq, &reason)?;
+            settle(&this.consumer, this.seq);
+            Ok(())
+        })
+        .await
+        .map_err(|e| BusError::with_source(BusErrorKind::Internal, "term panicked", e))?
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(e) = self.persist_positions() {
+            warn!(error = %e, "could not save consumer positions at shutdown");
+        }
+    }
+}
