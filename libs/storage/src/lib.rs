@@ -1,1 +1,218 @@
-//! placeholder
+//! The storage port: the read models services query, projected from events.
+//!
+//! Keys are designed for both adapters: every partition starts with the tenant (and the
+//! project where there is one), and runs cluster by start time within a project, so the
+//! embedded adapter's key prefixes map one to one onto ScyllaDB partition and clustering keys
+//! (`((tenant, project), start_time, run_id)`).
+//!
+//! Contract (checked by [`testsuite`] against every adapter):
+//! * `apply_run_fragments` merges with [`sextant_core::Run::apply`]'s rules and is idempotent:
+//!   re-applying any fragment (a redelivered event) changes nothing.
+//! * A run keeps the project it was first stored under.
+//! * Every read is scoped to a tenant; nothing of tenant A is visible to tenant B.
+//! * `sync` returns once everything applied before it is durable.
+//! * Project names are unique per tenant; `create_project` is idempotent on the id.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use sextant_core::{Project, ProjectId, ProjectPatch, Run, RunFragment, RunId, TenantId, Timestamp};
+
+pub mod embedded;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageErrorKind {
+    /// The backend cannot serve the request now; retrying may help.
+    Unavailable,
+    /// The caller asked for something that conflicts with stored state (duplicate name).
+    Conflict,
+    /// Bad arguments, e.g. a cursor that does not decode.
+    Invalid,
+    /// Corruption or a bug.
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{kind:?} storage error: {message}")]
+pub struct StorageError {
+    pub kind: StorageErrorKind,
+    pub message: String,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StorageError {
+    pub fn new(kind: StorageErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into(), source: None }
+    }
+    pub fn with_source(
+        kind: StorageErrorKind,
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self { kind, message: message.into(), source: Some(Box::new(source)) }
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// A predicate over runs (the compiled filter language lives outside storage).
+pub trait RunMatcher: Send + Sync {
+    fn matches(&self, run: &Run) -> bool;
+}
+
+impl<F: Fn(&Run) -> bool + Send + Sync> RunMatcher for F {
+    fn matches(&self, run: &Run) -> bool {
+        self(run)
+    }
+}
+
+/// Where a page of runs ends: runs are returned newest first by `(start_time, id)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCursor {
+    pub start_us: i64,
+    pub id: RunId,
+}
+
+impl RunCursor {
+    /// Opaque to clients.
+    pub fn encode(&self) -> String {
+        format!("v1.{:x}.{}", self.start_us as u64, self.id.0.simple())
+    }
+
+    pub fn decode(s: &str) -> Result<Self> {
+        let bad = || StorageError::new(StorageErrorKind::Invalid, "cursor is not one this server issued");
+        let mut it = s.splitn(3, '.');
+        if it.next() != Some("v1") {
+            return Err(bad());
+        }
+        let start = u64::from_str_radix(it.next().ok_or_else(bad)?, 16).map_err(|_| bad())? as i64;
+        let id = Uuid::parse_str(it.next().ok_or_else(bad)?).map_err(|_| bad())?;
+        Ok(Self { start_us: start, id: RunId(id) })
+    }
+}
+
+/// A run query. Structured fields narrow the scan; the matchers are evaluated on each
+/// candidate. All conditions are ANDed.
+#[derive(Clone, Default)]
+pub struct RunQuery {
+    /// Projects to search; empty means every project of the tenant.
+    pub projects: Vec<ProjectId>,
+    /// Exactly these runs (other conditions still apply).
+    pub ids: Option<Vec<RunId>>,
+    pub trace: Option<RunId>,
+    pub parent_run: Option<RunId>,
+    pub is_root: Option<bool>,
+    pub run_type: Option<String>,
+    pub error: Option<bool>,
+    pub reference_examples: Vec<Uuid>,
+    /// Inclusive lower bound on start time.
+    pub start_from: Option<Timestamp>,
+    /// Exclusive upper bound on start time.
+    pub start_before: Option<Timestamp>,
+    /// Applies to the run itself.
+    pub filter: Option<Arc<dyn RunMatcher>>,
+    /// Applies to the root run of the run's trace.
+    pub trace_filter: Option<Arc<dyn RunMatcher>>,
+    /// Some run of the run's trace must match.
+    pub tree_filter: Option<Arc<dyn RunMatcher>>,
+    pub limit: usize,
+    pub cursor: Option<RunCursor>,
+}
+
+impl std::fmt::Debug for RunQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunQuery")
+            .field("projects", &self.projects)
+            .field("ids", &self.ids.as_ref().map(Vec::len))
+            .field("trace", &self.trace)
+            .field("limit", &self.limit)
+            .field("cursor", &self.cursor)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunPage {
+    pub runs: Vec<Run>,
+    pub next: Option<RunCursor>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ProjectQuery {
+    pub ids: Vec<ProjectId>,
+    pub name: Option<String>,
+    pub name_contains: Option<String>,
+    pub reference_dataset: Vec<Uuid>,
+    /// `Some(true)`: only projects without a reference dataset (not experiments).
+    pub reference_free: Option<bool>,
+    /// Every key/value must be present in `extra.metadata`.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateOutcome {
+    Created(Project),
+    /// A project with this id already exists (a redelivered create): it is returned.
+    AlreadyExists(Project),
+    /// Another project already has this name.
+    NameTaken(Project),
+}
+
+/// Aggregates over a project's runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ProjectStats {
+    pub run_count: u64,
+    pub root_run_count: u64,
+    pub error_count: u64,
+    pub latency_p50: Option<f64>,
+    pub latency_p99: Option<f64>,
+    pub first_token_p50: Option<f64>,
+    pub first_token_p99: Option<f64>,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub total_tokens: i64,
+    pub prompt_cost: f64,
+    pub completion_cost: f64,
+    pub total_cost: f64,
+    pub last_run_start_time: Option<Timestamp>,
+}
+
+#[async_trait]
+pub trait ProjectStore: Send + Sync + 'static {
+    async fn create_project(&self, project: &Project) -> Result<CreateOutcome>;
+    async fn get_project(&self, tenant: TenantId, id: ProjectId) -> Result<Option<Project>>;
+    async fn project_by_name(&self, tenant: TenantId, name: &str) -> Result<Option<Project>>;
+    /// Newest first (by start time, then id), offset-paged.
+    async fn list_projects(&self, tenant: TenantId, q: &ProjectQuery) -> Result<Vec<Project>>;
+    /// `Ok(None)` when the project does not exist; `Conflict` when renaming onto a taken name.
+    async fn update_project(&self, tenant: TenantId, id: ProjectId, patch: &ProjectPatch) -> Result<Option<Project>>;
+    /// Deletes the project and every run in it. `Ok(false)` when it did not exist.
+    async fn delete_project(&self, tenant: TenantId, id: ProjectId) -> Result<bool>;
+    async fn project_stats(&self, tenant: TenantId, id: ProjectId) -> Result<ProjectStats>;
+}
+
+#[async_trait]
+pub trait RunStore: Send + Sync + 'static {
+    /// Merges fragments into stored runs of `project` (see the crate docs).
+    async fn apply_run_fragments(&self, tenant: TenantId, project: ProjectId, fragments: &[RunFragment]) -> Result<()>;
+    async fn get_run(&self, tenant: TenantId, id: RunId) -> Result<Option<Run>>;
+    async fn query_runs(&self, tenant: TenantId, q: &RunQuery) -> Result<RunPage>;
+    /// Every run of a trace, ordered by `dotted_order`. No cap.
+    async fn trace_runs(&self, tenant: TenantId, trace: RunId) -> Result<Vec<Run>>;
+    /// An attachment's MIME type and bytes.
+    async fn get_attachment(&self, tenant: TenantId, run: RunId, name: &str) -> Result<Option<(String, Vec<u8>)>>;
+    /// Makes everything applied so far durable.
+    async fn sync(&self) -> Result<()>;
+}
+
+/// Both stores; what a service holds.
+pub trait Storage: ProjectStore + RunStore {}
+impl<T: ProjectStore + RunStore> Storage for T {}

@@ -1,0 +1,640 @@
+//! The embedded adapter, on fjall (an LSM tree): `sextant serve`'s store.
+//!
+//! fjall was chosen over redb and SQLite because this workload is write-heavy with ordered
+//! range scans: on these machines it wrote 2.4x faster than redb and 6x faster than SQLite for
+//! (project, start_time, run_id) keys, and used half redb's disk (`FACTS.md`).
+//!
+//! Keyspaces and keys (T = tenant, P = project, S = start time, R = run id; fixed width):
+//! * `runs`           T P S R   → Run (MessagePack)   — a project's runs, time-ordered
+//! * `run_loc`        T R       → P S                 — where a run is, by id
+//! * `trace_idx`      T TR R    → P S                 — the runs of a trace
+//! * `projects`       T P       → Project
+//! * `project_names`  T name    → P
+//! * `attachments`    T R name  → mime NUL bytes
+//!
+//! All fjall calls block, so every method runs on tokio's blocking pool.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use sextant_core::{Project, ProjectId, ProjectPatch, Run, RunFragment, RunId, TenantId, Timestamp};
+
+use crate::{
+    CreateOutcome, ProjectQuery, ProjectStats, ProjectStore, Result, RunCursor, RunPage, RunQuery, RunStore, StorageError,
+    StorageErrorKind,
+};
+
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    runs: Keyspace,
+    run_loc: Keyspace,
+    trace_idx: Keyspace,
+    projects: Keyspace,
+    project_names: Keyspace,
+    attachments: Keyspace,
+    /// Serialises read-modify-write of runs and project creation. The in-process projector
+    /// is the only hot writer, so one lock costs nothing and keeps merges exact.
+    write_lock: Mutex<()>,
+}
+
+fn backend(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
+    StorageError::with_source(StorageErrorKind::Unavailable, format!("embedded store: {what} failed"), e)
+}
+
+fn corrupt(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
+    StorageError::with_source(StorageErrorKind::Internal, format!("embedded store: cannot decode {what}"), e)
+}
+
+fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+    rmp_serde::to_vec_named(v).expect("domain types always encode")
+}
+
+fn dec<T: DeserializeOwned>(what: &str, b: &[u8]) -> Result<T> {
+    rmp_serde::from_slice(b).map_err(|e| corrupt(what, e))
+}
+
+/// Order-preserving encoding of a signed time: flip the sign bit.
+fn time_bytes(us: i64) -> [u8; 8] {
+    ((us as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn time_from(b: &[u8]) -> i64 {
+    (u64::from_be_bytes(b.try_into().expect("8 bytes")) ^ (1 << 63)) as i64
+}
+
+struct Key(Vec<u8>);
+
+impl Key {
+    fn new() -> Self {
+        Self(Vec::with_capacity(64))
+    }
+    fn id(mut self, b: &[u8; 16]) -> Self {
+        self.0.extend_from_slice(b);
+        self
+    }
+    fn time(mut self, us: i64) -> Self {
+        self.0.extend_from_slice(&time_bytes(us));
+        self
+    }
+    fn bytes(mut self, b: &[u8]) -> Self {
+        self.0.extend_from_slice(b);
+        self
+    }
+}
+
+fn run_key(t: TenantId, p: ProjectId, start_us: i64, r: RunId) -> Vec<u8> {
+    Key::new().id(t.as_bytes()).id(p.as_bytes()).time(start_us).id(r.as_bytes()).0
+}
+
+/// A run's location value: P S.
+fn loc_value(p: ProjectId, start_us: i64) -> Vec<u8> {
+    Key::new().id(p.as_bytes()).time(start_us).0
+}
+
+fn parse_loc(v: &[u8]) -> Option<(ProjectId, i64)> {
+    if v.len() != 24 {
+        return None;
+    }
+    Some((ProjectId::from_bytes(v[..16].try_into().ok()?), time_from(&v[16..24])))
+}
+
+/// The start time used for ordering: a run known only from a patch without a start time
+/// sorts at the epoch until its post arrives.
+fn order_time(run: &Run) -> i64 {
+    run.start_time.map_or(0, Timestamp::micros)
+}
+
+impl EmbeddedStore {
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| backend("create directory", e))?;
+        let db = Database::builder(dir)
+            .cache_size(128 << 20)
+            .open()
+            .map_err(|e| backend("open", e))?;
+        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(|e| backend("open keyspace", e));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                runs: ks("runs")?,
+                run_loc: ks("run_loc")?,
+                trace_idx: ks("trace_idx")?,
+                projects: ks("projects")?,
+                project_names: ks("project_names")?,
+                attachments: ks("attachments")?,
+                write_lock: Mutex::new(()),
+                db,
+            }),
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Inner) -> Result<T> + Send + 'static) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StorageError::with_source(StorageErrorKind::Internal, "storage task panicked", e))?
+    }
+}
+
+impl Inner {
+    fn get_project(&self, t: TenantId, p: ProjectId) -> Result<Option<Project>> {
+        let key = Key::new().id(t.as_bytes()).id(p.as_bytes()).0;
+        match self.projects.get(&key).map_err(|e| backend("read project", e))? {
+            Some(v) => Ok(Some(dec("project", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn project_by_name(&self, t: TenantId, name: &str) -> Result<Option<Project>> {
+        let key = Key::new().id(t.as_bytes()).bytes(name.as_bytes()).0;
+        match self.project_names.get(&key).map_err(|e| backend("read project name", e))? {
+            Some(v) if v.len() == 16 => self.get_project(t, ProjectId::from_bytes(v[..].try_into().expect("16 bytes"))),
+            _ => Ok(None),
+        }
+    }
+
+    fn get_run(&self, t: TenantId, r: RunId) -> Result<Option<Run>> {
+        let loc_key = Key::new().id(t.as_bytes()).id(r.as_bytes()).0;
+        let Some(loc) = self.run_loc.get(&loc_key).map_err(|e| backend("read run location", e))? else {
+            return Ok(None);
+        };
+        let Some((p, s)) = parse_loc(&loc) else { return Ok(None) };
+        match self.runs.get(run_key(t, p, s, r)).map_err(|e| backend("read run", e))? {
+            Some(v) => Ok(Some(dec("run", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn trace_locations(&self, t: TenantId, trace: RunId) -> Result<Vec<(ProjectId, i64, RunId)>> {
+        let prefix = Key::new().id(t.as_bytes()).id(trace.as_bytes()).0;
+        let mut out = Vec::new();
+        for g in self.trace_idx.prefix(&prefix) {
+            let (k, v) = g.into_inner().map_err(|e| backend("scan trace", e))?;
+            let r = RunId::from_bytes(k[32..48].try_into().expect("trace keys are 48 bytes"));
+            if let Some((p, s)) = parse_loc(&v) {
+                out.push((p, s, r));
+            }
+        }
+        Ok(out)
+    }
+
+    fn trace_runs(&self, t: TenantId, trace: RunId) -> Result<Vec<Run>> {
+        let mut runs = Vec::new();
+        for (p, s, r) in self.trace_locations(t, trace)? {
+            if let Some(v) = self.runs.get(run_key(t, p, s, r)).map_err(|e| backend("read run", e))? {
+                runs.push(dec::<Run>("run", &v)?);
+            }
+        }
+        runs.sort_by_cached_key(Run::dotted_order_or_default);
+        Ok(runs)
+    }
+
+    fn apply_fragments(&self, t: TenantId, project: ProjectId, fragments: &[RunFragment]) -> Result<()> {
+        let _guard = self.write_lock.lock().expect("poisoned");
+        // Group by run, keeping arrival order within a run.
+        let mut order: Vec<RunId> = Vec::new();
+        let mut by_run: HashMap<RunId, Vec<&RunFragment>> = HashMap::new();
+        for f in fragments {
+            by_run
+                .entry(f.id)
+                .or_insert_with(|| {
+                    order.push(f.id);
+                    Vec::new()
+                })
+                .push(f);
+        }
+        let mut batch = self.db.batch();
+        for id in order {
+            let existing = self.get_run(t, id)?;
+            let old_pos = existing.as_ref().map(|r| (r.project_id, order_time(r), r.trace()));
+            let mut run = existing.unwrap_or_else(|| Run::empty(id, project));
+            for f in &by_run[&id] {
+                run.apply(f);
+                for a in &f.attachments {
+                    let key = Key::new().id(t.as_bytes()).id(id.as_bytes()).bytes(a.name.as_bytes()).0;
+                    let mut v = Vec::with_capacity(a.mime_type.len() + 1 + a.data.len());
+                    v.extend_from_slice(a.mime_type.as_bytes());
+                    v.push(0);
+                    v.extend_from_slice(&a.data);
+                    batch.insert(&self.attachments, key, v);
+                }
+            }
+            run.derive();
+            let (p, s, tr) = (run.project_id, order_time(&run), run.trace());
+            if let Some((op, os, otr)) = old_pos {
+                if (op, os) != (p, s) {
+                    batch.remove(&self.runs, run_key(t, op, os, id));
+                }
+                if otr != tr {
+                    batch.remove(&self.trace_idx, Key::new().id(t.as_bytes()).id(otr.as_bytes()).id(id.as_bytes()).0);
+                }
+            }
+            batch.insert(&self.runs, run_key(t, p, s, id), enc(&run));
+            batch.insert(&self.run_loc, Key::new().id(t.as_bytes()).id(id.as_bytes()).0, loc_value(p, s));
+            batch.insert(&self.trace_idx, Key::new().id(t.as_bytes()).id(tr.as_bytes()).id(id.as_bytes()).0, loc_value(p, s));
+        }
+        batch.commit().map_err(|e| backend("write runs", e))
+    }
+
+    fn project_ids(&self, t: TenantId) -> Result<Vec<ProjectId>> {
+        let mut out = Vec::new();
+        for g in self.projects.prefix(t.as_bytes()) {
+            let k = g.key().map_err(|e| backend("scan projects", e))?;
+            out.push(ProjectId::from_bytes(k[16..32].try_into().expect("project keys are 32 bytes")));
+        }
+        Ok(out)
+    }
+
+    fn query_runs(&self, t: TenantId, q: &RunQuery) -> Result<RunPage> {
+        let limit = q.limit.max(1);
+        let mut ctx = MatchCtx { store: self, tenant: t, roots: HashMap::new(), trees: HashMap::new() };
+        // Candidates from an index where one applies; otherwise scan projects by time.
+        let candidates: Option<Vec<(ProjectId, i64, RunId)>> = if let Some(ids) = &q.ids {
+            let mut v = Vec::new();
+            for id in ids {
+                let loc_key = Key::new().id(t.as_bytes()).id(id.as_bytes()).0;
+                if let Some(loc) = self.run_loc.get(&loc_key).map_err(|e| backend("read run location", e))? {
+                    if let Some((p, s)) = parse_loc(&loc) {
+                        v.push((p, s, *id));
+                    }
+                }
+            }
+            Some(v)
+        } else if let Some(trace) = q.trace {
+            Some(self.trace_locations(t, trace)?)
+        } else {
+            None
+        };
+
+        if let Some(mut cands) = candidates {
+            cands.retain(|(p, _, _)| q.projects.is_empty() || q.projects.contains(p));
+            cands.sort_by(|a, b| (b.1, b.2).cmp(&(a.1, a.2)));
+            cands.dedup();
+            let mut runs = Vec::new();
+            let mut next = None;
+            for (p, s, r) in cands {
+                if let Some(c) = q.cursor {
+                    if (s, r) >= (c.start_us, c.id) {
+                        continue;
+                    }
+                }
+                let Some(v) = self.runs.get(run_key(t, p, s, r)).map_err(|e| backend("read run", e))? else { continue };
+                let run: Run = dec("run", &v)?;
+                if ctx.accepts(q, &run)? {
+                    if runs.len() == limit {
+                        next = runs.last().map(|r: &Run| RunCursor { start_us: order_time(r), id: r.id });
+                        break;
+                    }
+                    runs.push(run);
+                }
+            }
+            return Ok(RunPage { runs, next });
+        }
+
+        let projects = if q.projects.is_empty() { self.project_ids(t)? } else { q.projects.clone() };
+        // Per project, newest first; then merge. Each project yields at most limit + 1.
+        let mut merged: Vec<Run> = Vec::new();
+        for p in projects {
+            let lo = Key::new().id(t.as_bytes()).id(p.as_bytes()).time(q.start_from.map_or(i64::MIN, Timestamp::micros)).0;
+            let mut hi_time = q.start_before.map_or(i64::MAX, Timestamp::micros);
+            let mut hi_id = [0u8; 16];
+            if let Some(c) = q.cursor {
+                if c.start_us <= hi_time {
+                    hi_time = c.start_us;
+                    hi_id = *c.id.as_bytes();
+                }
+            }
+            let hi = Key::new().id(t.as_bytes()).id(p.as_bytes()).time(hi_time).bytes(&hi_id).0;
+            let mut taken = 0;
+            for g in self.runs.range(lo..hi).rev() {
+                let (_, v) = g.into_inner().map_err(|e| backend("scan runs", e))?;
+                let run: Run = dec("run", &v)?;
+                if ctx.accepts(q, &run)? {
+                    merged.push(run);
+                    taken += 1;
+                    if taken > limit {
+                        break;
+                    }
+                }
+            }
+        }
+        merged.sort_by(|a, b| (order_time(b), b.id).cmp(&(order_time(a), a.id)));
+        let next = if merged.len() > limit {
+            merged.truncate(limit);
+            merged.last().map(|r| RunCursor { start_us: order_time(r), id: r.id })
+        } else {
+            None
+        };
+        Ok(RunPage { runs: merged, next })
+    }
+
+    fn project_stats(&self, t: TenantId, p: ProjectId) -> Result<ProjectStats> {
+        let mut st = ProjectStats::default();
+        let mut latencies = Vec::new();
+        let mut first_tokens = Vec::new();
+        let prefix = Key::new().id(t.as_bytes()).id(p.as_bytes()).0;
+        for g in self.runs.prefix(&prefix) {
+            let (_, v) = g.into_inner().map_err(|e| backend("scan runs", e))?;
+            let run: Run = dec("run", &v)?;
+            st.run_count += 1;
+            if run.is_root() {
+                st.root_run_count += 1;
+                if let Some(l) = run.latency_secs() {
+                    latencies.push(l);
+                }
+                if let (Some(s), Some(f)) = (run.start_time, run.first_token_time) {
+                    first_tokens.push((f.micros() - s.micros()) as f64 / 1e6);
+                }
+            }
+            if run.status() == sextant_core::RunStatus::Error {
+                st.error_count += 1;
+            }
+            st.prompt_tokens += run.prompt_tokens.unwrap_or(0);
+            st.completion_tokens += run.completion_tokens.unwrap_or(0);
+            st.total_tokens += run.total_tokens.unwrap_or(0);
+            st.prompt_cost += run.prompt_cost.unwrap_or(0.0);
+            st.completion_cost += run.completion_cost.unwrap_or(0.0);
+            st.total_cost += run.total_cost.unwrap_or(0.0);
+            st.last_run_start_time = st.last_run_start_time.max(run.start_time);
+        }
+        st.latency_p50 = percentile(&mut latencies, 0.5);
+        st.latency_p99 = percentile(&mut latencies, 0.99);
+        st.first_token_p50 = percentile(&mut first_tokens, 0.5);
+        st.first_token_p99 = percentile(&mut first_tokens, 0.99);
+        Ok(st)
+    }
+
+    fn delete_project(&self, t: TenantId, p: ProjectId) -> Result<bool> {
+        let _guard = self.write_lock.lock().expect("poisoned");
+        let Some(project) = self.get_project(t, p)? else { return Ok(false) };
+        let mut batch = self.db.batch();
+        let prefix = Key::new().id(t.as_bytes()).id(p.as_bytes()).0;
+        let mut pending = 0;
+        for g in self.runs.prefix(&prefix) {
+            let (k, v) = g.into_inner().map_err(|e| backend("scan runs", e))?;
+            let run: Run = dec("run", &v)?;
+            batch.remove(&self.runs, k.to_vec());
+            batch.remove(&self.run_loc, Key::new().id(t.as_bytes()).id(run.id.as_bytes()).0);
+            batch.remove(&self.trace_idx, Key::new().id(t.as_bytes()).id(run.trace().as_bytes()).id(run.id.as_bytes()).0);
+            for a in &run.attachments {
+                batch.remove(&self.attachments, Key::new().id(t.as_bytes()).id(run.id.as_bytes()).bytes(a.name.as_bytes()).0);
+            }
+            pending += 1;
+            if pending >= 10_000 {
+                batch.commit().map_err(|e| backend("delete runs", e))?;
+                batch = self.db.batch();
+                pending = 0;
+            }
+        }
+        batch.remove(&self.projects, prefix.clone());
+        batch.remove(&self.project_names, Key::new().id(t.as_bytes()).bytes(project.name.as_bytes()).0);
+        batch.commit().map_err(|e| backend("delete project", e))?;
+        Ok(true)
+    }
+}
+
+fn percentile(v: &mut [f64], q: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let idx = ((v.len() - 1) as f64 * q).round() as usize;
+    Some(v[idx])
+}
+
+/// Evaluates a query's conditions on one run, caching trace lookups within the query.
+struct MatchCtx<'a> {
+    store: &'a Inner,
+    tenant: TenantId,
+    roots: HashMap<RunId, bool>,
+    trees: HashMap<RunId, bool>,
+}
+
+impl MatchCtx<'_> {
+    fn accepts(&mut self, q: &RunQuery, run: &Run) -> Result<bool> {
+        if let Some(tr) = q.trace {
+            if run.trace() != tr {
+                return Ok(false);
+            }
+        }
+        if let Some(p) = q.parent_run {
+            if run.parent_run_id != Some(p) {
+                return Ok(false);
+            }
+        }
+        if let Some(root) = q.is_root {
+            if run.is_root() != root {
+                return Ok(false);
+            }
+        }
+        if let Some(rt) = &q.run_type {
+            if run.run_type.as_deref() != Some(rt.as_str()) {
+                return Ok(false);
+            }
+        }
+        if let Some(err) = q.error {
+            if (run.status() == sextant_core::RunStatus::Error) != err {
+                return Ok(false);
+            }
+        }
+        if !q.reference_examples.is_empty() && !run.reference_example_id.is_some_and(|r| q.reference_examples.contains(&r)) {
+            return Ok(false);
+        }
+        if let Some(from) = q.start_from {
+            if run.start_time.is_none_or(|s| s < from) {
+                return Ok(false);
+            }
+        }
+        if let Some(before) = q.start_before {
+            if run.start_time.is_none_or(|s| s >= before) {
+                return Ok(false);
+            }
+        }
+        if let Some(f) = &q.filter {
+            if !f.matches(run) {
+                return Ok(false);
+            }
+        }
+        if let Some(f) = &q.trace_filter {
+            let trace = run.trace();
+            let ok = match self.roots.get(&trace) {
+                Some(ok) => *ok,
+                None => {
+                    let root = if trace == run.id { Some(run.clone()) } else { self.store.get_run(self.tenant, trace)? };
+                    let ok = root.is_some_and(|r| f.matches(&r));
+                    self.roots.insert(trace, ok);
+                    ok
+                }
+            };
+            if !ok {
+                return Ok(false);
+            }
+        }
+        if let Some(f) = &q.tree_filter {
+            let trace = run.trace();
+            let ok = match self.trees.get(&trace) {
+                Some(ok) => *ok,
+                None => {
+                    let ok = self.store.trace_runs(self.tenant, trace)?.iter().any(|r| f.matches(r));
+                    self.trees.insert(trace, ok);
+                    ok
+                }
+            };
+            if !ok {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl ProjectStore for EmbeddedStore {
+    async fn create_project(&self, project: &Project) -> Result<CreateOutcome> {
+        let project = project.clone();
+        self.blocking(move |s| {
+            let _guard = s.write_lock.lock().expect("poisoned");
+            let t = project.tenant_id;
+            if let Some(existing) = s.get_project(t, project.id)? {
+                return Ok(CreateOutcome::AlreadyExists(existing));
+            }
+            if let Some(existing) = s.project_by_name(t, &project.name)? {
+                return Ok(CreateOutcome::NameTaken(existing));
+            }
+            let mut b = s.db.batch();
+            b.insert(&s.projects, Key::new().id(t.as_bytes()).id(project.id.as_bytes()).0, enc(&project));
+            b.insert(&s.project_names, Key::new().id(t.as_bytes()).bytes(project.name.as_bytes()).0, project.id.as_bytes().to_vec());
+            b.commit().map_err(|e| backend("write project", e))?;
+            Ok(CreateOutcome::Created(project))
+        })
+        .await
+    }
+
+    async fn get_project(&self, tenant: TenantId, id: ProjectId) -> Result<Option<Project>> {
+        self.blocking(move |s| s.get_project(tenant, id)).await
+    }
+
+    async fn project_by_name(&self, tenant: TenantId, name: &str) -> Result<Option<Project>> {
+        let name = name.to_string();
+        self.blocking(move |s| s.project_by_name(tenant, &name)).await
+    }
+
+    async fn list_projects(&self, tenant: TenantId, q: &ProjectQuery) -> Result<Vec<Project>> {
+        let q = q.clone();
+        self.blocking(move |s| {
+            let mut all = Vec::new();
+            for g in s.projects.prefix(tenant.as_bytes()) {
+                let (_, v) = g.into_inner().map_err(|e| backend("scan projects", e))?;
+                let p: Project = dec("project", &v)?;
+                if !q.ids.is_empty() && !q.ids.contains(&p.id) {
+                    continue;
+                }
+                if q.name.as_ref().is_some_and(|n| *n != p.name) {
+                    continue;
+                }
+                if q.name_contains.as_ref().is_some_and(|n| !p.name.to_lowercase().contains(&n.to_lowercase())) {
+                    continue;
+                }
+                if !q.reference_dataset.is_empty() && !p.reference_dataset_id.is_some_and(|d| q.reference_dataset.contains(&d)) {
+                    continue;
+                }
+                match q.reference_free {
+                    Some(true) if p.reference_dataset_id.is_some() => continue,
+                    Some(false) if p.reference_dataset_id.is_none() => continue,
+                    _ => {}
+                }
+                if !q.metadata.is_empty() {
+                    let md = p.metadata();
+                    if !q.metadata.iter().all(|(k, v)| md.and_then(|m| m.get(k)) == Some(v)) {
+                        continue;
+                    }
+                }
+                all.push(p);
+            }
+            all.sort_by(|a, b| (b.start_time, b.id).cmp(&(a.start_time, a.id)));
+            Ok(all.into_iter().skip(q.offset).take(q.limit.max(1)).collect())
+        })
+        .await
+    }
+
+    async fn update_project(&self, tenant: TenantId, id: ProjectId, patch: &ProjectPatch) -> Result<Option<Project>> {
+        let patch = patch.clone();
+        self.blocking(move |s| {
+            let _guard = s.write_lock.lock().expect("poisoned");
+            let Some(mut p) = s.get_project(tenant, id)? else { return Ok(None) };
+            let old_name = p.name.clone();
+            p.apply(&patch);
+            let mut b = s.db.batch();
+            if p.name != old_name {
+                if let Some(other) = s.project_by_name(tenant, &p.name)? {
+                    if other.id != id {
+                        return Err(StorageError::new(
+                            StorageErrorKind::Conflict,
+                            format!("a project named {:?} already exists", p.name),
+                        ));
+                    }
+                }
+                b.remove(&s.project_names, Key::new().id(tenant.as_bytes()).bytes(old_name.as_bytes()).0);
+                b.insert(&s.project_names, Key::new().id(tenant.as_bytes()).bytes(p.name.as_bytes()).0, id.as_bytes().to_vec());
+            }
+            b.insert(&s.projects, Key::new().id(tenant.as_bytes()).id(id.as_bytes()).0, enc(&p));
+            b.commit().map_err(|e| backend("write project", e))?;
+            Ok(Some(p))
+        })
+        .await
+    }
+
+    async fn delete_project(&self, tenant: TenantId, id: ProjectId) -> Result<bool> {
+        self.blocking(move |s| s.delete_project(tenant, id)).await
+    }
+
+    async fn project_stats(&self, tenant: TenantId, id: ProjectId) -> Result<ProjectStats> {
+        self.blocking(move |s| s.project_stats(tenant, id)).await
+    }
+}
+
+#[async_trait]
+impl RunStore for EmbeddedStore {
+    async fn apply_run_fragments(&self, tenant: TenantId, project: ProjectId, fragments: &[RunFragment]) -> Result<()> {
+        let fragments = fragments.to_vec();
+        self.blocking(move |s| s.apply_fragments(tenant, project, &fragments)).await
+    }
+
+    async fn get_run(&self, tenant: TenantId, id: RunId) -> Result<Option<Run>> {
+        self.blocking(move |s| s.get_run(tenant, id)).await
+    }
+
+    async fn query_runs(&self, tenant: TenantId, q: &RunQuery) -> Result<RunPage> {
+        let q = q.clone();
+        self.blocking(move |s| s.query_runs(tenant, &q)).await
+    }
+
+    async fn trace_runs(&self, tenant: TenantId, trace: RunId) -> Result<Vec<Run>> {
+        self.blocking(move |s| s.trace_runs(tenant, trace)).await
+    }
+
+    async fn get_attachment(&self, tenant: TenantId, run: RunId, name: &str) -> Result<Option<(String, Vec<u8>)>> {
+        let name = name.to_string();
+        self.blocking(move |s| {
+            let key = Key::new().id(tenant.as_bytes()).id(run.as_bytes()).bytes(name.as_bytes()).0;
+            let Some(v) = s.attachments.get(&key).map_err(|e| backend("read attachment", e))? else { return Ok(None) };
+            let nul = v.iter().position(|b| *b == 0).unwrap_or(v.len());
+            let mime = String::from_utf8_lossy(&v[..nul]).into_owned();
+            Ok(Some((mime, v.get(nul + 1..).unwrap_or_default().to_vec())))
+        })
+        .await
+    }
+
+    async fn sync(&self) -> Result<()> {
+        self.blocking(|s| s.db.persist(PersistMode::SyncData).map_err(|e| backend("sync", e))).await
+    }
+}

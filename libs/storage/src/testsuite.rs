@@ -1,0 +1,334 @@
+//! The storage conformance suite: every adapter runs these against a fresh store per test.
+//! Use [`storage_conformance!`] with an expression that yields a new `Arc<dyn Storage>` (async).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::json;
+use uuid::Uuid;
+
+use sextant_core::{FragmentKind, Project, ProjectId, ProjectPatch, RawJson, RunFragment, RunId, TenantId, Timestamp};
+
+use crate::{CreateOutcome, ProjectQuery, RunCursor, RunQuery, Storage, StorageErrorKind};
+
+#[macro_export]
+macro_rules! storage_conformance {
+    ($new:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn merges_fragments_in_any_order_idempotently() { $crate::testsuite::merges_fragments_in_any_order_idempotently($new.await).await }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn tenants_are_isolated() { $crate::testsuite::tenants_are_isolated($new.await).await }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn pages_newest_first_without_gaps_or_duplicates() { $crate::testsuite::pages_newest_first_without_gaps_or_duplicates($new.await).await }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn structured_conditions_and_matchers_filter() { $crate::testsuite::structured_conditions_and_matchers_filter($new.await).await }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn traces_come_back_whole_and_ordered() { $crate::testsuite::traces_come_back_whole_and_ordered($new.await).await }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn project_lifecycle() { $crate::testsuite::project_lifecycle($new.await).await }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn project_stats_are_exact() { $crate::testsuite::project_stats_are_exact($new.await).await }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn attachments_round_trip() { $crate::testsuite::attachments_round_trip($new.await).await }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn late_start_time_moves_the_run() { $crate::testsuite::late_start_time_moves_the_run($new.await).await }
+    };
+}
+
+fn tenant() -> TenantId {
+    TenantId(Uuid::new_v4())
+}
+
+fn project(t: TenantId, name: &str) -> Project {
+    Project {
+        id: ProjectId(Uuid::new_v4()),
+        tenant_id: t,
+        name: name.into(),
+        description: None,
+        extra: Default::default(),
+        reference_dataset_id: None,
+        start_time: Timestamp::now(),
+        end_time: None,
+        experiment: Default::default(),
+    }
+}
+
+const T0: i64 = 1_764_000_000_000_000;
+
+fn root(n: u128, start_us: i64) -> RunFragment {
+    let id = RunId(Uuid::from_u128(n));
+    let mut f = RunFragment::new(FragmentKind::Post, id);
+    f.trace_id = Some(id);
+    f.dotted_order = Some(format!("{}{}", Timestamp(start_us).to_dotted_stamp(), id));
+    f.name = Some(format!("root-{n}"));
+    f.run_type = Some("chain".into());
+    f.start_time = Some(Timestamp(start_us));
+    f.end_time = Some(Timestamp(start_us + 1_000_000));
+    f.inputs = Some(RawJson::parse(&format!(r#"{{"n":{n}}}"#)).unwrap());
+    f.outputs = Some(RawJson::parse("{}").unwrap());
+    f.tags = Some(vec!["t".into()]);
+    f
+}
+
+fn child(parent: &RunFragment, n: u128, start_us: i64) -> RunFragment {
+    let id = RunId(Uuid::from_u128(n));
+    let mut f = RunFragment::new(FragmentKind::Post, id);
+    f.trace_id = parent.trace_id;
+    f.parent_run_id = Some(parent.id);
+    f.dotted_order = Some(format!("{}.{}{}", parent.dotted_order.as_ref().unwrap(), Timestamp(start_us).to_dotted_stamp(), id));
+    f.name = Some(format!("child-{n}"));
+    f.run_type = Some("llm".into());
+    f.start_time = Some(Timestamp(start_us));
+    f
+}
+
+async fn new_project(s: &Arc<dyn Storage>, t: TenantId, name: &str) -> ProjectId {
+    let p = project(t, name);
+    match s.create_project(&p).await.unwrap() {
+        CreateOutcome::Created(p) => p.id,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn q(projects: Vec<ProjectId>, limit: usize) -> RunQuery {
+    RunQuery { projects, limit, ..Default::default() }
+}
+
+pub async fn merges_fragments_in_any_order_idempotently(s: Arc<dyn Storage>) {
+    let t = tenant();
+    let p = new_project(&s, t, "merge").await;
+    let post = root(1, T0);
+    let mut patch = RunFragment::new(FragmentKind::Patch, post.id);
+    patch.end_time = Some(Timestamp(T0 + 5_000_000));
+    patch.outputs = Some(RawJson::parse(r#"{"answer":42}"#).unwrap());
+    patch.extra = Some(json!({"metadata": {"late": 1}}).as_object().unwrap().clone());
+    // Patch first, then post, then both again (a redelivery).
+    s.apply_run_fragments(t, p, std::slice::from_ref(&patch)).await.unwrap();
+    s.apply_run_fragments(t, p, std::slice::from_ref(&post)).await.unwrap();
+    let once = s.get_run(t, post.id).await.unwrap().unwrap();
+    s.apply_run_fragments(t, p, &[post.clone(), patch.clone()]).await.unwrap();
+    let twice = s.get_run(t, post.id).await.unwrap().unwrap();
+    assert_eq!(once, twice);
+    assert_eq!(once.outputs.as_ref().unwrap().as_str(), r#"{"answer":42}"#);
+    assert_eq!(once.end_time, Some(Timestamp(T0 + 5_000_000)));
+    assert_eq!(once.name.as_deref(), Some("root-1"));
+    assert_eq!(once.metadata().unwrap()["late"], 1);
+    assert_eq!(s.query_runs(t, &q(vec![p], 10)).await.unwrap().runs.len(), 1, "stored once");
+}
+
+pub async fn tenants_are_isolated(s: Arc<dyn Storage>) {
+    let (a, b) = (tenant(), tenant());
+    let pa = new_project(&s, a, "shared-name").await;
+    // The same project name in another tenant is a different project.
+    let pb = new_project(&s, b, "shared-name").await;
+    assert_ne!(pa, pb);
+    let r = root(10, T0);
+    s.apply_run_fragments(a, pa, std::slice::from_ref(&r)).await.unwrap();
+    assert!(s.get_run(a, r.id).await.unwrap().is_some());
+    assert!(s.get_run(b, r.id).await.unwrap().is_none());
+    assert!(s.trace_runs(b, r.id).await.unwrap().is_empty());
+    assert!(s.query_runs(b, &q(vec![], 10)).await.unwrap().runs.is_empty());
+    assert!(s.query_runs(b, &q(vec![pa], 10)).await.unwrap().runs.is_empty(), "another tenant's project id leaks nothing");
+    assert!(s.query_runs(b, &RunQuery { ids: Some(vec![r.id]), limit: 10, ..Default::default() }).await.unwrap().runs.is_empty());
+    assert!(s.get_project(b, pa).await.unwrap().is_none());
+    assert_eq!(s.project_by_name(b, "shared-name").await.unwrap().unwrap().id, pb);
+    let listed: Vec<_> = s.list_projects(b, &ProjectQuery { limit: 100, ..Default::default() }).await.unwrap();
+    assert_eq!(listed.iter().map(|p| p.id).collect::<Vec<_>>(), vec![pb]);
+    assert!(!s.delete_project(b, pa).await.unwrap());
+    assert!(s.get_project(a, pa).await.unwrap().is_some());
+}
+
+pub async fn pages_newest_first_without_gaps_or_duplicates(s: Arc<dyn Storage>) {
+    let t = tenant();
+    let p = new_project(&s, t, "paging").await;
+    // Two runs share a start time to exercise the id tie-break.
+    let frags: Vec<_> = (1..=250u128).map(|n| root(n, T0 + (n as i64 / 2) * 1000)).collect();
+    s.apply_run_fragments(t, p, &frags).await.unwrap();
+    let mut seen = Vec::new();
+    let mut cursor: Option<RunCursor> = None;
+    let mut pages = 0;
+    loop {
+        let page = s.query_runs(t, &RunQuery { cursor, ..q(vec![p], 100) }).await.unwrap();
+        pages += 1;
+        seen.extend(page.runs.iter().map(|r| (r.start_time.unwrap(), r.id)));
+        match page.next {
+            Some(c) => cursor = Some(RunCursor::decode(&c.encode()).unwrap()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen.len(), 250);
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 250);
+    let mut sorted = seen.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen, sorted, "newest first");
+    assert_eq!(RunCursor::decode("garbage").unwrap_err().kind, StorageErrorKind::Invalid);
+}
+
+pub async fn structured_conditions_and_matchers_filter(s: Arc<dyn Storage>) {
+    let t = tenant();
+    let p = new_project(&s, t, "filters").await;
+    let other = new_project(&s, t, "other").await;
+    let r1 = root(1, T0);
+    let c1 = child(&r1, 2, T0 + 10);
+    let mut c2 = child(&r1, 3, T0 + 20);
+    c2.error = Some("ValueError('boom')".into());
+    c2.run_type = Some("tool".into());
+    let mut r2 = root(4, T0 + 1_000_000);
+    r2.name = Some("special".into());
+    let c3 = child(&r2, 5, T0 + 1_000_010);
+    s.apply_run_fragments(t, p, &[r1.clone(), c1.clone(), c2.clone(), r2.clone(), c3.clone()]).await.unwrap();
+    s.apply_run_fragments(t, other, &[root(6, T0)]).await.unwrap();
+
+    let ids = |runs: Vec<sextant_core::Run>| -> HashSet<u128> { runs.iter().map(|r| r.id.0.as_u128()).collect() };
+    let run = |q: RunQuery| {
+        let s = s.clone();
+        async move { ids(s.query_runs(t, &q).await.unwrap().runs) }
+    };
+    let base = || q(vec![p], 100);
+    assert_eq!(run(base()).await, HashSet::from([1, 2, 3, 4, 5]));
+    assert_eq!(run(q(vec![], 100)).await, HashSet::from([1, 2, 3, 4, 5, 6]), "no project = all the tenant's");
+    assert_eq!(run(RunQuery { is_root: Some(true), ..base() }).await, HashSet::from([1, 4]));
+    assert_eq!(run(RunQuery { is_root: Some(false), ..base() }).await, HashSet::from([2, 3, 5]));
+    assert_eq!(run(RunQuery { trace: Some(r1.id), ..base() }).await, HashSet::from([1, 2, 3]));
+    assert_eq!(run(RunQuery { parent_run: Some(r2.id), ..base() }).await, HashSet::from([5]));
+    assert_eq!(run(RunQuery { run_type: Some("llm".into()), ..base() }).await, HashSet::from([2, 5]));
+    assert_eq!(run(RunQuery { error: Some(true), ..base() }).await, HashSet::from([3]));
+    assert_eq!(run(RunQuery { ids: Some(vec![c1.id, r2.id]), ..base() }).await, HashSet::from([2, 4]));
+    assert_eq!(run(RunQuery { start_from: Some(Timestamp(T0 + 1_000_000)), ..base() }).await, HashSet::from([4, 5]));
+    assert_eq!(run(RunQuery { start_before: Some(Timestamp(T0 + 15)), ..base() }).await, HashSet::from([1, 2]));
+    let named_special: Arc<dyn crate::RunMatcher> = Arc::new(|r: &sextant_core::Run| r.name.as_deref() == Some("special"));
+    let errored: Arc<dyn crate::RunMatcher> = Arc::new(|r: &sextant_core::Run| r.error.is_some());
+    assert_eq!(run(RunQuery { filter: Some(named_special.clone()), ..base() }).await, HashSet::from([4]));
+    assert_eq!(run(RunQuery { trace_filter: Some(named_special), ..base() }).await, HashSet::from([4, 5]));
+    assert_eq!(run(RunQuery { tree_filter: Some(errored), ..base() }).await, HashSet::from([1, 2, 3]));
+}
+
+pub async fn traces_come_back_whole_and_ordered(s: Arc<dyn Storage>) {
+    let t = tenant();
+    let p = new_project(&s, t, "trace").await;
+    let r = root(1, T0);
+    let mut frags = vec![r.clone()];
+    let mut parent = r.clone();
+    // A deep chain and a wide fan-out: no cap on runs per trace.
+    for n in 2..=60u128 {
+        let c = child(&parent, n, T0 + n as i64);
+        if n % 3 == 0 {
+            parent = c.clone();
+        }
+        frags.push(c);
+    }
+    frags.reverse(); // children before parents must not matter
+    s.apply_run_fragments(t, p, &frags).await.unwrap();
+    let runs = s.trace_runs(t, r.id).await.unwrap();
+    assert_eq!(runs.len(), 60);
+    assert_eq!(runs[0].id, r.id);
+    let orders: Vec<_> = runs.iter().map(|r| r.dotted_order.clone().unwrap()).collect();
+    let mut sorted = orders.clone();
+    sorted.sort();
+    assert_eq!(orders, sorted);
+    for run in &runs[1..] {
+        let parent = run.parent_run_id.unwrap();
+        assert!(runs.iter().any(|r| r.id == parent));
+        assert_eq!(run.trace_id, Some(r.id));
+    }
+}
+
+pub async fn project_lifecycle(s: Arc<dyn Storage>) {
+    let t = tenant();
+    let p = project(t, "alpha");
+    assert!(matches!(s.create_project(&p).await.unwrap(), CreateOutcome::Created(_)));
+    assert!(matches!(s.create_project(&p).await.unwrap(), CreateOutcome::AlreadyExists(_)), "redelivered create");
+    let dup = project(t, "alpha");
+    assert!(matches!(s.create_project(&dup).await.unwrap(), CreateOutcome::NameTaken(e) if e.id == p.id));
+    let beta = project(t, "beta-experiment");
+    s.create_project(&beta).await.unwrap();
+    let found = s.list_projects(t, &ProjectQuery { name_contains: Some("EXPERIMENT".into()), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(found.iter().map(|p| p.id).collect::<Vec<_>>(), vec![beta.id]);
+    let page2 = s.list_projects(t, &ProjectQuery { offset: 1, limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(page2.len(), 1);
+
+    let patch = ProjectPatch { name: Some("beta-experiment".into()), ..Default::default() };
+    let err = s.update_project(t, p.id, &patch).await.unwrap_err();
+    assert_eq!(err.kind, StorageErrorKind::Conflict);
+    let patch = ProjectPatch {
+        name: Some("alpha-2".into()),
+        description: Some("renamed".into()),
+        extra: Some(json!({"metadata": {"k": "v"}}).as_object().unwrap().clone()),
+        end_time: None,
+    };
+    let updated = s.update_project(t, p.id, &patch).await.unwrap().unwrap();
+    assert_eq!(updated.name, "alpha-2");
+    assert!(s.project_by_name(t, "alpha").await.unwrap().is_none());
+    assert_eq!(s.project_by_name(t, "alpha-2").await.unwrap().unwrap().description.as_deref(), Some("renamed"));
+    let md = ProjectQuery { metadata: json!({"k": "v"}).as_object().unwrap().clone(), limit: 10, ..Default::default() };
+    assert_eq!(s.list_projects(t, &md).await.unwrap().len(), 1);
+
+    let r = root(1, T0);
+    s.apply_run_fragments(t, p.id, &[r.clone(), child(&r, 2, T0 + 1)]).await.unwrap();
+    assert!(s.delete_project(t, p.id).await.unwrap());
+    assert!(s.get_project(t, p.id).await.unwrap().is_none());
+    assert!(s.get_run(t, r.id).await.unwrap().is_none(), "runs go with their project");
+    assert!(s.trace_runs(t, r.id).await.unwrap().is_empty());
+    assert!(!s.delete_project(t, p.id).await.unwrap());
+    assert!(s.update_project(t, p.id, &ProjectPatch::default()).await.unwrap().is_none());
+    // The name is free again.
+    assert!(matches!(s.create_project(&project(t, "alpha-2")).await.unwrap(), CreateOutcome::Created(_)));
+}
+
+pub async fn project_stats_are_exact(s: Arc<dyn Storage>) {
+    let t = tenant();
+    let p = new_project(&s, t, "stats").await;
+    let mut frags = Vec::new();
+    for n in 1..=4u128 {
+        let mut r = root(n, T0 + n as i64 * 10_000_000);
+        r.end_time = Some(Timestamp(T0 + n as i64 * 10_000_000 + n as i64 * 1_000_000)); // n seconds
+        if n == 4 {
+            r.error = Some("boom".into());
+        }
+        let mut c = child(&r, 100 + n, T0 + n as i64 * 10_000_000 + 1);
+        c.prompt_tokens = Some(10);
+        c.completion_tokens = Some(5);
+        c.total_tokens = Some(15);
+        frags.push(r);
+        frags.push(c);
+    }
+    s.apply_run_fragments(t, p, &frags).await.unwrap();
+    s.apply_run_fragments(t, p, &frags).await.unwrap(); // redelivery changes nothing
+    let st = s.project_stats(t, p).await.unwrap();
+    assert_eq!(st.run_count, 8);
+    assert_eq!(st.root_run_count, 4);
+    assert_eq!(st.error_count, 1);
+    assert_eq!(st.total_tokens, 60);
+    assert_eq!(st.prompt_tokens, 40);
+    assert_eq!(st.latency_p50, Some(3.0));
+    assert_eq!(st.latency_p99, Some(4.0));
+    assert_eq!(st.last_run_start_time, Some(Timestamp(T0 + 40_000_001)));
+}
+
+pub async fn attachments_round_trip(s: Arc<dyn Storage>) {
+    let t = tenant();
+    let p = new_project(&s, t, "attach").await;
+    let mut r = root(1, T0);
+    r.attachments.push(sextant_core::run::Attachment { name: "image".into(), mime_type: "image/png".into(), data: vec![1, 0, 2, 3] });
+    s.apply_run_fragments(t, p, &[r.clone()]).await.unwrap();
+    let (mime, bytes) = s.get_attachment(t, r.id, "image").await.unwrap().unwrap();
+    assert_eq!((mime.as_str(), bytes.as_slice()), ("image/png", &[1u8, 0, 2, 3][..]));
+    assert!(s.get_attachment(tenant(), r.id, "image").await.unwrap().is_none());
+    assert_eq!(s.get_run(t, r.id).await.unwrap().unwrap().attachments[0].size, 4);
+}
+
+pub async fn late_start_time_moves_the_run(s: Arc<dyn Storage>) {
+    let t = tenant();
+    let p = new_project(&s, t, "late").await;
+    let post = root(1, T0 + 123);
+    let mut patch = RunFragment::new(FragmentKind::Patch, post.id);
+    patch.end_time = Some(Timestamp(T0 + 999));
+    s.apply_run_fragments(t, p, &[patch]).await.unwrap();
+    s.apply_run_fragments(t, p, &[post.clone()]).await.unwrap();
+    let page = s.query_runs(t, &q(vec![p], 10)).await.unwrap();
+    assert_eq!(page.runs.len(), 1, "the patch-only placeholder was moved, not duplicated");
+    assert_eq!(page.runs[0].start_time, Some(Timestamp(T0 + 123)));
+    let from = s.query_runs(t, &RunQuery { start_from: Some(Timestamp(T0)), ..q(vec![p], 10) }).await.unwrap();
+    assert_eq!(from.runs.len(), 1);
+}
