@@ -73,6 +73,13 @@ fn samples() -> Vec<(&'static str, Envelope)> {
             })),
         ),
         ("ProjectDeletedV1", env(Event::ProjectDeletedV1(ProjectDeletedV1 { project_id: project().id }))),
+        (
+            "FeedbackPartReceivedV1",
+            env(Event::FeedbackPartReceivedV1(FeedbackPartReceivedV1 {
+                feedback_id: Uuid::from_u128(0x5555),
+                json: RawJson::parse(r#"{"key":"user_rating","score":0.2}"#).unwrap(),
+            })),
+        ),
     ]
 }
 

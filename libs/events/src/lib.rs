@@ -13,15 +13,17 @@ use sextant_core::{Project, ProjectId, ProjectPatch, RunFragment, TenantId, Time
 pub enum Stream {
     Runs,
     Projects,
+    Feedback,
 }
 
 impl Stream {
-    pub const ALL: [Stream; 2] = [Stream::Runs, Stream::Projects];
+    pub const ALL: [Stream; 3] = [Stream::Runs, Stream::Projects, Stream::Feedback];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Runs => "runs",
             Self::Projects => "projects",
+            Self::Feedback => "feedback",
         }
     }
 
@@ -30,6 +32,7 @@ impl Stream {
         match self {
             Self::Runs => 1,
             Self::Projects => 2,
+            Self::Feedback => 3,
         }
     }
 }
@@ -52,6 +55,7 @@ pub enum Event {
     ProjectCreatedV1(ProjectCreatedV1),
     ProjectUpdatedV1(ProjectUpdatedV1),
     ProjectDeletedV1(ProjectDeletedV1),
+    FeedbackPartReceivedV1(FeedbackPartReceivedV1),
 }
 
 /// Run fragments (posts and patches) of one project, as acknowledged to a client.
@@ -77,6 +81,14 @@ pub struct ProjectDeletedV1 {
     pub project_id: ProjectId,
 }
 
+/// A `feedback.<id>` part that arrived inside `/runs/multipart`, kept verbatim (JSON text)
+/// for the feedback service to validate and project.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackPartReceivedV1 {
+    pub feedback_id: Uuid,
+    pub json: sextant_core::RawJson,
+}
+
 impl Envelope {
     pub fn new(tenant: TenantId, event: Event) -> Self {
         Self { id: Uuid::now_v7(), tenant, at_ms: Timestamp::now().millis(), traceparent: None, event }
@@ -86,6 +98,7 @@ impl Envelope {
         match &self.event {
             Event::RunsIngestedV1(_) => Stream::Runs,
             Event::ProjectCreatedV1(_) | Event::ProjectUpdatedV1(_) | Event::ProjectDeletedV1(_) => Stream::Projects,
+            Event::FeedbackPartReceivedV1(_) => Stream::Feedback,
         }
     }
 
@@ -98,6 +111,7 @@ impl Envelope {
             Event::ProjectCreatedV1(e) => format!("{stream}.{}.{}", self.tenant, e.project.id),
             Event::ProjectUpdatedV1(e) => format!("{stream}.{}.{}", self.tenant, e.project_id),
             Event::ProjectDeletedV1(e) => format!("{stream}.{}.{}", self.tenant, e.project_id),
+            Event::FeedbackPartReceivedV1(_) => format!("{stream}.{}", self.tenant),
         }
     }
 
@@ -107,6 +121,7 @@ impl Envelope {
             Event::ProjectCreatedV1(_) => "ProjectCreatedV1",
             Event::ProjectUpdatedV1(_) => "ProjectUpdatedV1",
             Event::ProjectDeletedV1(_) => "ProjectDeletedV1",
+            Event::FeedbackPartReceivedV1(_) => "FeedbackPartReceivedV1",
         }
     }
 }
