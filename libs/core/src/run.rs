@@ -16,7 +16,7 @@ use crate::ids::{ProjectId, RunId};
 use crate::json::RawJson;
 use crate::time::Timestamp;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FragmentKind {
     Post,

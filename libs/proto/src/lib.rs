@@ -1,1 +1,8 @@
-//! placeholder
+//! Sextant's API surface shared by every service: the gRPC definitions generated from
+//! `proto/sextant/v1`, and [`ErrorKind`], the one place where a failure becomes an HTTP or a
+//! gRPC status.
+
+pub mod error;
+pub mod http;
+
+pub use error::{ApiError, ErrorKind};

@@ -1,1 +1,13 @@
-//! placeholder
+//! The ingest service: LangSmith-compatible run ingestion (`/runs/multipart`, `/runs/batch`,
+//! `/runs`), run reads and queries with the filter language, projects (`/sessions`), the run
+//! projector that folds run events into the store, and the gRPC `RunService`.
+
+pub mod core;
+pub mod http;
+pub mod multipart;
+pub mod projector;
+pub mod signing;
+pub mod view;
+pub mod wire;
+
+pub use crate::core::{Ingest, IngestLimits};

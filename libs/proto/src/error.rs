@@ -1,0 +1,118 @@
+//! Errors as clients see them. Each service maps its own error enum to an [`ErrorKind`] and a
+//! client-safe message; this module turns that into a status exactly once per transport.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Malformed or invalid input.
+    BadRequest,
+    /// Well-formed input that is semantically wrong (wrong types, failed validation).
+    Unprocessable,
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    /// Duplicate name or state conflict.
+    Conflict,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    RateLimited,
+    /// A dependency (bus, store) is down; the client should retry.
+    Unavailable,
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn http(self) -> StatusCode {
+        match self {
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Conflict => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn grpc(self) -> tonic::Code {
+        match self {
+            Self::BadRequest | Self::Unprocessable | Self::UnsupportedMediaType => tonic::Code::InvalidArgument,
+            Self::Unauthenticated => tonic::Code::Unauthenticated,
+            Self::Forbidden => tonic::Code::PermissionDenied,
+            Self::NotFound => tonic::Code::NotFound,
+            Self::Conflict => tonic::Code::AlreadyExists,
+            Self::PayloadTooLarge => tonic::Code::ResourceExhausted,
+            Self::RateLimited => tonic::Code::ResourceExhausted,
+            Self::Unavailable => tonic::Code::Unavailable,
+            Self::Internal => tonic::Code::Internal,
+        }
+    }
+}
+
+/// An error with a message safe to show the client. Internals are logged, never sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadRequest, message)
+    }
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unprocessable, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Conflict, message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unavailable, message)
+    }
+    pub fn internal() -> Self {
+        Self::new(ErrorKind::Internal, "internal error; see the server log")
+    }
+
+    pub fn to_status(&self) -> tonic::Status {
+        tonic::Status::new(self.kind.grpc(), self.message.clone())
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> Self {
+        e.to_status()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        // `detail` is what LangSmith clients print.
+        let body = serde_json::json!({ "detail": self.message, "error": format!("{:?}", self.kind) });
+        let mut resp = (self.kind.http(), axum::Json(body)).into_response();
+        if self.kind == ErrorKind::Unavailable {
+            resp.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+        }
+        resp.extensions_mut().insert(self);
+        resp
+    }
+}

@@ -1,0 +1,442 @@
+//! The ingest service's core: transport-free operations on runs and projects. HTTP and gRPC
+//! are thin layers over [`Ingest`].
+//!
+//! Writes are event-sourced: a request is turned into events, the events are made durable on
+//! the bus, and only then is the request acknowledged. The run projector (`projector.rs`)
+//! folds run events into the store asynchronously; project events are projected in the
+//! request itself (write-through) so a client can use a project it has just created.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, instrument, warn};
+
+use sextant_bus::{BusError, BusErrorKind, EventBus};
+use sextant_core::project::validate_project_name;
+use sextant_core::{Project, ProjectId, ProjectPatch, Run, RunFragment, RunId, TenantId, Timestamp};
+use sextant_events::{Envelope, Event, ProjectCreatedV1, ProjectDeletedV1, ProjectUpdatedV1, RunsIngestedV1};
+use sextant_filter::{Filter, RunView};
+use sextant_proto::{ApiError, ErrorKind};
+use sextant_storage::{
+    CreateOutcome, ProjectQuery, ProjectStats, RunCursor, RunMatcher, RunPage, RunQuery, Storage, StorageError,
+    StorageErrorKind,
+};
+
+use crate::wire::ProjectRef;
+
+/// The project runs go to when they name none.
+pub const DEFAULT_PROJECT: &str = "default";
+
+/// Events are split so none exceeds this many bytes (JetStream's default message limit is
+/// 1 MiB; one run larger than this travels alone).
+const MAX_EVENT_BYTES: usize = 900 * 1024;
+const PROJECT_CACHE_TTL: Duration = Duration::from_secs(30);
+const PROJECT_CACHE_MAX: usize = 100_000;
+
+#[derive(Debug, Clone)]
+pub struct IngestLimits {
+    pub max_body_bytes: usize,
+    pub max_decoded_bytes: usize,
+    pub max_parts: usize,
+    pub max_runs_per_request: usize,
+    pub max_query_limit: usize,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 25 * 1024 * 1024,
+            max_decoded_bytes: 200 * 1024 * 1024,
+            max_parts: 100_000,
+            max_runs_per_request: 10_000,
+            max_query_limit: 1000,
+        }
+    }
+}
+
+pub struct Ingest {
+    bus: Arc<dyn EventBus>,
+    store: Arc<dyn Storage>,
+    pub limits: IngestLimits,
+    project_cache: Mutex<HashMap<(TenantId, String), (ProjectId, Instant)>>,
+    tenants_with_default: Mutex<HashSet<TenantId>>,
+}
+
+/// What an accepted ingest request produced.
+#[derive(Debug, Clone, Default)]
+pub struct IngestReceipt {
+    pub runs: usize,
+    pub events: usize,
+}
+
+pub fn bus_error(e: BusError) -> ApiError {
+    match e.kind {
+        BusErrorKind::Unavailable => {
+            warn!(error = %e, "event bus unavailable");
+            ApiError::unavailable("event bus unavailable; retry shortly")
+        }
+        BusErrorKind::Invalid => ApiError::unprocessable(e.message),
+        BusErrorKind::Internal => {
+            error!(error = ?e, "event bus failure");
+            ApiError::internal()
+        }
+    }
+}
+
+pub fn storage_error(e: StorageError) -> ApiError {
+    match e.kind {
+        StorageErrorKind::Unavailable => {
+            warn!(error = %e, "store unavailable");
+            ApiError::unavailable("store unavailable; retry shortly")
+        }
+        StorageErrorKind::Conflict => ApiError::conflict(e.message),
+        StorageErrorKind::Invalid => ApiError::bad_request(e.message),
+        StorageErrorKind::Internal => {
+            error!(error = ?e, "store failure");
+            ApiError::internal()
+        }
+    }
+}
+
+/// What `POST /runs/query` (and gRPC `QueryRuns`) asks for, already validated.
+#[derive(Debug, Clone, Default)]
+pub struct RunQueryRequest {
+    pub projects: Vec<ProjectId>,
+    pub ids: Option<Vec<RunId>>,
+    pub trace: Option<RunId>,
+    pub parent_run: Option<RunId>,
+    pub is_root: Option<bool>,
+    pub run_type: Option<String>,
+    pub error: Option<bool>,
+    pub reference_examples: Vec<uuid::Uuid>,
+    pub start_time: Option<Timestamp>,
+    pub end_time: Option<Timestamp>,
+    pub filter: Option<String>,
+    pub trace_filter: Option<String>,
+    pub tree_filter: Option<String>,
+    /// Free text, searched like `search("...")`.
+    pub query: Option<String>,
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+/// A parsed filter as a storage predicate. Feedback rows come with the feedback service.
+struct FilterMatcher(Filter);
+
+impl RunMatcher for FilterMatcher {
+    fn matches(&self, run: &Run) -> bool {
+        self.0.matches(&RunView::new(run, &[]))
+    }
+}
+
+fn compile(which: &str, src: &Option<String>) -> Result<Option<Arc<dyn RunMatcher>>, ApiError> {
+    match src.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(s) => {
+            let f = sextant_filter::parse(s).map_err(|e| ApiError::bad_request(format!("{which}: {e}")))?;
+            Ok(Some(Arc::new(FilterMatcher(f))))
+        }
+    }
+}
+
+impl Ingest {
+    pub fn new(bus: Arc<dyn EventBus>, store: Arc<dyn Storage>, limits: IngestLimits) -> Self {
+        Self {
+            bus,
+            store,
+            limits,
+            project_cache: Mutex::new(HashMap::new()),
+            tenants_with_default: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Storage> {
+        &self.store
+    }
+
+    pub async fn ready(&self) -> bool {
+        self.bus.ready().await
+    }
+
+    /// Accepts run fragments: resolves projects, publishes events and returns once they are
+    /// durable. All or nothing: a request either becomes events entirely or is rejected.
+    #[instrument(name = "ingest.runs", skip_all, fields(tenant = %tenant, runs = fragments.len()))]
+    pub async fn ingest(&self, tenant: TenantId, fragments: Vec<(RunFragment, ProjectRef)>) -> Result<IngestReceipt, ApiError> {
+        if fragments.len() > self.limits.max_runs_per_request {
+            return Err(ApiError::new(
+                ErrorKind::PayloadTooLarge,
+                format!("{} runs in one request; the limit is {}", fragments.len(), self.limits.max_runs_per_request),
+            ));
+        }
+        let mut by_project: Vec<(ProjectId, Vec<RunFragment>)> = Vec::new();
+        let mut index: HashMap<ProjectId, usize> = HashMap::new();
+        let mut resolved: HashMap<ProjectRef, ProjectId> = HashMap::new();
+        let runs = fragments.len();
+        for (f, r) in fragments {
+            let pid = match resolved.get(&r) {
+                Some(p) => *p,
+                None => {
+                    let p = self.resolve_project(tenant, &r, &f).await?;
+                    resolved.insert(r, p);
+                    p
+                }
+            };
+            let i = *index.entry(pid).or_insert_with(|| {
+                by_project.push((pid, Vec::new()));
+                by_project.len() - 1
+            });
+            by_project[i].1.push(f);
+        }
+        let mut envelopes = Vec::new();
+        for (project_id, frags) in by_project {
+            let mut chunk = Vec::new();
+            let mut size = 0;
+            for f in frags {
+                let s = f.approx_size();
+                if !chunk.is_empty() && size + s > MAX_EVENT_BYTES {
+                    envelopes.push(Envelope::new(tenant, Event::RunsIngestedV1(RunsIngestedV1 { project_id, fragments: std::mem::take(&mut chunk) })));
+                    size = 0;
+                }
+                size += s;
+                chunk.push(f);
+            }
+            if !chunk.is_empty() {
+                envelopes.push(Envelope::new(tenant, Event::RunsIngestedV1(RunsIngestedV1 { project_id, fragments: chunk })));
+            }
+        }
+        self.bus.publish(&envelopes).await.map_err(bus_error)?;
+        metrics::counter!("sextant_ingest_runs_total").increment(runs as u64);
+        metrics::histogram!("sextant_ingest_batch_runs").record(runs as f64);
+        Ok(IngestReceipt { runs, events: envelopes.len() })
+    }
+
+    async fn resolve_project(&self, tenant: TenantId, r: &ProjectRef, f: &RunFragment) -> Result<ProjectId, ApiError> {
+        match r {
+            ProjectRef::Id(id) => {
+                let pid = ProjectId(*id);
+                if self.store.get_project(tenant, pid).await.map_err(storage_error)?.is_none() {
+                    // Not 404: the SDK treats a 404 from /runs/multipart as "endpoint missing".
+                    return Err(ApiError::unprocessable(format!("session_id {id} does not name an existing project")));
+                }
+                Ok(pid)
+            }
+            ProjectRef::Name(name) => self.project_id_for_name(tenant, name).await,
+            ProjectRef::Unspecified => {
+                // A patch without a project keeps the run's project. The run's post may still
+                // be in flight to the store (reads lag writes), so look briefly before
+                // falling back to the default project.
+                if f.kind == sextant_core::FragmentKind::Patch {
+                    for _ in 0..20 {
+                        if let Some(run) = self.store.get_run(tenant, f.id).await.map_err(storage_error)? {
+                            return Ok(run.project_id);
+                        }
+                        tokio::time::sleep(Duration::from_millis(25)).await;
+                    }
+                }
+                self.project_id_for_name(tenant, DEFAULT_PROJECT).await
+            }
+        }
+    }
+
+    /// The id of the project with this name, creating it if needed. Ids of implicitly created
+    /// projects are derived from the name, so concurrent creators agree.
+    async fn project_id_for_name(&self, tenant: TenantId, name: &str) -> Result<ProjectId, ApiError> {
+        validate_project_name(name).map_err(|e| ApiError::unprocessable(format!("session_name: {e}")))?;
+        let key = (tenant, name.to_string());
+        if let Some((id, at)) = self.project_cache.lock().expect("poisoned").get(&key) {
+            if at.elapsed() < PROJECT_CACHE_TTL {
+                return Ok(*id);
+            }
+        }
+        let id = match self.store.project_by_name(tenant, name).await.map_err(storage_error)? {
+            Some(p) => p.id,
+            None => {
+                let project = new_project(tenant, ProjectId::derived_from_name(tenant, name), name.to_string());
+                match self.create_project_event_sourced(project).await? {
+                    CreateOutcome::Created(p) | CreateOutcome::AlreadyExists(p) | CreateOutcome::NameTaken(p) => p.id,
+                }
+            }
+        };
+        let mut cache = self.project_cache.lock().expect("poisoned");
+        if cache.len() >= PROJECT_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, (id, Instant::now()));
+        Ok(id)
+    }
+
+    async fn create_project_event_sourced(&self, project: Project) -> Result<CreateOutcome, ApiError> {
+        let tenant = project.tenant_id;
+        self.bus
+            .publish(&[Envelope::new(tenant, Event::ProjectCreatedV1(ProjectCreatedV1 { project: project.clone() }))])
+            .await
+            .map_err(bus_error)?;
+        self.store.create_project(&project).await.map_err(storage_error)
+    }
+
+    /// LangSmith tenants always have a "default" project, and the SDK discovers its tenant
+    /// id from the first project it lists.
+    pub async fn ensure_default_project(&self, tenant: TenantId) -> Result<(), ApiError> {
+        if self.tenants_with_default.lock().expect("poisoned").contains(&tenant) {
+            return Ok(());
+        }
+        self.project_id_for_name(tenant, DEFAULT_PROJECT).await?;
+        self.tenants_with_default.lock().expect("poisoned").insert(tenant);
+        Ok(())
+    }
+
+    pub async fn get_run(&self, tenant: TenantId, id: RunId) -> Result<Run, ApiError> {
+        self.store
+            .get_run(tenant, id)
+            .await
+            .map_err(storage_error)?
+            .ok_or_else(|| ApiError::not_found(format!("run {id} not found")))
+    }
+
+    #[instrument(name = "ingest.query", skip_all, fields(tenant = %tenant))]
+    pub async fn query_runs(&self, tenant: TenantId, req: RunQueryRequest) -> Result<RunPage, ApiError> {
+        let limit = req.limit.unwrap_or(100);
+        if limit == 0 || limit > self.limits.max_query_limit {
+            return Err(ApiError::unprocessable(format!("limit must be between 1 and {}", self.limits.max_query_limit)));
+        }
+        let mut filter = compile("filter", &req.filter)?;
+        if let Some(text) = req.query.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            let search = format!("search({})", serde_json::to_string(text).expect("a string serialises"));
+            let search = compile("query", &Some(search))?.expect("non-empty");
+            filter = Some(match filter {
+                None => search,
+                Some(f) => Arc::new(move |r: &Run| f.matches(r) && search.matches(r)),
+            });
+        }
+        let cursor = req.cursor.as_deref().filter(|c| !c.is_empty()).map(RunCursor::decode).transpose().map_err(storage_error)?;
+        let q = RunQuery {
+            projects: req.projects,
+            ids: req.ids,
+            trace: req.trace,
+            parent_run: req.parent_run,
+            is_root: req.is_root,
+            run_type: req.run_type,
+            error: req.error,
+            reference_examples: req.reference_examples,
+            start_from: req.start_time,
+            start_before: req.end_time,
+            filter,
+            trace_filter: compile("trace_filter", &req.trace_filter)?,
+            tree_filter: compile("tree_filter", &req.tree_filter)?,
+            limit,
+            cursor,
+        };
+        let started = Instant::now();
+        let page = self.store.query_runs(tenant, &q).await.map_err(storage_error)?;
+        metrics::histogram!("sextant_query_seconds").record(started.elapsed().as_secs_f64());
+        Ok(page)
+    }
+
+    pub async fn trace_runs(&self, tenant: TenantId, trace: RunId) -> Result<Vec<Run>, ApiError> {
+        self.store.trace_runs(tenant, trace).await.map_err(storage_error)
+    }
+
+    pub async fn attachment(&self, tenant: TenantId, run: RunId, name: &str) -> Result<(String, Vec<u8>), ApiError> {
+        self.store
+            .get_attachment(tenant, run, name)
+            .await
+            .map_err(storage_error)?
+            .ok_or_else(|| ApiError::not_found("attachment not found"))
+    }
+
+    // ---- projects ----
+
+    /// Creates a project. With `upsert`, an existing project of that name is returned instead
+    /// of a conflict.
+    #[instrument(name = "ingest.create_project", skip_all, fields(tenant = %project.tenant_id, project = %project.id))]
+    pub async fn create_project(&self, project: Project, upsert: bool) -> Result<Project, ApiError> {
+        validate_project_name(&project.name).map_err(|e| ApiError::unprocessable(format!("name: {e}")))?;
+        if let Some(existing) = self.store.project_by_name(project.tenant_id, &project.name).await.map_err(storage_error)? {
+            return if upsert {
+                Ok(existing)
+            } else {
+                Err(ApiError::conflict(format!("a project named {:?} already exists", project.name)))
+            };
+        }
+        match self.create_project_event_sourced(project.clone()).await? {
+            CreateOutcome::Created(p) => {
+                info!(project = %p.id, "project created");
+                Ok(p)
+            }
+            CreateOutcome::AlreadyExists(p) if p.name == project.name => Ok(p),
+            CreateOutcome::AlreadyExists(_) => Err(ApiError::conflict(format!("a project with id {} already exists", project.id))),
+            CreateOutcome::NameTaken(p) if upsert => Ok(p),
+            CreateOutcome::NameTaken(_) => Err(ApiError::conflict(format!("a project named {:?} already exists", project.name))),
+        }
+    }
+
+    pub async fn get_project(&self, tenant: TenantId, id: ProjectId) -> Result<Project, ApiError> {
+        self.store
+            .get_project(tenant, id)
+            .await
+            .map_err(storage_error)?
+            .ok_or_else(|| ApiError::not_found(format!("project {id} not found")))
+    }
+
+    pub async fn list_projects(&self, tenant: TenantId, q: &ProjectQuery) -> Result<Vec<Project>, ApiError> {
+        self.ensure_default_project(tenant).await?;
+        self.store.list_projects(tenant, q).await.map_err(storage_error)
+    }
+
+    pub async fn project_stats(&self, tenant: TenantId, id: ProjectId) -> Result<ProjectStats, ApiError> {
+        self.store.project_stats(tenant, id).await.map_err(storage_error)
+    }
+
+    pub async fn update_project(&self, tenant: TenantId, id: ProjectId, patch: ProjectPatch) -> Result<Project, ApiError> {
+        if let Some(n) = &patch.name {
+            validate_project_name(n).map_err(|e| ApiError::unprocessable(format!("name: {e}")))?;
+        }
+        let before = self.get_project(tenant, id).await?;
+        self.bus
+            .publish(&[Envelope::new(tenant, Event::ProjectUpdatedV1(ProjectUpdatedV1 { project_id: id, patch: patch.clone() }))])
+            .await
+            .map_err(bus_error)?;
+        let updated = self
+            .store
+            .update_project(tenant, id, &patch)
+            .await
+            .map_err(storage_error)?
+            .ok_or_else(|| ApiError::not_found(format!("project {id} not found")))?;
+        self.forget_name(tenant, &before.name);
+        Ok(updated)
+    }
+
+    pub async fn delete_project(&self, tenant: TenantId, id: ProjectId) -> Result<(), ApiError> {
+        let before = self.get_project(tenant, id).await?;
+        self.bus
+            .publish(&[Envelope::new(tenant, Event::ProjectDeletedV1(ProjectDeletedV1 { project_id: id }))])
+            .await
+            .map_err(bus_error)?;
+        self.store.delete_project(tenant, id).await.map_err(storage_error)?;
+        self.forget_name(tenant, &before.name);
+        if before.name == DEFAULT_PROJECT {
+            self.tenants_with_default.lock().expect("poisoned").remove(&tenant);
+        }
+        info!(tenant = %tenant, project = %id, "project deleted");
+        Ok(())
+    }
+
+    fn forget_name(&self, tenant: TenantId, name: &str) {
+        self.project_cache.lock().expect("poisoned").remove(&(tenant, name.to_string()));
+    }
+}
+
+pub fn new_project(tenant: TenantId, id: ProjectId, name: String) -> Project {
+    Project {
+        id,
+        tenant_id: tenant,
+        name,
+        description: None,
+        extra: Default::default(),
+        reference_dataset_id: None,
+        start_time: Timestamp::now(),
+        end_time: None,
+        experiment: Default::default(),
+    }
+}

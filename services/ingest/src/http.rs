@@ -1,0 +1,415 @@
+//! The ingest service's REST layer: LangSmith's routes (spec §1–§6) over [`Ingest`].
+//! Served at `/` and under `/api/v1`, as the SDK addresses both forms.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use sextant_auth::Authenticator;
+use sextant_core::{FragmentKind, Project, ProjectId, ProjectPatch, RunId, TenantId, Timestamp};
+use sextant_events::{Envelope, Event, FeedbackPartReceivedV1};
+use sextant_proto::http::{read_body, require_principal, Caller, QueryParams};
+use sextant_proto::ApiError;
+use sextant_storage::ProjectQuery;
+
+use crate::core::{bus_error, new_project, Ingest, RunQueryRequest};
+use crate::multipart;
+use crate::signing::UrlSigner;
+use crate::view::{project_json, RunJson, Select};
+use crate::wire::{parse_json, WireBatch, WireRun};
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub ingest: Arc<Ingest>,
+    pub signer: UrlSigner,
+    pub bus: Arc<dyn sextant_bus::EventBus>,
+}
+
+/// Routes that need an API key, mounted at `/` and `/api/v1`; plus the public attachment
+/// route (authorised by its signature).
+pub fn router(state: HttpState, auth: Arc<Authenticator>) -> Router {
+    let api = Router::new()
+        .route("/settings", get(settings))
+        .route("/runs/multipart", post(runs_multipart))
+        .route("/runs/batch", post(runs_batch))
+        .route("/runs", post(create_run))
+        .route("/runs/query", post(query_runs))
+        .route("/runs/{id}", get(read_run).patch(update_run))
+        .route("/sessions", get(list_sessions).post(create_session))
+        .route("/sessions/{id}", get(read_session).patch(update_session).delete(delete_session))
+        .route_layer(middleware::from_fn_with_state(auth, require_principal))
+        .route("/info", get(info))
+        .with_state(state.clone());
+    let public = Router::new()
+        .route("/public/attachments/{tenant}/{run}/{name}", get(download_attachment))
+        .with_state(state);
+    Router::new().merge(api.clone()).nest("/api/v1", api).merge(public)
+}
+
+async fn info() -> Json<Value> {
+    Json(json!({
+        "version": "0.16.14",
+        "sextant_version": env!("CARGO_PKG_VERSION"),
+        "license_expiration_time": null,
+        "batch_ingest_config": {
+            "use_multipart_endpoint": true,
+            "scale_up_qsize_trigger": 1000,
+            "scale_up_nthreads_limit": 16,
+            "scale_down_nempty_trigger": 4,
+            "size_limit": 100,
+            "size_limit_bytes": 20_971_520
+        },
+        "instance_flags": {
+            "zstd_compression_enabled": true,
+            "dataset_examples_multipart_enabled": false,
+            "examples_multipart_enabled": false
+        }
+    }))
+}
+
+async fn settings(Caller(p): Caller) -> Json<Value> {
+    Json(json!({
+        "id": p.tenant,
+        "display_name": "Sextant",
+        "created_at": Timestamp(0).to_iso(),
+        "tenant_handle": null
+    }))
+}
+
+fn accepted() -> Response {
+    (StatusCode::ACCEPTED, Json(json!({}))).into_response()
+}
+
+async fn runs_multipart(State(s): State<HttpState>, Caller(p): Caller, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let limits = &s.ingest.limits;
+    let raw = read_body(&headers, body, limits.max_body_bytes).await?;
+    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+    let decoded = multipart::decode_body(encoding, raw, limits.max_decoded_bytes)?;
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let parsed = multipart::parse(ct, decoded, limits.max_parts).await?;
+    let feedback: Vec<Envelope> = parsed
+        .feedback
+        .into_iter()
+        .map(|(id, bytes)| {
+            let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::unprocessable(format!("part feedback.{id}: not UTF-8")))?;
+            let json = sextant_core::RawJson::parse(text).map_err(|e| ApiError::unprocessable(format!("part feedback.{id}: {e}")))?;
+            Ok(Envelope::new(p.tenant, Event::FeedbackPartReceivedV1(FeedbackPartReceivedV1 { feedback_id: id, json })))
+        })
+        .collect::<Result<_, ApiError>>()?;
+    if !parsed.fragments.is_empty() {
+        s.ingest.ingest(p.tenant, parsed.fragments).await?;
+    }
+    if !feedback.is_empty() {
+        s.bus.publish(&feedback).await.map_err(bus_error)?;
+    }
+    metrics::counter!("sextant_ingest_requests_total", "path" => "multipart").increment(1);
+    Ok(accepted())
+}
+
+async fn runs_batch(State(s): State<HttpState>, Caller(p): Caller, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let raw = read_body(&headers, body, s.ingest.limits.max_body_bytes).await?;
+    let batch: WireBatch = parse_json("body", &raw)?;
+    let mut fragments = Vec::new();
+    for (kind, label, runs) in [(FragmentKind::Post, "post", batch.post), (FragmentKind::Patch, "patch", batch.patch)] {
+        for (i, run) in runs.unwrap_or_default().into_iter().enumerate() {
+            fragments.push(run.into_fragment(kind, &format!("{label}[{i}]"), None)?);
+        }
+    }
+    if !fragments.is_empty() {
+        s.ingest.ingest(p.tenant, fragments).await?;
+    }
+    metrics::counter!("sextant_ingest_requests_total", "path" => "batch").increment(1);
+    Ok(accepted())
+}
+
+async fn create_run(State(s): State<HttpState>, Caller(p): Caller, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let raw = read_body(&headers, body, s.ingest.limits.max_body_bytes).await?;
+    let run: WireRun = parse_json("body", &raw)?;
+    let fragment = run.into_fragment(FragmentKind::Post, "run", None)?;
+    s.ingest.ingest(p.tenant, vec![fragment]).await?;
+    Ok(accepted())
+}
+
+async fn update_run(
+    State(s): State<HttpState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = parse_run_id(&id)?;
+    let raw = read_body(&headers, body, s.ingest.limits.max_body_bytes).await?;
+    let run: WireRun = parse_json("body", &raw)?;
+    let fragment = run.into_fragment(FragmentKind::Patch, "run", Some(id))?;
+    s.ingest.ingest(p.tenant, vec![fragment]).await?;
+    Ok(accepted())
+}
+
+fn parse_run_id(s: &str) -> Result<RunId, ApiError> {
+    s.parse().map_err(|_| ApiError::unprocessable(format!("{:?} is not a run id (UUID)", crate::wire::truncate(s))))
+}
+
+fn parse_project_id(s: &str) -> Result<ProjectId, ApiError> {
+    s.parse().map_err(|_| ApiError::unprocessable(format!("{:?} is not a project id (UUID)", crate::wire::truncate(s))))
+}
+
+async fn read_run(State(s): State<HttpState>, Caller(p): Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let run = s.ingest.get_run(p.tenant, parse_run_id(&id)?).await?;
+    let select = Select::all();
+    Ok(Json(RunJson { run: &run, tenant: p.tenant, select: &select, signer: &s.signer }).into_response())
+}
+
+/// Accepts a single value or a list (the SDK sends `session_id` as either).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(s) => vec![s],
+            Self::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct QueryBody {
+    #[serde(default)]
+    session: Option<OneOrMany>,
+    #[serde(default)]
+    session_id: Option<OneOrMany>,
+    #[serde(default)]
+    id: Option<Vec<String>>,
+    #[serde(default)]
+    trace: Option<String>,
+    #[serde(default)]
+    trace_id: Option<String>,
+    #[serde(default)]
+    parent_run: Option<String>,
+    #[serde(default)]
+    is_root: Option<bool>,
+    #[serde(default)]
+    run_type: Option<String>,
+    #[serde(default)]
+    error: Option<bool>,
+    #[serde(default)]
+    reference_example: Option<OneOrMany>,
+    #[serde(default)]
+    start_time: Option<String>,
+    #[serde(default)]
+    end_time: Option<String>,
+    #[serde(default)]
+    filter: Option<String>,
+    #[serde(default)]
+    trace_filter: Option<String>,
+    #[serde(default)]
+    tree_filter: Option<String>,
+    #[serde(default)]
+    query: Option<String>,
+    #[serde(default)]
+    select: Option<Vec<String>>,
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+fn uuids(field: &str, values: Vec<String>) -> Result<Vec<uuid::Uuid>, ApiError> {
+    values
+        .iter()
+        .map(|v| uuid::Uuid::parse_str(v).map_err(|_| ApiError::unprocessable(format!("{field}: {:?} is not a UUID", crate::wire::truncate(v)))))
+        .collect()
+}
+
+fn one_uuid(field: &str, v: Option<String>) -> Result<Option<uuid::Uuid>, ApiError> {
+    Ok(uuids(field, v.into_iter().collect())?.pop())
+}
+
+fn time(field: &str, v: Option<String>) -> Result<Option<Timestamp>, ApiError> {
+    v.map(|s| Timestamp::parse(&s).map_err(|e| ApiError::unprocessable(format!("{field}: {e}")))).transpose()
+}
+
+async fn query_runs(State(s): State<HttpState>, Caller(p): Caller, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let raw = read_body(&headers, body, 1024 * 1024).await?;
+    let b: QueryBody = parse_json("body", &raw)?;
+    let mut projects = Vec::new();
+    for v in [b.session, b.session_id].into_iter().flatten() {
+        projects.extend(uuids("session", v.into_vec())?.into_iter().map(ProjectId));
+    }
+    let limit = match b.limit {
+        None => None,
+        Some(l) if l >= 1 => Some(l as usize),
+        Some(l) => return Err(ApiError::unprocessable(format!("limit must be positive, got {l}"))),
+    };
+    let req = RunQueryRequest {
+        projects,
+        ids: b.id.map(|ids| uuids("id", ids)).transpose()?.map(|v| v.into_iter().map(RunId).collect()),
+        trace: one_uuid("trace", b.trace.or(b.trace_id))?.map(RunId),
+        parent_run: one_uuid("parent_run", b.parent_run)?.map(RunId),
+        is_root: b.is_root,
+        run_type: b.run_type,
+        error: b.error,
+        reference_examples: b.reference_example.map(|r| uuids("reference_example", r.into_vec())).transpose()?.unwrap_or_default(),
+        start_time: time("start_time", b.start_time)?,
+        end_time: time("end_time", b.end_time)?,
+        filter: b.filter,
+        trace_filter: b.trace_filter,
+        tree_filter: b.tree_filter,
+        query: b.query,
+        limit,
+        cursor: b.cursor,
+    };
+    let page = s.ingest.query_runs(p.tenant, req).await?;
+    let select = Select::only(b.select.unwrap_or_default());
+    let runs: Vec<RunJson> = page.runs.iter().map(|r| RunJson { run: r, tenant: p.tenant, select: &select, signer: &s.signer }).collect();
+    Ok(Json(json!({
+        "runs": runs,
+        "cursors": { "next": page.next.map(|c| c.encode()), "prev": null }
+    }))
+    .into_response())
+}
+
+async fn download_attachment(
+    State(s): State<HttpState>,
+    Path((tenant, run, name)): Path<(String, String, String)>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = QueryParams::parse(q.as_deref());
+    let forbidden = || ApiError::new(sextant_proto::ErrorKind::Forbidden, "invalid or expired attachment link");
+    let tenant: TenantId = tenant.parse().map_err(|_| forbidden())?;
+    let run = parse_run_id(&run)?;
+    let expires: i64 = q.get("expires").and_then(|e| e.parse().ok()).ok_or_else(forbidden)?;
+    let sig = q.get("signature").ok_or_else(forbidden)?;
+    if !s.signer.verify(tenant, run, &name, expires, sig) {
+        return Err(forbidden());
+    }
+    let (mime, bytes) = s.ingest.attachment(tenant, run, &name).await?;
+    Ok(([(header::CONTENT_TYPE, mime)], bytes).into_response())
+}
+
+// ---- projects (`/sessions`) ----
+
+fn string_field(m: &Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(ApiError::unprocessable(format!("{key}: expected a string, got {other}"))),
+    }
+}
+
+fn object_field(m: &Map<String, Value>, key: &str) -> Result<Option<Map<String, Value>>, ApiError> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(o)) => Ok(Some(o.clone())),
+        Some(_) => Err(ApiError::unprocessable(format!("{key}: expected an object"))),
+    }
+}
+
+async fn create_session(
+    State(s): State<HttpState>,
+    Caller(p): Caller,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let q = QueryParams::parse(q.as_deref());
+    let upsert = q.bool("upsert")?.unwrap_or(false);
+    let raw = read_body(&headers, body, 1024 * 1024).await?;
+    let m: Map<String, Value> = parse_json("body", &raw)?;
+    let name = string_field(&m, "name")?.ok_or_else(|| ApiError::unprocessable("name is required"))?;
+    let id = match string_field(&m, "id")? {
+        Some(id) => parse_project_id(&id)?,
+        None => ProjectId(uuid::Uuid::new_v4()),
+    };
+    let mut project: Project = new_project(p.tenant, id, name);
+    project.description = string_field(&m, "description")?;
+    project.extra = object_field(&m, "extra")?.unwrap_or_default();
+    project.reference_dataset_id = one_uuid("reference_dataset_id", string_field(&m, "reference_dataset_id")?)?;
+    if let Some(t) = time("start_time", string_field(&m, "start_time")?)? {
+        project.start_time = t;
+    }
+    project.end_time = time("end_time", string_field(&m, "end_time")?)?;
+    for key in ["num_examples", "num_repetitions", "evaluator_keys", "tag_value_ids"] {
+        if let Some(v) = m.get(key).filter(|v| !v.is_null()) {
+            project.experiment.insert(key.into(), v.clone());
+        }
+    }
+    let created = s.ingest.create_project(project, upsert).await?;
+    Ok(Json(project_json(&created, None)).into_response())
+}
+
+async fn list_sessions(State(s): State<HttpState>, Caller(p): Caller, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let q = QueryParams::parse(q.as_deref());
+    let metadata = match q.get("metadata") {
+        None => Map::new(),
+        Some(m) => serde_json::from_str(m).map_err(|e| ApiError::unprocessable(format!("metadata: not a JSON object: {e}")))?,
+    };
+    let query = ProjectQuery {
+        ids: q.uuids("id")?.into_iter().map(ProjectId).collect(),
+        name: q.get("name").map(str::to_string),
+        name_contains: q.get("name_contains").map(str::to_string),
+        reference_dataset: q.uuids("reference_dataset")?,
+        reference_free: q.bool("reference_free")?,
+        metadata,
+        offset: q.usize("offset")?.unwrap_or(0),
+        limit: q.usize("limit")?.unwrap_or(100).clamp(1, 1000),
+    };
+    let include_stats = q.bool("include_stats")?.unwrap_or(false);
+    let projects = s.ingest.list_projects(p.tenant, &query).await?;
+    let mut out = Vec::with_capacity(projects.len());
+    for project in &projects {
+        let stats = if include_stats { Some(s.ingest.project_stats(p.tenant, project.id).await?) } else { None };
+        out.push(project_json(project, stats.as_ref()));
+    }
+    Ok(Json(out).into_response())
+}
+
+async fn read_session(
+    State(s): State<HttpState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = QueryParams::parse(q.as_deref());
+    let id = parse_project_id(&id)?;
+    let project = s.ingest.get_project(p.tenant, id).await?;
+    let stats = if q.bool("include_stats")?.unwrap_or(false) { Some(s.ingest.project_stats(p.tenant, id).await?) } else { None };
+    Ok(Json(project_json(&project, stats.as_ref())).into_response())
+}
+
+async fn update_session(
+    State(s): State<HttpState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = parse_project_id(&id)?;
+    let raw = read_body(&headers, body, 1024 * 1024).await?;
+    let m: Map<String, Value> = parse_json("body", &raw)?;
+    let patch = ProjectPatch {
+        name: string_field(&m, "name")?,
+        description: string_field(&m, "description")?,
+        extra: object_field(&m, "extra")?,
+        end_time: time("end_time", string_field(&m, "end_time")?)?.map(Some),
+    };
+    let updated = s.ingest.update_project(p.tenant, id, patch).await?;
+    Ok(Json(project_json(&updated, None)).into_response())
+}
+
+async fn delete_session(State(s): State<HttpState>, Caller(p): Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+    s.ingest.delete_project(p.tenant, parse_project_id(&id)?).await?;
+    Ok(accepted())
+}

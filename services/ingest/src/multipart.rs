@@ -1,0 +1,294 @@
+//! `POST /runs/multipart` bodies (spec §3.3): optional whole-body compression (zstd, gzip),
+//! then multipart/form-data parts named `post.<id>`, `patch.<id>`, `<kind>.<id>.<field>`,
+//! `attachment.<id>.<name>` and `feedback.<id>`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::Read;
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use sextant_core::run::Attachment;
+use sextant_core::{FragmentKind, RawJson, RunFragment, RunId};
+use sextant_proto::{ApiError, ErrorKind};
+
+use crate::wire::{parse_json, truncate, ProjectRef, WireRun};
+
+/// A parsed multipart request, in the order its runs first appeared.
+#[derive(Debug, Default)]
+pub struct ParsedMultipart {
+    pub fragments: Vec<(RunFragment, ProjectRef)>,
+    /// `feedback.<id>` parts, raw JSON, for the feedback service.
+    pub feedback: Vec<(uuid::Uuid, Bytes)>,
+}
+
+/// Undoes `Content-Encoding`, refusing to inflate past `max_decoded` bytes (a zip bomb).
+pub fn decode_body(encoding: Option<&str>, body: Bytes, max_decoded: usize) -> Result<Bytes, ApiError> {
+    let encoding = encoding.map(|e| e.trim().to_ascii_lowercase());
+    let mut out = Vec::new();
+    let too_big = || {
+        ApiError::new(ErrorKind::PayloadTooLarge, format!("decompressed body exceeds the {max_decoded}-byte limit"))
+    };
+    match encoding.as_deref() {
+        None | Some("") | Some("identity") => return Ok(body),
+        Some("zstd") => {
+            let dec = zstd::stream::read::Decoder::new(&body[..])
+                .map_err(|e| ApiError::bad_request(format!("body is not valid zstd: {e}")))?;
+            dec.take(max_decoded as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| ApiError::bad_request(format!("body is not valid zstd: {e}")))?;
+        }
+        Some("gzip") => {
+            flate2::read::GzDecoder::new(&body[..])
+                .take(max_decoded as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| ApiError::bad_request(format!("body is not valid gzip: {e}")))?;
+        }
+        Some(other) => {
+            return Err(ApiError::new(
+                ErrorKind::UnsupportedMediaType,
+                format!("Content-Encoding {:?} is not supported; use zstd, gzip or none", truncate(other)),
+            ))
+        }
+    }
+    if out.len() > max_decoded {
+        return Err(too_big());
+    }
+    Ok(Bytes::from(out))
+}
+
+const SUB_FIELDS: [&str; 6] = ["inputs", "outputs", "events", "extra", "error", "serialized"];
+
+pub async fn parse(content_type: Option<&str>, body: Bytes, max_parts: usize) -> Result<ParsedMultipart, ApiError> {
+    let ct = content_type.ok_or_else(|| {
+        ApiError::new(ErrorKind::UnsupportedMediaType, "Content-Type multipart/form-data with a boundary is required")
+    })?;
+    let boundary = multer::parse_boundary(ct).map_err(|_| {
+        ApiError::new(ErrorKind::UnsupportedMediaType, format!("Content-Type {:?} is not multipart/form-data with a boundary", truncate(ct)))
+    })?;
+    let stream = futures::stream::once(async move { Ok::<Bytes, Infallible>(body) });
+    let mut mp = multer::Multipart::new(stream, boundary);
+
+    let mut out = ParsedMultipart::default();
+    let mut slots: HashMap<(FragmentKind, RunId), usize> = HashMap::new();
+    let mut parts = 0usize;
+    let bad = |m: String| ApiError::bad_request(m);
+
+    loop {
+        let field = match mp.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return Err(bad(format!("malformed multipart body: {e}"))),
+        };
+        parts += 1;
+        if parts > max_parts {
+            return Err(ApiError::new(ErrorKind::PayloadTooLarge, format!("more than {max_parts} parts in one request")));
+        }
+        let name = field.name().map(str::to_string).ok_or_else(|| bad(format!("part {parts} has no name")))?;
+        let shown = truncate(&name);
+        if let Some(enc) = field.headers().get("content-encoding").and_then(|v| v.to_str().ok()) {
+            if !enc.eq_ignore_ascii_case("identity") {
+                return Err(ApiError::new(
+                    ErrorKind::UnsupportedMediaType,
+                    format!("part {shown}: per-part Content-Encoding {:?} is not supported", truncate(enc)),
+                ));
+            }
+        }
+        let declared_len = match field.headers().get("content-length") {
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .and_then(|s| s.trim().parse::<usize>().ok())
+                    .ok_or_else(|| bad(format!("part {shown}: Content-Length is not a number")))?,
+            ),
+            None => None,
+        };
+        let mime = field.content_type().map(|m| m.essence_str().to_string());
+        let data = field.bytes().await.map_err(|e| bad(format!("part {shown}: {e}")))?;
+        if let Some(n) = declared_len {
+            if n != data.len() {
+                return Err(bad(format!("part {shown}: Content-Length says {n} bytes but the part has {}", data.len())));
+            }
+        }
+
+        let mut segs = name.splitn(3, '.');
+        let head = segs.next().unwrap_or_default();
+        let id_str = segs.next().ok_or_else(|| bad(format!("part {shown}: expected <kind>.<id>[.<field>]")))?;
+        let rest = segs.next();
+        let id = uuid::Uuid::parse_str(id_str).map_err(|_| bad(format!("part {shown}: {:?} is not a UUID", truncate(id_str))))?;
+        let kind = match head {
+            "post" => FragmentKind::Post,
+            "patch" => FragmentKind::Patch,
+            "attachment" => {
+                let att_name = rest.filter(|n| !n.is_empty()).ok_or_else(|| bad(format!("part {shown}: attachment needs a name")))?;
+                let frag = slot(&mut out, &mut slots, FragmentKind::Post, RunId(id));
+                frag.attachments.push(Attachment {
+                    name: att_name.to_string(),
+                    mime_type: mime.unwrap_or_else(|| "application/octet-stream".into()),
+                    data: data.to_vec(),
+                });
+                continue;
+            }
+            "feedback" => {
+                serde_json::from_slice::<&serde_json::value::RawValue>(&data)
+                    .map_err(|e| ApiError::unprocessable(format!("part {shown}: invalid JSON: {e}")))?;
+                out.feedback.push((id, data));
+                continue;
+            }
+            other => return Err(bad(format!("part {shown}: unknown part kind {:?}", truncate(other)))),
+        };
+        if mime.as_deref().is_some_and(|m| m != "application/json") {
+            return Err(ApiError::new(
+                ErrorKind::UnsupportedMediaType,
+                format!("part {shown}: Content-Type must be application/json"),
+            ));
+        }
+        let run_id = RunId(id);
+        match rest {
+            None => {
+                let wire: WireRun = parse_json(&format!("part {shown}"), &data)?;
+                let (base, project) = wire.into_fragment(kind, &format!("part {shown}"), Some(run_id))?;
+                let idx = slot_index(&mut out, &mut slots, kind, run_id);
+                let (existing, existing_project) = &mut out.fragments[idx];
+                merge_base(existing, base);
+                *existing_project = project;
+            }
+            Some(field_name) => {
+                if !SUB_FIELDS.contains(&field_name) {
+                    return Err(bad(format!("part {shown}: unknown run field {:?}", truncate(field_name))));
+                }
+                let text = std::str::from_utf8(&data).map_err(|_| bad(format!("part {shown}: not UTF-8")))?;
+                let json = RawJson::parse(text).map_err(|e| ApiError::unprocessable(format!("part {shown}: {e}")))?;
+                let frag = slot(&mut out, &mut slots, kind, run_id);
+                if json.is_null() {
+                    continue;
+                }
+                match field_name {
+                    "inputs" => frag.inputs = Some(json),
+                    "outputs" => frag.outputs = Some(json),
+                    "events" => frag.events = Some(json),
+                    "serialized" => frag.serialized = Some(json),
+                    "error" => match json.to_value() {
+                        Value::String(s) => frag.error = Some(s),
+                        other => frag.error = Some(other.to_string()),
+                    },
+                    "extra" => match json.to_value() {
+                        Value::Object(m) => frag.extra = Some(m),
+                        _ => return Err(ApiError::unprocessable(format!("part {shown}: extra must be a JSON object"))),
+                    },
+                    _ => unreachable!("checked against SUB_FIELDS"),
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn slot_index(out: &mut ParsedMultipart, slots: &mut HashMap<(FragmentKind, RunId), usize>, kind: FragmentKind, id: RunId) -> usize {
+    *slots.entry((kind, id)).or_insert_with(|| {
+        out.fragments.push((RunFragment::new(kind, id), ProjectRef::Unspecified));
+        out.fragments.len() - 1
+    })
+}
+
+fn slot<'a>(
+    out: &'a mut ParsedMultipart,
+    slots: &mut HashMap<(FragmentKind, RunId), usize>,
+    kind: FragmentKind,
+    id: RunId,
+) -> &'a mut RunFragment {
+    let idx = slot_index(out, slots, kind, id);
+    &mut out.fragments[idx].0
+}
+
+/// Fills a fragment built from sub-parts with its base part; sub-part values win.
+fn merge_base(existing: &mut RunFragment, base: RunFragment) {
+    let sub = std::mem::replace(existing, base);
+    let keep = |dst: &mut Option<RawJson>, src: Option<RawJson>| {
+        if src.is_some() {
+            *dst = src;
+        }
+    };
+    keep(&mut existing.inputs, sub.inputs);
+    keep(&mut existing.outputs, sub.outputs);
+    keep(&mut existing.events, sub.events);
+    keep(&mut existing.serialized, sub.serialized);
+    if sub.error.is_some() {
+        existing.error = sub.error;
+    }
+    if let Some(e) = sub.extra {
+        let mut merged: Map<String, Value> = existing.extra.take().unwrap_or_default();
+        merged.extend(e);
+        existing.extra = Some(merged);
+    }
+    existing.attachments.extend(sub.attachments);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B: &str = "eb4651d2d7d94b3fa6445b6be97e9bf5";
+    const ID: &str = "01a21085-dddd-7ab9-9494-115de01cbb17";
+
+    fn part(name: &str, ct: &str, body: &str, len: Option<usize>) -> String {
+        let len = len.unwrap_or(body.len());
+        format!("--{B}\r\nContent-Disposition: form-data; name=\"{name}\"\r\nContent-Type: {ct}\r\nContent-Length: {len}\r\n\r\n{body}\r\n")
+    }
+
+    fn body(parts: &[String]) -> Bytes {
+        Bytes::from(format!("{}--{B}--\r\n", parts.concat()))
+    }
+
+    fn ct() -> String {
+        format!("multipart/form-data; boundary={B}")
+    }
+
+    #[tokio::test]
+    async fn parses_sdk_parts_in_any_order() {
+        let b = body(&[
+            part(&format!("post.{ID}.inputs"), "application/json", r#"{"q":1}"#, None),
+            part(&format!("post.{ID}"), "application/json", &format!(r#"{{"id":"{ID}","name":"parent","session_name":"p1"}}"#), None),
+            part(&format!("post.{ID}.error"), "application/json", r#""ValueError('boom')""#, None),
+            part(&format!("patch.{ID}"), "application/json", &format!(r#"{{"id":"{ID}","end_time":"2026-11-25T02:25:39+00:00"}}"#), None),
+            part(&format!("patch.{ID}.outputs"), "application/json", r#"{"y":2}"#, None),
+            part(&format!("attachment.{ID}.image"), "image/png", "PNG", None),
+        ]);
+        let p = parse(Some(&ct()), b, 100).await.unwrap();
+        assert_eq!(p.fragments.len(), 2);
+        let (post, project) = &p.fragments[0];
+        assert_eq!(post.kind, FragmentKind::Post);
+        assert_eq!(*project, ProjectRef::Name("p1".into()));
+        assert_eq!(post.inputs.as_ref().unwrap().as_str(), r#"{"q":1}"#);
+        assert_eq!(post.error.as_deref(), Some("ValueError('boom')"));
+        assert_eq!(post.attachments[0].mime_type, "image/png");
+        assert_eq!(p.fragments[1].0.outputs.as_ref().unwrap().as_str(), r#"{"y":2}"#);
+    }
+
+    #[tokio::test]
+    async fn lying_or_malformed_parts_are_rejected() {
+        let lie = body(&[part(&format!("post.{ID}"), "application/json", "{}", Some(10))]);
+        assert!(parse(Some(&ct()), lie, 100).await.unwrap_err().message.contains("Content-Length"));
+        let bad_json = body(&[part(&format!("post.{ID}.inputs"), "application/json", "{nope", None)]);
+        assert_eq!(parse(Some(&ct()), bad_json, 100).await.unwrap_err().kind, ErrorKind::Unprocessable);
+        let bad_id = body(&[part("post.not-a-uuid", "application/json", "{}", None)]);
+        assert!(parse(Some(&ct()), bad_id, 100).await.unwrap_err().message.contains("UUID"));
+        let mismatch = body(&[part(&format!("post.{ID}"), "application/json", r#"{"id":"01a21085-dddd-7ab9-9494-000000000000"}"#, None)]);
+        assert!(parse(Some(&ct()), mismatch, 100).await.unwrap_err().message.contains("does not match"));
+        assert!(parse(Some("application/json"), Bytes::new(), 100).await.is_err());
+        assert!(parse(Some(&ct()), Bytes::from_static(b"garbage"), 100).await.is_err());
+        let many: Vec<_> = (0..5).map(|_| part(&format!("post.{ID}.inputs"), "application/json", "{}", None)).collect();
+        assert_eq!(parse(Some(&ct()), body(&many), 3).await.unwrap_err().kind, ErrorKind::PayloadTooLarge);
+    }
+
+    #[test]
+    fn decodes_and_bounds_compressed_bodies() {
+        let plain = Bytes::from(vec![b'a'; 10_000]);
+        let z = Bytes::from(zstd::encode_all(&plain[..], 1).unwrap());
+        assert_eq!(decode_body(Some("zstd"), z.clone(), 20_000).unwrap(), plain);
+        assert_eq!(decode_body(Some("zstd"), z, 5_000).unwrap_err().kind, ErrorKind::PayloadTooLarge);
+        assert_eq!(decode_body(Some("zstd"), plain.clone(), 20_000).unwrap_err().kind, ErrorKind::BadRequest);
+        assert_eq!(decode_body(Some("br"), plain, 20_000).unwrap_err().kind, ErrorKind::UnsupportedMediaType);
+    }
+}

@@ -1,0 +1,237 @@
+//! Sextant's one configuration struct: defaults, then a TOML file, then `SEXTANT_*`
+//! environment variables (`__` separates levels: `SEXTANT_LIMITS__MAX_BODY_BYTES`), then
+//! command-line flags. `sextant serve --dump-config` prints the result.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use sextant_auth::ApiKeyConfig;
+
+/// The services a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Run ingestion, queries, projects and the run projector.
+    Ingest,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub roles: Vec<Role>,
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub data_dir: PathBuf,
+    pub bus: BusConfig,
+    pub storage: StorageConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub log: LogConfig,
+    /// Seconds to let in-flight requests finish on SIGTERM.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BusConfig {
+    /// Durable embedded event log under `<data_dir>/bus`.
+    #[default]
+    InProcess,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StorageConfig {
+    /// Embedded store under `<data_dir>/store`.
+    #[default]
+    Embedded,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// API keys, each hashed and bound to a tenant. None: open single-tenant mode.
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// Hex key for signing attachment URLs. Generated into `<data_dir>/signing.key` if unset.
+    pub signing_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_body_bytes: usize,
+    pub max_decoded_bytes: usize,
+    pub max_runs_per_request: usize,
+    pub max_query_limit: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let d = sextant_ingest::IngestLimits::default();
+        Self {
+            max_body_bytes: d.max_body_bytes,
+            max_decoded_bytes: d.max_decoded_bytes,
+            max_runs_per_request: d.max_runs_per_request,
+            max_query_limit: d.max_query_limit,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info,sextant_ingest=debug`. `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, filter: "info".into() }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            roles: vec![Role::Ingest],
+            http: "127.0.0.1:1984".parse().expect("valid address"),
+            grpc: "127.0.0.1:1985".parse().expect("valid address"),
+            data_dir: PathBuf::from("sextant-data"),
+            bus: BusConfig::default(),
+            storage: StorageConfig::default(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            log: LogConfig::default(),
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+/// Flags that override the file and environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub http: Option<SocketAddr>,
+    pub grpc: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub roles: Option<Vec<Role>>,
+}
+
+impl Config {
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, String> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(format!("config file {} does not exist", f.display()));
+            }
+            fig = fig.merge(Toml::file_exact(f));
+        }
+        fig = fig.merge(Env::prefixed("SEXTANT_").split("__"));
+        let mut cfg: Config = fig.extract().map_err(|e| e.to_string())?;
+        if let Some(a) = overrides.http {
+            cfg.http = a;
+        }
+        if let Some(a) = overrides.grpc {
+            cfg.grpc = a;
+        }
+        if let Some(d) = &overrides.data_dir {
+            cfg.data_dir = d.clone();
+        }
+        if let Some(r) = &overrides.roles {
+            cfg.roles = r.clone();
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.roles.is_empty() {
+            return Err("roles: at least one role is required".into());
+        }
+        if self.limits.max_body_bytes == 0 || self.limits.max_decoded_bytes < self.limits.max_body_bytes {
+            return Err("limits: max_body_bytes must be > 0 and max_decoded_bytes >= max_body_bytes".into());
+        }
+        if self.limits.max_query_limit == 0 || self.limits.max_runs_per_request == 0 {
+            return Err("limits: max_query_limit and max_runs_per_request must be > 0".into());
+        }
+        sextant_auth::Authenticator::new(&self.auth.api_keys).map_err(|e| e.to_string())?;
+        if let Some(k) = &self.auth.signing_key {
+            match hex::decode(k) {
+                Ok(b) if b.len() >= 16 => {}
+                _ => return Err("auth.signing_key: must be at least 32 hex digits".into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// TOML with secrets (the signing key) redacted.
+    pub fn dump(&self) -> String {
+        let mut c = self.clone();
+        if c.auth.signing_key.is_some() {
+            c.auth.signing_key = Some("<redacted>".into());
+        }
+        toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render config: {e}"))
+    }
+
+    pub fn ingest_limits(&self) -> sextant_ingest::IngestLimits {
+        sextant_ingest::IngestLimits {
+            max_body_bytes: self.limits.max_body_bytes,
+            max_decoded_bytes: self.limits.max_decoded_bytes,
+            max_runs_per_request: self.limits.max_runs_per_request,
+            max_query_limit: self.limits.max_query_limit,
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_round_trip_through_dump() {
+        let c = Config::default();
+        c.validate().unwrap();
+        let back: Config = toml::from_str(&c.dump()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn file_env_and_flags_layer_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s.toml");
+        std::fs::write(&f, "http = \"127.0.0.1:7000\"\n[limits]\nmax_body_bytes = 1000\nmax_decoded_bytes = 2000\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SEXTANT_LIMITS__MAX_QUERY_LIMIT", "50");
+            let c = Config::load(Some(&f), &Overrides { grpc: Some("127.0.0.1:7001".parse().unwrap()), ..Default::default() }).unwrap();
+            assert_eq!(c.http.port(), 7000);
+            assert_eq!(c.grpc.port(), 7001);
+            assert_eq!(c.limits.max_body_bytes, 1000);
+            assert_eq!(c.limits.max_query_limit, 50);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_config_is_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s.toml");
+        std::fs::write(&f, "no_such_key = 1\n").unwrap();
+        assert!(Config::load(Some(&f), &Overrides::default()).unwrap_err().contains("no_such_key"));
+        std::fs::write(&f, "[[auth.api_keys]]\nname = \"k\"\nhash = \"plain\"\ntenant = \"00000000-0000-0000-0000-000000000001\"\n").unwrap();
+        assert!(Config::load(Some(&f), &Overrides::default()).unwrap_err().contains("sha256"));
+        assert!(Config::load(Some(Path::new("/nonexistent.toml")), &Overrides::default()).is_err());
+    }
+}

@@ -1,0 +1,193 @@
+//! The all-in-one Sextant server: builds the adapters named in [`Config`], binds nothing
+//! itself (callers pass listeners, so tests and scripts can use port 0), runs every service
+//! present in `roles`, and drains gracefully on shutdown.
+
+pub mod config;
+pub mod telemetry;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_http::trace::TraceLayer;
+use tracing::{info, info_span, warn};
+
+use sextant_auth::Authenticator;
+use sextant_bus::inprocess::InProcessBus;
+use sextant_bus::EventBus;
+use sextant_ingest::http::HttpState;
+use sextant_ingest::signing::UrlSigner;
+use sextant_ingest::Ingest;
+use sextant_storage::embedded::EmbeddedStore;
+use sextant_storage::Storage;
+
+pub use config::{Config, Role};
+
+/// Everything a running server is made of, for `serve` and for tests.
+pub struct Server {
+    pub config: Config,
+    pub bus: Arc<dyn EventBus>,
+    pub store: Arc<dyn Storage>,
+    pub ingest: Arc<Ingest>,
+    pub auth: Arc<Authenticator>,
+    pub signer: UrlSigner,
+}
+
+impl Server {
+    /// Opens the bus and the store named by the configuration.
+    pub fn build(config: Config) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+        let bus: Arc<dyn EventBus> = match config.bus {
+            config::BusConfig::InProcess => Arc::new(InProcessBus::open(&config.data_dir.join("bus"))?),
+        };
+        let store: Arc<dyn Storage> = match config.storage {
+            config::StorageConfig::Embedded => Arc::new(EmbeddedStore::open(&config.data_dir.join("store"))?),
+        };
+        let auth = Arc::new(Authenticator::new(&config.auth.api_keys)?);
+        if auth.is_open() {
+            warn!(
+                "NO API KEYS CONFIGURED: every request is accepted as the single local tenant. \
+                 Configure auth.api_keys before exposing this server."
+            );
+        }
+        let signer = UrlSigner::new(signing_key(&config)?);
+        let ingest = Arc::new(Ingest::new(bus.clone(), store.clone(), config.ingest_limits()));
+        Ok(Self { config, bus, store, ingest, auth, signer })
+    }
+
+    /// The HTTP application: every service's routes plus health and metrics.
+    pub fn router(&self) -> Router {
+        let ready_state = ReadyState { bus: self.bus.clone() };
+        let mut app = Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz).with_state(ready_state))
+            .route("/metrics", get(|| async { telemetry::render_metrics() }));
+        if self.config.roles.contains(&Role::Ingest) {
+            let state = HttpState { ingest: self.ingest.clone(), signer: self.signer.clone(), bus: self.bus.clone() };
+            app = app.merge(sextant_ingest::http::router(state, self.auth.clone()));
+        }
+        app.layer(middleware::from_fn(record_http_metrics)).layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default();
+                info_span!("http", method = %req.method(), route = %route, tenant = tracing::field::Empty)
+            }),
+        )
+    }
+}
+
+#[derive(Clone)]
+struct ReadyState {
+    bus: Arc<dyn EventBus>,
+}
+
+async fn readyz(State(s): State<ReadyState>) -> Response {
+    if s.bus.ready().await {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "event bus not ready").into_response()
+    }
+}
+
+async fn record_http_metrics(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    if let Some(err) = resp.extensions().get::<sextant_proto::ApiError>() {
+        if resp.status().is_server_error() {
+            warn!(route = %route, status = %status, error = %err.message, "request failed");
+        }
+    }
+    metrics::counter!("sextant_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("sextant_http_request_seconds", "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// The attachment-URL signing key: configured, or generated once and kept in the data dir.
+fn signing_key(config: &Config) -> anyhow::Result<Vec<u8>> {
+    if let Some(k) = &config.auth.signing_key {
+        return Ok(hex::decode(k)?);
+    }
+    let path = config.data_dir.join("signing.key");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        return Ok(hex::decode(existing.trim()).context("signing.key is corrupt")?);
+    }
+    let key: Vec<u8> = uuid::Uuid::new_v4().as_bytes().iter().chain(uuid::Uuid::new_v4().as_bytes()).copied().collect();
+    write_private(&path, &hex::encode(&key))?;
+    Ok(key)
+}
+
+fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts.open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(content.as_bytes())?;
+    Ok(())
+}
+
+/// Runs the server on the given listeners until `shutdown` resolves, then drains.
+pub async fn serve(
+    server: Server,
+    http: TcpListener,
+    grpc: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+
+    if server.config.roles.contains(&Role::Ingest) {
+        tasks.spawn(sextant_ingest::projector::run_projector(server.bus.clone(), server.store.clone(), stop_rx.clone()));
+    }
+
+    let app = server.router();
+    info!(http = %http.local_addr()?, grpc = %grpc.local_addr()?, roles = ?server.config.roles, "sextant serving");
+    let mut http_stop = stop_rx.clone();
+    let http_task = tokio::spawn(async move {
+        axum::serve(http, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    // The gRPC listener is bound now so the address is reserved; its service is added below.
+    let grpc_task = tokio::spawn(sextant_grpc_placeholder(grpc, stop_rx.clone()));
+
+    shutdown.await;
+    info!("shutting down: draining requests");
+    let _ = stop_tx.send(true);
+    let grace = Duration::from_secs(server.config.shutdown_grace_secs);
+    if tokio::time::timeout(grace, http_task).await.is_err() {
+        warn!("HTTP requests still running after the grace period; stopping anyway");
+    }
+    let _ = tokio::time::timeout(grace, grpc_task).await;
+    while let Ok(Some(_)) = tokio::time::timeout(grace, tasks.join_next()).await {}
+    if let Err(e) = server.store.sync().await {
+        warn!(error = %e, "final store sync failed");
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn sextant_grpc_placeholder(listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+    drop(listener);
+}
