@@ -12,19 +12,58 @@ use serde_json::value::RawValue;
 #[derive(Clone, PartialEq, Eq)]
 pub struct RawJson(Box<str>);
 
+/// Deeper JSON is refused: readers (the SDK's, ours) recurse over it.
+pub const MAX_JSON_DEPTH: usize = 128;
+
 #[derive(Debug, thiserror::Error)]
-#[error("invalid JSON: {0}")]
-pub struct InvalidJson(#[from] serde_json::Error);
+pub enum InvalidJson {
+    #[error("invalid JSON: {0}")]
+    Syntax(#[from] serde_json::Error),
+    #[error("JSON nested deeper than {MAX_JSON_DEPTH} levels")]
+    TooDeep,
+}
+
+/// Nesting depth of valid JSON text, stopping early past the limit.
+fn exceeds_depth(text: &str) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
 
 impl RawJson {
     /// Validates `text` and keeps it (surrounding whitespace trimmed).
     pub fn parse(text: &str) -> Result<Self, InvalidJson> {
         let raw: &RawValue = serde_json::from_str(text)?;
-        Ok(Self(raw.get().into()))
+        Self::from_raw(raw)
     }
 
-    pub fn from_raw(raw: &RawValue) -> Self {
-        Self(raw.get().into())
+    /// Keeps an already-parsed raw value, refusing excessive nesting.
+    pub fn from_raw(raw: &RawValue) -> Result<Self, InvalidJson> {
+        if exceeds_depth(raw.get()) {
+            return Err(InvalidJson::TooDeep);
+        }
+        Ok(Self(raw.get().into()))
     }
 
     pub fn from_value(v: &serde_json::Value) -> Self {
@@ -75,5 +114,20 @@ impl<'de> Deserialize<'de> for RawJson {
         // Stored text was validated when it was first accepted.
         let s = String::deserialize(d)?;
         Ok(Self(s.into_boxed_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_is_bounded_and_strings_do_not_count() {
+        let ok = format!("{}{}", "[".repeat(MAX_JSON_DEPTH), "]".repeat(MAX_JSON_DEPTH));
+        assert!(RawJson::parse(&ok).is_ok());
+        let deep = format!("{}{}", "[".repeat(MAX_JSON_DEPTH + 1), "]".repeat(MAX_JSON_DEPTH + 1));
+        assert!(matches!(RawJson::parse(&deep), Err(InvalidJson::TooDeep)));
+        let in_string = format!(r#"{{"s":"{}\"{}"}}"#, "[".repeat(500), "{".repeat(500));
+        assert!(RawJson::parse(&in_string).is_ok());
     }
 }

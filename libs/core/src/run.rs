@@ -397,6 +397,19 @@ impl Run {
         }
     }
 
+    /// For a child sent without `trace_id`/`dotted_order` (the SDK's `create_run` path):
+    /// inherits the parent's trace and extends the parent's dotted order.
+    pub fn derive_from_parent(&mut self, parent: &Run) {
+        if self.dotted_order.is_none() {
+            if let Some(start) = self.start_time {
+                self.dotted_order = Some(format!("{}.{}{}", parent.dotted_order_or_default(), start.to_dotted_stamp(), self.id));
+            }
+        }
+        if self.trace_id.is_none() || self.trace_id == Some(self.id) {
+            self.trace_id = Some(parent.trace());
+        }
+    }
+
     /// `extra.metadata.usage_metadata`, or `outputs.usage_metadata` for LLM runs.
     fn usage_metadata(&self) -> Option<Map<String, Value>> {
         if let Some(Value::Object(m)) = self.metadata().and_then(|m| m.get("usage_metadata")) {

@@ -213,8 +213,13 @@ impl Inner {
                 .push(f);
         }
         let mut batch = self.db.batch();
+        // Runs written earlier in this batch, so a child can find a parent sent alongside it.
+        let mut written: HashMap<RunId, Run> = HashMap::new();
         for id in order {
-            let existing = self.get_run(t, id)?;
+            let existing = match written.get(&id) {
+                Some(r) => Some(r.clone()),
+                None => self.get_run(t, id)?,
+            };
             let old_pos = existing.as_ref().map(|r| (r.project_id, order_time(r), r.trace()));
             let mut run = existing.unwrap_or_else(|| Run::empty(id, project));
             for f in &by_run[&id] {
@@ -226,6 +231,15 @@ impl Inner {
                     v.push(0);
                     v.extend_from_slice(&a.data);
                     batch.insert(&self.attachments, key, v);
+                }
+            }
+            if let (None, Some(parent_id)) = (&run.dotted_order, run.parent_run_id) {
+                let parent = match written.get(&parent_id) {
+                    Some(p) => Some(p.clone()),
+                    None => self.get_run(t, parent_id)?,
+                };
+                if let Some(parent) = parent {
+                    run.derive_from_parent(&parent);
                 }
             }
             run.derive();
@@ -241,6 +255,7 @@ impl Inner {
             batch.insert(&self.runs, run_key(t, p, s, id), enc(&run));
             batch.insert(&self.run_loc, Key::new().id(t.as_bytes()).id(id.as_bytes()).0, loc_value(p, s));
             batch.insert(&self.trace_idx, Key::new().id(t.as_bytes()).id(tr.as_bytes()).id(id.as_bytes()).0, loc_value(p, s));
+            written.insert(id, run);
         }
         batch.commit().map_err(|e| backend("write runs", e))
     }

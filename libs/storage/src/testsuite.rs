@@ -31,6 +31,8 @@ macro_rules! storage_conformance {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn attachments_round_trip() { $crate::testsuite::attachments_round_trip($new.await).await }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn children_without_dotted_order_join_their_parents_trace() { $crate::testsuite::children_without_dotted_order_join_their_parents_trace($new.await).await }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn late_start_time_moves_the_run() { $crate::testsuite::late_start_time_moves_the_run($new.await).await }
     };
 }
@@ -331,4 +333,28 @@ pub async fn late_start_time_moves_the_run(s: Arc<dyn Storage>) {
     assert_eq!(page.runs[0].start_time, Some(Timestamp(T0 + 123)));
     let from = s.query_runs(t, &RunQuery { start_from: Some(Timestamp(T0)), ..q(vec![p], 10) }).await.unwrap();
     assert_eq!(from.runs.len(), 1);
+}
+
+/// The SDK's `create_run` path sends neither `trace_id` nor `dotted_order`.
+pub async fn children_without_dotted_order_join_their_parents_trace(s: Arc<dyn Storage>) {
+    let t = tenant();
+    let p = new_project(&s, t, "direct").await;
+    let bare = |n: u128, start: i64, parent: Option<RunId>| {
+        let mut f = RunFragment::new(FragmentKind::Post, RunId(Uuid::from_u128(n)));
+        f.start_time = Some(Timestamp(start));
+        f.parent_run_id = parent;
+        f
+    };
+    let root = bare(1, T0, None);
+    let child = bare(2, T0 + 10, Some(root.id));
+    let grandchild = bare(3, T0 + 20, Some(child.id));
+    s.apply_run_fragments(t, p, &[root.clone()]).await.unwrap();
+    // The child arrives in a later batch; the grandchild in the same batch as the child.
+    s.apply_run_fragments(t, p, &[child.clone(), grandchild.clone()]).await.unwrap();
+    let runs = s.trace_runs(t, root.id).await.unwrap();
+    assert_eq!(runs.iter().map(|r| r.id).collect::<Vec<_>>(), vec![root.id, child.id, grandchild.id]);
+    let g = &runs[2];
+    assert_eq!(g.trace_id, Some(root.id));
+    assert_eq!(g.parent_run_ids(), vec![root.id, child.id]);
+    assert!(g.dotted_order.as_ref().unwrap().starts_with(runs[1].dotted_order.as_ref().unwrap()));
 }

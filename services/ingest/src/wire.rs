@@ -107,9 +107,11 @@ fn short(where_: &str, field: &str, v: &Option<String>) -> Result<(), ApiError> 
     }
 }
 
-/// A JSON text value, rejecting the literal `null` (which means "unchanged").
-fn raw(v: Option<&RawValue>) -> Option<RawJson> {
-    v.filter(|r| r.get() != "null").map(RawJson::from_raw)
+/// A JSON text value; the literal `null` means "unchanged".
+fn raw(where_: &str, field: &str, v: Option<&RawValue>) -> Result<Option<RawJson>, ApiError> {
+    v.filter(|r| r.get() != "null")
+        .map(|r| RawJson::from_raw(r).map_err(|e| ApiError::unprocessable(format!("{where_}.{field}: {e}"))))
+        .transpose()
 }
 
 pub fn truncate(s: &str) -> String {
@@ -157,10 +159,10 @@ impl WireRun<'_> {
             }
         }
         f.tags = self.tags;
-        f.inputs = raw(self.inputs);
-        f.outputs = raw(self.outputs);
-        f.events = raw(self.events);
-        f.serialized = raw(self.serialized);
+        f.inputs = raw(where_, "inputs", self.inputs)?;
+        f.outputs = raw(where_, "outputs", self.outputs)?;
+        f.events = raw(where_, "events", self.events)?;
+        f.serialized = raw(where_, "serialized", self.serialized)?;
         f.extra = self.extra;
         f.error = self.error;
         f.reference_example_id = uuid_field(where_, "reference_example_id", &self.reference_example_id)?;
@@ -186,7 +188,9 @@ pub fn parse_json<'a, T: Deserialize<'a>>(what: &str, bytes: &'a [u8]) -> Result
     let value = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path.is_empty() || path == "." {
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::bad_request(format!("{what}: malformed JSON: {inner}"))
+        } else if path.is_empty() || path == "." || path == "?" {
             ApiError::bad_request(format!("{what}: {inner}"))
         } else {
             ApiError::unprocessable(format!("{what}: {path}: {inner}"))

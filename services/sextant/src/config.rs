@@ -129,6 +129,14 @@ pub struct Overrides {
     pub roles: Option<Vec<Role>>,
 }
 
+const TOP_LEVEL_KEYS: [&str; 10] =
+    ["roles", "http", "grpc", "data_dir", "bus", "storage", "auth", "limits", "log", "shutdown_grace_secs"];
+
+fn is_config_key(env_key: &str) -> bool {
+    let top = env_key.split("__").next().unwrap_or_default().to_ascii_lowercase();
+    TOP_LEVEL_KEYS.contains(&top.as_str())
+}
+
 impl Config {
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, String> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
@@ -138,7 +146,9 @@ impl Config {
             }
             fig = fig.merge(Toml::file_exact(f));
         }
-        fig = fig.merge(Env::prefixed("SEXTANT_").split("__"));
+        // Only variables that name a configuration field: other SEXTANT_* variables (test
+        // harnesses, scripts, SEXTANT_CONFIG) are not configuration.
+        fig = fig.merge(Env::prefixed("SEXTANT_").filter(|k| is_config_key(k.as_str())).split("__"));
         let mut cfg: Config = fig.extract().map_err(|e| e.to_string())?;
         if let Some(a) = overrides.http {
             cfg.http = a;
@@ -215,6 +225,7 @@ mod tests {
         std::fs::write(&f, "http = \"127.0.0.1:7000\"\n[limits]\nmax_body_bytes = 1000\nmax_decoded_bytes = 2000\n").unwrap();
         figment::Jail::expect_with(|jail| {
             jail.set_env("SEXTANT_LIMITS__MAX_QUERY_LIMIT", "50");
+            jail.set_env("SEXTANT_BIN", "/not/configuration");
             let c = Config::load(Some(&f), &Overrides { grpc: Some("127.0.0.1:7001".parse().unwrap()), ..Default::default() }).unwrap();
             assert_eq!(c.http.port(), 7000);
             assert_eq!(c.grpc.port(), 7001);

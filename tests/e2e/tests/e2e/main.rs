@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `sextant` binary, started on free ports with its own data
+//! directory. Build it first (`cargo build -p sextant`; `tests/run-all.sh` does).
+//! All e2e tests live in this one test binary.
+
+mod harness;
+
+mod bad_input;
+mod durability;
+mod tenancy;
