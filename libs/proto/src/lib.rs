@@ -5,4 +5,10 @@
 pub mod error;
 pub mod http;
 
+/// Messages, the `RunService` server trait and its client, generated from
+/// `proto/sextant/v1/*.proto` (package `sextant.v1`).
+pub mod pb {
+    tonic::include_proto!("sextant.v1");
+}
+
 pub use error::{ApiError, ErrorKind};

@@ -244,6 +244,10 @@ mod tests {
     #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
         let deep = format!(r#"{{"id":"01a21085-dddd-7ab9-9494-115de01cbb17","inputs":{}{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
-        assert!(parse_json::<WireRun>("post", deep.as_bytes()).is_err());
+        let err = match parse_json::<WireRun>("post", deep.as_bytes()) {
+            Err(e) => e,
+            Ok(w) => w.into_fragment(FragmentKind::Post, "post[0]", None).unwrap_err(),
+        };
+        assert!(err.message.contains("deeper than"), "{}", err.message);
     }
 }

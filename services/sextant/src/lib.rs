@@ -168,8 +168,22 @@ pub async fn serve(
             })
             .await
     });
-    // The gRPC listener is bound now so the address is reserved; its service is added below.
-    let grpc_task = tokio::spawn(sextant_grpc_placeholder(grpc, stop_rx.clone()));
+    let mut grpc_stop = stop_rx.clone();
+    let mut grpc_server = tonic::transport::Server::builder();
+    let grpc_router = grpc_server.add_optional_service(
+        server
+            .config
+            .roles
+            .contains(&Role::Ingest)
+            .then(|| sextant_ingest::grpc::service(server.ingest.clone(), server.auth.clone())),
+    );
+    let grpc_task = tokio::spawn(async move {
+        grpc_router
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc), async move {
+                let _ = grpc_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
 
     shutdown.await;
     info!("shutting down: draining requests");
@@ -185,9 +199,4 @@ pub async fn serve(
     }
     info!("stopped");
     Ok(())
-}
-
-async fn sextant_grpc_placeholder(listener: TcpListener, mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-    drop(listener);
 }

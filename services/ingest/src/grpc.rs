@@ -1,0 +1,371 @@
+//! The gRPC `RunService` (`proto/sextant/v1/runs.proto`): a thin transport over [`Ingest`],
+//! like `http.rs`. Runs coming in are validated by the same code as REST ([`WireRun`]), and
+//! every failure becomes a status through [`ApiError`], the one mapping.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use tonic::codec::CompressionEncoding;
+use tonic::{Request, Response, Status};
+use tracing::{field, instrument, Span};
+
+use sextant_auth::{AuthError, Authenticator, Principal};
+use sextant_core::{FragmentKind, ProjectId, Run, RunFragment, RunId, Timestamp};
+use sextant_proto::pb;
+use sextant_proto::pb::run_service_server::{RunService, RunServiceServer};
+use sextant_proto::{ApiError, ErrorKind};
+
+use crate::core::{Ingest, RunQueryRequest};
+use crate::wire::{truncate, ProjectRef, WireRun};
+
+/// Responses (a query page, a streamed run) may be larger than requests: one stored run can
+/// be the merge of several requests. Beyond this a client should ask for fewer runs per page.
+const MAX_ENCODED_BYTES: usize = 256 * 1024 * 1024;
+
+/// The `RunService` implementation; build it with [`service`].
+pub struct RunGrpc {
+    ingest: Arc<Ingest>,
+    auth: Arc<Authenticator>,
+}
+
+/// The gRPC `RunService` over `ingest`, authenticating with `auth`. Requests are limited to
+/// the REST body limit (`IngestLimits::max_body_bytes`, after decompression); gzip and zstd
+/// are accepted and used for responses when the client accepts them.
+pub fn service(ingest: Arc<Ingest>, auth: Arc<Authenticator>) -> RunServiceServer<RunGrpc> {
+    let max_request = ingest.limits.max_body_bytes;
+    RunServiceServer::new(RunGrpc { ingest, auth })
+        .max_decoding_message_size(max_request)
+        .max_encoding_message_size(MAX_ENCODED_BYTES)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip)
+}
+
+/// Authenticates a request from its metadata, as REST does from its headers: `x-api-key`
+/// (or `authorization: Bearer <key>`) and an optional `x-tenant-id`. Records the tenant on
+/// the current span.
+pub fn authenticate<T>(auth: &Authenticator, req: &Request<T>) -> Result<Principal, ApiError> {
+    let md = req.metadata();
+    let get = |name: &str| md.get(name).and_then(|v| v.to_str().ok());
+    let key =
+        get("x-api-key").or_else(|| get("authorization").and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))));
+    let principal = auth.authenticate(key, get("x-tenant-id")).map_err(|e| match e {
+        AuthError::MissingKey | AuthError::InvalidKey => ApiError::new(ErrorKind::Unauthenticated, e.to_string()),
+        AuthError::TenantMismatch(_) => ApiError::new(ErrorKind::Forbidden, e.to_string()),
+    })?;
+    Span::current().record("tenant", field::display(principal.tenant));
+    Ok(principal)
+}
+
+#[tonic::async_trait]
+impl RunService for RunGrpc {
+    #[instrument(name = "grpc.ingest_runs", skip_all, fields(tenant = field::Empty, runs = field::Empty))]
+    async fn ingest_runs(&self, req: Request<pb::IngestRunsRequest>) -> Result<Response<pb::IngestRunsResponse>, Status> {
+        let p = authenticate(&self.auth, &req)?;
+        let body = req.into_inner();
+        Span::current().record("runs", body.post.len() + body.patch.len());
+        let mut fragments = Vec::with_capacity(body.post.len() + body.patch.len());
+        for (kind, label, runs) in [(FragmentKind::Post, "post", body.post), (FragmentKind::Patch, "patch", body.patch)] {
+            for (i, run) in runs.into_iter().enumerate() {
+                fragments.push(to_fragment(run, kind, &format!("{label}[{i}]"))?);
+            }
+        }
+        let runs = fragments.len();
+        if !fragments.is_empty() {
+            self.ingest.ingest(p.tenant, fragments).await?;
+        }
+        metrics::counter!("sextant_ingest_requests_total", "path" => "grpc").increment(1);
+        Ok(Response::new(pb::IngestRunsResponse { runs: runs as u64 }))
+    }
+
+    #[instrument(name = "grpc.get_run", skip_all, fields(tenant = field::Empty))]
+    async fn get_run(&self, req: Request<pb::GetRunRequest>) -> Result<Response<pb::Run>, Status> {
+        let p = authenticate(&self.auth, &req)?;
+        let id = run_id("id", &req.get_ref().id)?;
+        let run = self.ingest.get_run(p.tenant, id).await?;
+        Ok(Response::new(to_pb(run)))
+    }
+
+    #[instrument(name = "grpc.query_runs", skip_all, fields(tenant = field::Empty))]
+    async fn query_runs(&self, req: Request<pb::QueryRunsRequest>) -> Result<Response<pb::QueryRunsResponse>, Status> {
+        let p = authenticate(&self.auth, &req)?;
+        let q = to_query(req.into_inner())?;
+        let page = self.ingest.query_runs(p.tenant, q).await?;
+        Ok(Response::new(pb::QueryRunsResponse {
+            runs: page.runs.into_iter().map(to_pb).collect(),
+            next_cursor: page.next.map(|c| c.encode()).unwrap_or_default(),
+        }))
+    }
+
+    type StreamTraceStream = Pin<Box<dyn Stream<Item = Result<pb::Run, Status>> + Send>>;
+
+    /// One message per run, converted as the transport asks for it: tonic encodes several
+    /// runs per HTTP/2 write and stops pulling when the client's flow-control window is full.
+    #[instrument(name = "grpc.stream_trace", skip_all, fields(tenant = field::Empty, runs = field::Empty))]
+    async fn stream_trace(&self, req: Request<pb::StreamTraceRequest>) -> Result<Response<Self::StreamTraceStream>, Status> {
+        let p = authenticate(&self.auth, &req)?;
+        let trace = run_id("trace_id", &req.get_ref().trace_id)?;
+        let runs = self.ingest.trace_runs(p.tenant, trace).await?;
+        Span::current().record("runs", runs.len());
+        Ok(Response::new(Box::pin(futures::stream::iter(runs.into_iter().map(|r| Ok(to_pb(r)))))))
+    }
+}
+
+// ---- requests into the domain ----
+
+/// A proto run through the same validation as a REST run: the typed fields become a
+/// [`WireRun`] and its `into_fragment` applies the rules.
+fn to_fragment(run: pb::Run, kind: FragmentKind, where_: &str) -> Result<(RunFragment, ProjectRef), ApiError> {
+    let pb::Run {
+        id,
+        trace_id,
+        parent_run_id,
+        dotted_order,
+        parent_run_ids: _,
+        session_id,
+        session_name,
+        name,
+        run_type,
+        start_time,
+        end_time,
+        first_token_time,
+        tags,
+        inputs_json,
+        outputs_json,
+        error,
+        extra_json,
+        events_json,
+        serialized_json,
+        reference_example_id,
+        status,
+        prompt_tokens,
+        completion_tokens,
+        total_tokens,
+        prompt_cost,
+        completion_cost,
+        total_cost,
+        attachments: _,
+    } = run;
+    let extra = match extra_json.as_deref() {
+        None => None,
+        Some(s) => serde_json::from_str::<Option<Map<String, Value>>>(s)
+            .map_err(|e| ApiError::unprocessable(format!("{where_}.extra_json: not a JSON object: {e}")))?,
+    };
+    let wire = WireRun {
+        id: Some(id),
+        trace_id,
+        parent_run_id,
+        dotted_order,
+        name,
+        run_type,
+        start_time,
+        end_time,
+        first_token_time,
+        session_name,
+        session_id,
+        tags: if tags.is_empty() { None } else { Some(tags) },
+        inputs: raw_json(where_, "inputs_json", &inputs_json)?,
+        outputs: raw_json(where_, "outputs_json", &outputs_json)?,
+        events: raw_json(where_, "events_json", &events_json)?,
+        serialized: raw_json(where_, "serialized_json", &serialized_json)?,
+        extra,
+        error,
+        reference_example_id,
+        status,
+        prompt_tokens,
+        completion_tokens,
+        total_tokens,
+        prompt_cost,
+        completion_cost,
+        total_cost,
+    };
+    wire.into_fragment(kind, where_, None)
+}
+
+/// JSON text, validated and borrowed (kept verbatim, as REST keeps it).
+fn raw_json<'a>(where_: &str, field: &str, v: &'a Option<String>) -> Result<Option<&'a RawValue>, ApiError> {
+    v.as_deref()
+        .map(|s| serde_json::from_str::<&RawValue>(s).map_err(|e| ApiError::unprocessable(format!("{where_}.{field}: invalid JSON: {e}"))))
+        .transpose()
+}
+
+fn uuid(field: &str, v: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(v).map_err(|_| ApiError::unprocessable(format!("{field}: {:?} is not a UUID", truncate(v))))
+}
+
+fn run_id(field: &str, v: &str) -> Result<RunId, ApiError> {
+    if v.is_empty() {
+        return Err(ApiError::unprocessable(format!("{field} is required")));
+    }
+    uuid(field, v).map(RunId)
+}
+
+/// An optional id: the empty string means not given.
+fn opt_run_id(field: &str, v: &str) -> Result<Option<RunId>, ApiError> {
+    if v.is_empty() {
+        Ok(None)
+    } else {
+        uuid(field, v).map(|u| Some(RunId(u)))
+    }
+}
+
+fn uuids(field: &str, values: &[String]) -> Result<Vec<uuid::Uuid>, ApiError> {
+    values.iter().map(|v| uuid(field, v)).collect()
+}
+
+fn time(field: &str, v: &str) -> Result<Option<Timestamp>, ApiError> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    Timestamp::parse(v).map(Some).map_err(|e| ApiError::unprocessable(format!("{field}: {e}")))
+}
+
+fn non_empty(s: String) -> Option<String> {
+    if s.is_empty() {
+        None
+    } else {
+        Some(s)
+    }
+}
+
+/// Mirrors REST's `QueryBody` → [`RunQueryRequest`]; the core validates the limit and the
+/// filters (their errors carry the position).
+fn to_query(q: pb::QueryRunsRequest) -> Result<RunQueryRequest, ApiError> {
+    Ok(RunQueryRequest {
+        projects: uuids("session_ids", &q.session_ids)?.into_iter().map(ProjectId).collect(),
+        ids: if q.ids.is_empty() { None } else { Some(uuids("ids", &q.ids)?.into_iter().map(RunId).collect()) },
+        trace: opt_run_id("trace", &q.trace)?,
+        parent_run: opt_run_id("parent_run", &q.parent_run)?,
+        is_root: q.is_root,
+        run_type: non_empty(q.run_type),
+        error: q.error,
+        reference_examples: uuids("reference_examples", &q.reference_examples)?,
+        start_time: time("start_time", &q.start_time)?,
+        end_time: time("end_time", &q.end_time)?,
+        filter: non_empty(q.filter),
+        trace_filter: non_empty(q.trace_filter),
+        tree_filter: non_empty(q.tree_filter),
+        query: non_empty(q.query),
+        limit: if q.limit == 0 { None } else { Some(q.limit as usize) },
+        cursor: non_empty(q.cursor),
+    })
+}
+
+// ---- the domain into responses ----
+
+/// RFC 3339 in UTC, microseconds.
+fn rfc3339(t: Timestamp) -> String {
+    format!("{}Z", t.to_iso())
+}
+
+/// A stored run as the proto `Run`. Trace id and dotted order are filled as REST fills them.
+fn to_pb(r: Run) -> pb::Run {
+    let json = |j: &Option<sextant_core::RawJson>| j.as_ref().map(|j| j.as_str().to_owned());
+    pb::Run {
+        id: r.id.to_string(),
+        trace_id: Some(r.trace().to_string()),
+        parent_run_id: r.parent_run_id.map(|p| p.to_string()),
+        dotted_order: Some(r.dotted_order_or_default()),
+        parent_run_ids: r.parent_run_ids().iter().map(ToString::to_string).collect(),
+        session_id: Some(r.project_id.to_string()),
+        session_name: None,
+        name: r.name.clone(),
+        run_type: r.run_type.clone(),
+        start_time: r.start_time.map(rfc3339),
+        end_time: r.end_time.map(rfc3339),
+        first_token_time: r.first_token_time.map(rfc3339),
+        inputs_json: json(&r.inputs),
+        outputs_json: json(&r.outputs),
+        error: r.error.clone(),
+        extra_json: Some(serde_json::to_string(&r.extra).expect("a JSON map serialises")),
+        events_json: json(&r.events),
+        serialized_json: json(&r.serialized),
+        reference_example_id: r.reference_example_id.map(|u| u.to_string()),
+        status: Some(r.status().as_str().to_string()),
+        prompt_tokens: r.prompt_tokens,
+        completion_tokens: r.completion_tokens,
+        total_tokens: r.total_tokens,
+        prompt_cost: r.prompt_cost,
+        completion_cost: r.completion_cost,
+        total_cost: r.total_cost,
+        attachments: r
+            .attachments
+            .iter()
+            .map(|a| pb::Attachment { name: a.name.clone(), mime_type: a.mime_type.clone(), size: a.size })
+            .collect(),
+        tags: r.tags,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "01a21085-dddd-7ab9-9494-115de01cbb17";
+
+    fn run() -> pb::Run {
+        pb::Run {
+            id: ID.into(),
+            session_name: Some("p".into()),
+            start_time: Some("2026-11-25T02:25:38.269290Z".into()),
+            inputs_json: Some(r#"{"q": 1}"#.into()),
+            extra_json: Some(r#"{"metadata":{"user":"u1"}}"#.into()),
+            tags: vec!["t".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_proto_run_becomes_the_same_fragment_as_rest() {
+        let (f, p) = to_fragment(run(), FragmentKind::Post, "post[0]").unwrap();
+        assert_eq!(p, ProjectRef::Name("p".into()));
+        assert_eq!(f.inputs.unwrap().as_str(), r#"{"q": 1}"#);
+        assert_eq!(f.extra.unwrap()["metadata"]["user"], "u1");
+        assert_eq!(f.tags.unwrap(), ["t"]);
+        assert_eq!(f.start_time, Some(Timestamp::parse("2026-11-25T02:25:38.269290").unwrap()));
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let bad = |edit: fn(&mut pb::Run)| {
+            let mut r = run();
+            edit(&mut r);
+            let e = to_fragment(r, FragmentKind::Post, "post[3]").unwrap_err();
+            assert_eq!(e.kind.grpc(), tonic::Code::InvalidArgument);
+            e.message
+        };
+        assert!(bad(|r| r.id = "nope".into()).contains("post[3].id"));
+        assert!(bad(|r| r.id = String::new()).contains("post[3].id is required"));
+        assert!(bad(|r| r.parent_run_id = Some("x".into())).contains("post[3].parent_run_id"));
+        assert!(bad(|r| r.start_time = Some("yesterday".into())).contains("post[3].start_time"));
+        assert!(bad(|r| r.inputs_json = Some("{".into())).contains("post[3].inputs_json"));
+        assert!(bad(|r| r.extra_json = Some("[1]".into())).contains("post[3].extra_json"));
+    }
+
+    #[test]
+    fn round_trips_through_the_domain() {
+        let (f, _) = to_fragment(run(), FragmentKind::Post, "post[0]").unwrap();
+        let mut stored = Run::empty(f.id, ProjectId(uuid::Uuid::nil()));
+        stored.apply(&f);
+        stored.derive();
+        let out = to_pb(stored);
+        assert_eq!(out.id, ID);
+        assert_eq!(out.trace_id.as_deref(), Some(ID));
+        assert_eq!(out.start_time.as_deref(), Some("2026-11-25T02:25:38.269290Z"));
+        assert_eq!(out.inputs_json.as_deref(), Some(r#"{"q": 1}"#));
+        assert_eq!(out.status.as_deref(), Some("pending"));
+        assert_eq!(out.dotted_order.as_deref(), Some(format!("20261125T022538269290Z{ID}").as_str()));
+    }
+
+    #[test]
+    fn empty_query_fields_mean_not_given() {
+        let q = to_query(pb::QueryRunsRequest::default()).unwrap();
+        assert!(q.ids.is_none() && q.trace.is_none() && q.filter.is_none() && q.limit.is_none() && q.projects.is_empty());
+        let e = to_query(pb::QueryRunsRequest { session_ids: vec!["zz".into()], ..Default::default() }).unwrap_err();
+        assert!(e.message.contains("session_ids"), "{}", e.message);
+    }
+}
