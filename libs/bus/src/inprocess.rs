@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::config::CompressionPolicy;
+use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, warn};
 use uuid::Uuid;
@@ -68,11 +69,23 @@ impl InProcessBus {
     /// Opens (or creates) the event log in `dir`. Must be called inside a tokio runtime.
     pub fn open(dir: &Path) -> Result<Self, BusError> {
         std::fs::create_dir_all(dir).map_err(|e| io_err("create directory", e))?;
+        #[allow(deprecated)] // the setter works; fjall marks it for a future rename
         let db = Database::builder(dir)
             .cache_size(32 << 20)
+            .max_write_buffer_size(Some(64 << 20))
             .open()
             .map_err(|e| io_err("open", e))?;
-        let log = db.keyspace("log", KeyspaceCreateOptions::default).map_err(|e| io_err("open keyspace", e))?;
+        // Events are written once, read about once and trimmed: compressing them is wasted CPU.
+        let log = db
+            .keyspace("log", || {
+                // Events are large (a whole request's runs): keep them in blob files so
+                // compaction never rewrites them.
+                KeyspaceCreateOptions::default()
+                    .max_memtable_size(32 << 20)
+                    .data_block_compression_policy(CompressionPolicy::all(CompressionType::None))
+                    .with_kv_separation(Some(KvSeparationOptions { compression: CompressionType::None, ..Default::default() }))
+            })
+            .map_err(|e| io_err("open keyspace", e))?;
         let positions =
             db.keyspace("positions", KeyspaceCreateOptions::default).map_err(|e| io_err("open keyspace", e))?;
         let dead = db.keyspace("dead_letters", KeyspaceCreateOptions::default).map_err(|e| io_err("open keyspace", e))?;

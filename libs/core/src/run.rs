@@ -415,6 +415,10 @@ impl Run {
         if let Some(Value::Object(m)) = self.metadata().and_then(|m| m.get("usage_metadata")) {
             return Some(m.clone());
         }
+        // Only LLM runs report usage in their outputs; parsing every run's outputs is wasted.
+        if self.run_type.as_deref() != Some("llm") {
+            return None;
+        }
         let outputs = self.outputs.as_ref()?;
         if !outputs.as_str().contains("usage_metadata") {
             return None;

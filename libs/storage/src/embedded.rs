@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -118,14 +118,30 @@ fn order_time(run: &Run) -> i64 {
 impl EmbeddedStore {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| backend("create directory", e))?;
+        // Memory is bounded: fjall's defaults (64 MiB memtables per keyspace, an unbounded
+        // write buffer) let RSS grow past a gigabyte under sustained ingest.
+        #[allow(deprecated)] // the setter works; fjall marks it for a future rename
         let db = Database::builder(dir)
-            .cache_size(128 << 20)
+            .cache_size(96 << 20)
+            .max_write_buffer_size(Some(96 << 20))
             .open()
             .map_err(|e| backend("open", e))?;
-        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(|e| backend("open keyspace", e));
+        let ks = |name: &str| {
+            db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(8 << 20))
+                .map_err(|e| backend("open keyspace", e))
+        };
+        // Run records are 1-2 KB: kept in blob files (written once), so compaction moves keys
+        // and pointers instead of rewriting every run at every level.
+        let runs = db
+            .keyspace("runs", || {
+                KeyspaceCreateOptions::default()
+                    .max_memtable_size(32 << 20)
+                    .with_kv_separation(Some(KvSeparationOptions::default()))
+            })
+            .map_err(|e| backend("open keyspace", e))?;
         Ok(Self {
             inner: Arc::new(Inner {
-                runs: ks("runs")?,
+                runs,
                 run_loc: ks("run_loc")?,
                 trace_idx: ks("trace_idx")?,
                 projects: ks("projects")?,
@@ -619,8 +635,7 @@ impl ProjectStore for EmbeddedStore {
 
 #[async_trait]
 impl RunStore for EmbeddedStore {
-    async fn apply_run_fragments(&self, tenant: TenantId, project: ProjectId, fragments: &[RunFragment]) -> Result<()> {
-        let fragments = fragments.to_vec();
+    async fn apply_run_fragments(&self, tenant: TenantId, project: ProjectId, fragments: Vec<RunFragment>) -> Result<()> {
         self.blocking(move |s| s.apply_fragments(tenant, project, &fragments)).await
     }
 

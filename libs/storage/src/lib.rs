@@ -202,7 +202,7 @@ pub trait ProjectStore: Send + Sync + 'static {
 #[async_trait]
 pub trait RunStore: Send + Sync + 'static {
     /// Merges fragments into stored runs of `project` (see the crate docs).
-    async fn apply_run_fragments(&self, tenant: TenantId, project: ProjectId, fragments: &[RunFragment]) -> Result<()>;
+    async fn apply_run_fragments(&self, tenant: TenantId, project: ProjectId, fragments: Vec<RunFragment>) -> Result<()>;
     async fn get_run(&self, tenant: TenantId, id: RunId) -> Result<Option<Run>>;
     async fn query_runs(&self, tenant: TenantId, q: &RunQuery) -> Result<RunPage>;
     /// Every run of a trace, ordered by `dotted_order`. No cap.

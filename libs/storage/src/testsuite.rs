@@ -105,10 +105,10 @@ pub async fn merges_fragments_in_any_order_idempotently(s: Arc<dyn Storage>) {
     patch.outputs = Some(RawJson::parse(r#"{"answer":42}"#).unwrap());
     patch.extra = Some(json!({"metadata": {"late": 1}}).as_object().unwrap().clone());
     // Patch first, then post, then both again (a redelivery).
-    s.apply_run_fragments(t, p, std::slice::from_ref(&patch)).await.unwrap();
-    s.apply_run_fragments(t, p, std::slice::from_ref(&post)).await.unwrap();
+    s.apply_run_fragments(t, p, vec![patch.clone()]).await.unwrap();
+    s.apply_run_fragments(t, p, vec![post.clone()]).await.unwrap();
     let once = s.get_run(t, post.id).await.unwrap().unwrap();
-    s.apply_run_fragments(t, p, &[post.clone(), patch.clone()]).await.unwrap();
+    s.apply_run_fragments(t, p, vec![post.clone(), patch.clone()]).await.unwrap();
     let twice = s.get_run(t, post.id).await.unwrap().unwrap();
     assert_eq!(once, twice);
     assert_eq!(once.outputs.as_ref().unwrap().as_str(), r#"{"answer":42}"#);
@@ -125,7 +125,7 @@ pub async fn tenants_are_isolated(s: Arc<dyn Storage>) {
     let pb = new_project(&s, b, "shared-name").await;
     assert_ne!(pa, pb);
     let r = root(10, T0);
-    s.apply_run_fragments(a, pa, std::slice::from_ref(&r)).await.unwrap();
+    s.apply_run_fragments(a, pa, vec![r.clone()]).await.unwrap();
     assert!(s.get_run(a, r.id).await.unwrap().is_some());
     assert!(s.get_run(b, r.id).await.unwrap().is_none());
     assert!(s.trace_runs(b, r.id).await.unwrap().is_empty());
@@ -145,7 +145,7 @@ pub async fn pages_newest_first_without_gaps_or_duplicates(s: Arc<dyn Storage>) 
     let p = new_project(&s, t, "paging").await;
     // Two runs share a start time to exercise the id tie-break.
     let frags: Vec<_> = (1..=250u128).map(|n| root(n, T0 + (n as i64 / 2) * 1000)).collect();
-    s.apply_run_fragments(t, p, &frags).await.unwrap();
+    s.apply_run_fragments(t, p, frags.clone()).await.unwrap();
     let mut seen = Vec::new();
     let mut cursor: Option<RunCursor> = None;
     let mut pages = 0;
@@ -179,8 +179,8 @@ pub async fn structured_conditions_and_matchers_filter(s: Arc<dyn Storage>) {
     let mut r2 = root(4, T0 + 1_000_000);
     r2.name = Some("special".into());
     let c3 = child(&r2, 5, T0 + 1_000_010);
-    s.apply_run_fragments(t, p, &[r1.clone(), c1.clone(), c2.clone(), r2.clone(), c3.clone()]).await.unwrap();
-    s.apply_run_fragments(t, other, &[root(6, T0)]).await.unwrap();
+    s.apply_run_fragments(t, p, vec![r1.clone(), c1.clone(), c2.clone(), r2.clone(), c3.clone()]).await.unwrap();
+    s.apply_run_fragments(t, other, vec![root(6, T0)]).await.unwrap();
 
     let ids = |runs: Vec<sextant_core::Run>| -> HashSet<u128> { runs.iter().map(|r| r.id.0.as_u128()).collect() };
     let run = |q: RunQuery| {
@@ -221,7 +221,7 @@ pub async fn traces_come_back_whole_and_ordered(s: Arc<dyn Storage>) {
         frags.push(c);
     }
     frags.reverse(); // children before parents must not matter
-    s.apply_run_fragments(t, p, &frags).await.unwrap();
+    s.apply_run_fragments(t, p, frags.clone()).await.unwrap();
     let runs = s.trace_runs(t, r.id).await.unwrap();
     assert_eq!(runs.len(), 60);
     assert_eq!(runs[0].id, r.id);
@@ -267,7 +267,7 @@ pub async fn project_lifecycle(s: Arc<dyn Storage>) {
     assert_eq!(s.list_projects(t, &md).await.unwrap().len(), 1);
 
     let r = root(1, T0);
-    s.apply_run_fragments(t, p.id, &[r.clone(), child(&r, 2, T0 + 1)]).await.unwrap();
+    s.apply_run_fragments(t, p.id, vec![r.clone(), child(&r, 2, T0 + 1)]).await.unwrap();
     assert!(s.delete_project(t, p.id).await.unwrap());
     assert!(s.get_project(t, p.id).await.unwrap().is_none());
     assert!(s.get_run(t, r.id).await.unwrap().is_none(), "runs go with their project");
@@ -295,8 +295,8 @@ pub async fn project_stats_are_exact(s: Arc<dyn Storage>) {
         frags.push(r);
         frags.push(c);
     }
-    s.apply_run_fragments(t, p, &frags).await.unwrap();
-    s.apply_run_fragments(t, p, &frags).await.unwrap(); // redelivery changes nothing
+    s.apply_run_fragments(t, p, frags.clone()).await.unwrap();
+    s.apply_run_fragments(t, p, frags.clone()).await.unwrap(); // redelivery changes nothing
     let st = s.project_stats(t, p).await.unwrap();
     assert_eq!(st.run_count, 8);
     assert_eq!(st.root_run_count, 4);
@@ -313,7 +313,7 @@ pub async fn attachments_round_trip(s: Arc<dyn Storage>) {
     let p = new_project(&s, t, "attach").await;
     let mut r = root(1, T0);
     r.attachments.push(sextant_core::run::Attachment { name: "image".into(), mime_type: "image/png".into(), data: vec![1, 0, 2, 3] });
-    s.apply_run_fragments(t, p, &[r.clone()]).await.unwrap();
+    s.apply_run_fragments(t, p, vec![r.clone()]).await.unwrap();
     let (mime, bytes) = s.get_attachment(t, r.id, "image").await.unwrap().unwrap();
     assert_eq!((mime.as_str(), bytes.as_slice()), ("image/png", &[1u8, 0, 2, 3][..]));
     assert!(s.get_attachment(tenant(), r.id, "image").await.unwrap().is_none());
@@ -326,8 +326,8 @@ pub async fn late_start_time_moves_the_run(s: Arc<dyn Storage>) {
     let post = root(1, T0 + 123);
     let mut patch = RunFragment::new(FragmentKind::Patch, post.id);
     patch.end_time = Some(Timestamp(T0 + 999));
-    s.apply_run_fragments(t, p, &[patch]).await.unwrap();
-    s.apply_run_fragments(t, p, &[post.clone()]).await.unwrap();
+    s.apply_run_fragments(t, p, vec![patch]).await.unwrap();
+    s.apply_run_fragments(t, p, vec![post.clone()]).await.unwrap();
     let page = s.query_runs(t, &q(vec![p], 10)).await.unwrap();
     assert_eq!(page.runs.len(), 1, "the patch-only placeholder was moved, not duplicated");
     assert_eq!(page.runs[0].start_time, Some(Timestamp(T0 + 123)));
@@ -348,9 +348,9 @@ pub async fn children_without_dotted_order_join_their_parents_trace(s: Arc<dyn S
     let root = bare(1, T0, None);
     let child = bare(2, T0 + 10, Some(root.id));
     let grandchild = bare(3, T0 + 20, Some(child.id));
-    s.apply_run_fragments(t, p, &[root.clone()]).await.unwrap();
+    s.apply_run_fragments(t, p, vec![root.clone()]).await.unwrap();
     // The child arrives in a later batch; the grandchild in the same batch as the child.
-    s.apply_run_fragments(t, p, &[child.clone(), grandchild.clone()]).await.unwrap();
+    s.apply_run_fragments(t, p, vec![child.clone(), grandchild.clone()]).await.unwrap();
     let runs = s.trace_runs(t, root.id).await.unwrap();
     assert_eq!(runs.iter().map(|r| r.id).collect::<Vec<_>>(), vec![root.id, child.id, grandchild.id]);
     let g = &runs[2];

@@ -59,14 +59,17 @@ pub async fn run_projector(bus: Arc<dyn EventBus>, store: Arc<dyn Storage>, mut 
 async fn project_batch(store: &Arc<dyn Storage>, batch: Vec<Delivery>) {
     let started = Instant::now();
     let mut applied = Vec::with_capacity(batch.len());
-    for d in batch {
-        let outcome = match &d.payload {
+    for mut d in batch {
+        let outcome = match &mut d.payload {
             Err(e) => Err(format!("undecodable: {e}")),
-            Ok(env) => match &env.event {
+            Ok(env) => match &mut env.event {
                 Event::RunsIngestedV1(ev) => {
-                    let r = store.apply_run_fragments(env.tenant, ev.project_id, &ev.fragments).await;
+                    // Moved, not cloned: the delivery only needs its sequence from here on.
+                    let fragments = std::mem::take(&mut ev.fragments);
+                    let count = fragments.len() as u64;
+                    let r = store.apply_run_fragments(env.tenant, ev.project_id, fragments).await;
                     if r.is_ok() {
-                        metrics::counter!("sextant_projected_runs_total").increment(ev.fragments.len() as u64);
+                        metrics::counter!("sextant_projected_runs_total").increment(count);
                         metrics::histogram!("sextant_projection_lag_seconds")
                             .record((sextant_core::Timestamp::now().millis() - env.at_ms).max(0) as f64 / 1000.0);
                     }
