@@ -280,6 +280,11 @@ impl Run {
     /// Applies one fragment with the precedence rules in the module docs. Idempotent:
     /// applying the same fragment twice gives the same run.
     pub fn apply(&mut self, f: &RunFragment) {
+        self.apply_owned(f.clone());
+    }
+
+    /// [`Run::apply`] taking the fragment by value, so large fields move instead of copying.
+    pub fn apply_owned(&mut self, f: RunFragment) {
         let is_patch = f.kind == FragmentKind::Patch;
         if !is_patch {
             self.has_post = true;
@@ -289,7 +294,7 @@ impl Run {
             ($bit:expr, $dst:expr, $src:expr) => {
                 if let Some(v) = $src {
                     if is_patch || patched & $bit == 0 {
-                        $dst = Some(v.clone());
+                        $dst = Some(v);
                         if is_patch {
                             patched |= $bit;
                         }
@@ -297,21 +302,21 @@ impl Run {
                 }
             };
         }
-        set!(bit::TRACE_ID, self.trace_id, &f.trace_id);
-        set!(bit::PARENT, self.parent_run_id, &f.parent_run_id);
-        set!(bit::DOTTED, self.dotted_order, &f.dotted_order);
-        set!(bit::NAME, self.name, &f.name);
-        set!(bit::RUN_TYPE, self.run_type, &f.run_type);
-        set!(bit::START, self.start_time, &f.start_time);
-        set!(bit::END, self.end_time, &f.end_time);
-        set!(bit::FIRST_TOKEN, self.first_token_time, &f.first_token_time);
-        set!(bit::INPUTS, self.inputs, &f.inputs);
-        set!(bit::OUTPUTS, self.outputs, &f.outputs);
-        set!(bit::ERROR, self.error, &f.error);
-        set!(bit::EVENTS, self.events, &f.events);
-        set!(bit::SERIALIZED, self.serialized, &f.serialized);
-        set!(bit::REFERENCE, self.reference_example_id, &f.reference_example_id);
-        set!(bit::STATUS, self.explicit_status, &f.status);
+        set!(bit::TRACE_ID, self.trace_id, f.trace_id);
+        set!(bit::PARENT, self.parent_run_id, f.parent_run_id);
+        set!(bit::DOTTED, self.dotted_order, f.dotted_order);
+        set!(bit::NAME, self.name, f.name);
+        set!(bit::RUN_TYPE, self.run_type, f.run_type);
+        set!(bit::START, self.start_time, f.start_time);
+        set!(bit::END, self.end_time, f.end_time);
+        set!(bit::FIRST_TOKEN, self.first_token_time, f.first_token_time);
+        set!(bit::INPUTS, self.inputs, f.inputs);
+        set!(bit::OUTPUTS, self.outputs, f.outputs);
+        set!(bit::ERROR, self.error, f.error);
+        set!(bit::EVENTS, self.events, f.events);
+        set!(bit::SERIALIZED, self.serialized, f.serialized);
+        set!(bit::REFERENCE, self.reference_example_id, f.reference_example_id);
+        set!(bit::STATUS, self.explicit_status, f.status);
         if f.prompt_tokens.is_some() || f.completion_tokens.is_some() || f.total_tokens.is_some() {
             if is_patch || patched & bit::TOKENS == 0 {
                 self.prompt_tokens = f.prompt_tokens.or(self.prompt_tokens);
@@ -332,28 +337,28 @@ impl Run {
                 }
             }
         }
-        if let Some(tags) = &f.tags {
+        if let Some(tags) = f.tags {
             if is_patch || patched & bit::TAGS == 0 {
-                self.tags = tags.clone();
+                self.tags = tags;
                 if is_patch {
                     patched |= bit::TAGS;
                 }
             }
         }
-        if let Some(extra) = &f.extra {
+        if let Some(extra) = f.extra {
             // The fragment wins unless the run's extra came from a patch and this is a post.
             let incoming_wins = is_patch || patched & bit::EXTRA == 0;
-            merge_object(&mut self.extra, extra, incoming_wins);
             if is_patch && !extra.is_empty() {
                 patched |= bit::EXTRA;
             }
+            if self.extra.is_empty() {
+                self.extra = extra;
+            } else {
+                merge_object(&mut self.extra, extra, incoming_wins);
+            }
         }
         for a in &f.attachments {
-            let meta = AttachmentMeta {
-                name: a.name.clone(),
-                mime_type: a.mime_type.clone(),
-                size: a.data.len() as u64,
-            };
+            let meta = AttachmentMeta { name: a.name.clone(), mime_type: a.mime_type.clone(), size: a.data.len() as u64 };
             match self.attachments.iter_mut().find(|m| m.name == a.name) {
                 Some(m) => *m = meta,
                 None => self.attachments.push(meta),
@@ -525,19 +530,19 @@ pub fn validate_dotted_order(dotted: &str, id: RunId) -> Result<(), String> {
 
 /// Merges `src` into `dst` key by key; for `metadata` (and other nested objects) one level
 /// deeper. On conflict, `src` wins when `src_wins`, otherwise `dst` is kept.
-fn merge_object(dst: &mut Map<String, Value>, src: &Map<String, Value>, src_wins: bool) {
+fn merge_object(dst: &mut Map<String, Value>, src: Map<String, Value>, src_wins: bool) {
     for (k, v) in src {
-        match (dst.get_mut(k), v) {
+        match (dst.get_mut(&k), v) {
             (Some(Value::Object(d)), Value::Object(s)) if k == "metadata" => {
                 for (mk, mv) in s {
-                    if src_wins || !d.contains_key(mk) {
-                        d.insert(mk.clone(), mv.clone());
+                    if src_wins || !d.contains_key(&mk) {
+                        d.insert(mk, mv);
                     }
                 }
             }
             (Some(_), _) if !src_wins => {}
-            _ => {
-                dst.insert(k.clone(), v.clone());
+            (_, v) => {
+                dst.insert(k, v);
             }
         }
     }

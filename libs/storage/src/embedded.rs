@@ -8,6 +8,7 @@
 //! * `runs`           T P S R   → Run (MessagePack)   — a project's runs, time-ordered
 //! * `run_loc`        T R       → P S                 — where a run is, by id
 //! * `trace_idx`      T TR R    → P S                 — the runs of a trace
+//! * `roots`          T P S R   → ()                  — root runs only (trace listings)
 //! * `projects`       T P       → Project
 //! * `project_names`  T name    → P
 //! * `attachments`    T R name  → mime NUL bytes
@@ -40,6 +41,8 @@ struct Inner {
     runs: Keyspace,
     run_loc: Keyspace,
     trace_idx: Keyspace,
+    /// Root runs only, keyed like `runs`: listing traces (`is_root`) is the commonest query.
+    roots: Keyspace,
     projects: Keyspace,
     project_names: Keyspace,
     attachments: Keyspace,
@@ -144,6 +147,7 @@ impl EmbeddedStore {
                 runs,
                 run_loc: ks("run_loc")?,
                 trace_idx: ks("trace_idx")?,
+                roots: ks("roots")?,
                 projects: ks("projects")?,
                 project_names: ks("project_names")?,
                 attachments: ks("attachments")?,
@@ -214,11 +218,11 @@ impl Inner {
         Ok(runs)
     }
 
-    fn apply_fragments(&self, t: TenantId, project: ProjectId, fragments: &[RunFragment]) -> Result<()> {
+    fn apply_fragments(&self, t: TenantId, project: ProjectId, fragments: Vec<RunFragment>) -> Result<()> {
         let _guard = self.write_lock.lock().expect("poisoned");
         // Group by run, keeping arrival order within a run.
         let mut order: Vec<RunId> = Vec::new();
-        let mut by_run: HashMap<RunId, Vec<&RunFragment>> = HashMap::new();
+        let mut by_run: HashMap<RunId, Vec<RunFragment>> = HashMap::new();
         for f in fragments {
             by_run
                 .entry(f.id)
@@ -236,10 +240,9 @@ impl Inner {
                 Some(r) => Some(r.clone()),
                 None => self.get_run(t, id)?,
             };
-            let old_pos = existing.as_ref().map(|r| (r.project_id, order_time(r), r.trace()));
+            let old_pos = existing.as_ref().map(|r| (r.project_id, order_time(r), r.trace(), r.is_root()));
             let mut run = existing.unwrap_or_else(|| Run::empty(id, project));
-            for f in &by_run[&id] {
-                run.apply(f);
+            for f in by_run.remove(&id).unwrap_or_default() {
                 for a in &f.attachments {
                     let key = Key::new().id(t.as_bytes()).id(id.as_bytes()).bytes(a.name.as_bytes()).0;
                     let mut v = Vec::with_capacity(a.mime_type.len() + 1 + a.data.len());
@@ -248,6 +251,7 @@ impl Inner {
                     v.extend_from_slice(&a.data);
                     batch.insert(&self.attachments, key, v);
                 }
+                run.apply_owned(f);
             }
             if let (None, Some(parent_id)) = (&run.dotted_order, run.parent_run_id) {
                 let parent = match written.get(&parent_id) {
@@ -260,15 +264,21 @@ impl Inner {
             }
             run.derive();
             let (p, s, tr) = (run.project_id, order_time(&run), run.trace());
-            if let Some((op, os, otr)) = old_pos {
+            if let Some((op, os, otr, was_root)) = old_pos {
                 if (op, os) != (p, s) {
                     batch.remove(&self.runs, run_key(t, op, os, id));
+                }
+                if was_root && ((op, os) != (p, s) || !run.is_root()) {
+                    batch.remove(&self.roots, run_key(t, op, os, id));
                 }
                 if otr != tr {
                     batch.remove(&self.trace_idx, Key::new().id(t.as_bytes()).id(otr.as_bytes()).id(id.as_bytes()).0);
                 }
             }
             batch.insert(&self.runs, run_key(t, p, s, id), enc(&run));
+            if run.is_root() {
+                batch.insert(&self.roots, run_key(t, p, s, id), Vec::new());
+            }
             batch.insert(&self.run_loc, Key::new().id(t.as_bytes()).id(id.as_bytes()).0, loc_value(p, s));
             batch.insert(&self.trace_idx, Key::new().id(t.as_bytes()).id(tr.as_bytes()).id(id.as_bytes()).0, loc_value(p, s));
             written.insert(id, run);
@@ -346,8 +356,26 @@ impl Inner {
             }
             let hi = Key::new().id(t.as_bytes()).id(p.as_bytes()).time(hi_time).bytes(&hi_id).0;
             let mut taken = 0;
-            for g in self.runs.range(lo..hi).rev() {
-                let (_, v) = g.into_inner().map_err(|e| backend("scan runs", e))?;
+            // Roots come from their own index; everything else from the time-ordered runs.
+            let rows: Box<dyn Iterator<Item = Result<Vec<u8>>>> = if q.is_root == Some(true) {
+                Box::new(self.roots.range(lo..hi).rev().map(|g| {
+                    let k = g.key().map_err(|e| backend("scan roots", e))?;
+                    match self.runs.get(&k).map_err(|e| backend("read run", e))? {
+                        Some(v) => Ok(v.to_vec()),
+                        None => Ok(Vec::new()), // a root index entry whose run moved in this instant
+                    }
+                }))
+            } else {
+                Box::new(self.runs.range(lo..hi).rev().map(|g| {
+                    let (_, v) = g.into_inner().map_err(|e| backend("scan runs", e))?;
+                    Ok(v.to_vec())
+                }))
+            };
+            for v in rows {
+                let v = v?;
+                if v.is_empty() {
+                    continue;
+                }
                 let run: Run = dec("run", &v)?;
                 if ctx.accepts(q, &run)? {
                     merged.push(run);
@@ -414,6 +442,7 @@ impl Inner {
             let (k, v) = g.into_inner().map_err(|e| backend("scan runs", e))?;
             let run: Run = dec("run", &v)?;
             batch.remove(&self.runs, k.to_vec());
+            batch.remove(&self.roots, k.to_vec());
             batch.remove(&self.run_loc, Key::new().id(t.as_bytes()).id(run.id.as_bytes()).0);
             batch.remove(&self.trace_idx, Key::new().id(t.as_bytes()).id(run.trace().as_bytes()).id(run.id.as_bytes()).0);
             for a in &run.attachments {
@@ -636,7 +665,7 @@ impl ProjectStore for EmbeddedStore {
 #[async_trait]
 impl RunStore for EmbeddedStore {
     async fn apply_run_fragments(&self, tenant: TenantId, project: ProjectId, fragments: Vec<RunFragment>) -> Result<()> {
-        self.blocking(move |s| s.apply_fragments(tenant, project, &fragments)).await
+        self.blocking(move |s| s.apply_fragments(tenant, project, fragments)).await
     }
 
     async fn get_run(&self, tenant: TenantId, id: RunId) -> Result<Option<Run>> {

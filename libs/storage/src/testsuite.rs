@@ -191,6 +191,7 @@ pub async fn structured_conditions_and_matchers_filter(s: Arc<dyn Storage>) {
     assert_eq!(run(base()).await, HashSet::from([1, 2, 3, 4, 5]));
     assert_eq!(run(q(vec![], 100)).await, HashSet::from([1, 2, 3, 4, 5, 6]), "no project = all the tenant's");
     assert_eq!(run(RunQuery { is_root: Some(true), ..base() }).await, HashSet::from([1, 4]));
+    assert_eq!(run(RunQuery { is_root: Some(true), run_type: Some("chain".into()), limit: 1, ..base() }).await, HashSet::from([4]));
     assert_eq!(run(RunQuery { is_root: Some(false), ..base() }).await, HashSet::from([2, 3, 5]));
     assert_eq!(run(RunQuery { trace: Some(r1.id), ..base() }).await, HashSet::from([1, 2, 3]));
     assert_eq!(run(RunQuery { parent_run: Some(r2.id), ..base() }).await, HashSet::from([5]));
@@ -330,9 +331,19 @@ pub async fn late_start_time_moves_the_run(s: Arc<dyn Storage>) {
     s.apply_run_fragments(t, p, vec![post.clone()]).await.unwrap();
     let page = s.query_runs(t, &q(vec![p], 10)).await.unwrap();
     assert_eq!(page.runs.len(), 1, "the patch-only placeholder was moved, not duplicated");
+    let roots = s.query_runs(t, &RunQuery { is_root: Some(true), ..q(vec![p], 10) }).await.unwrap();
+    assert_eq!(roots.runs.len(), 1, "the root index follows the move");
     assert_eq!(page.runs[0].start_time, Some(Timestamp(T0 + 123)));
     let from = s.query_runs(t, &RunQuery { start_from: Some(Timestamp(T0)), ..q(vec![p], 10) }).await.unwrap();
     assert_eq!(from.runs.len(), 1);
+    // A run first seen as a root (a patch without parent) that turns out to be a child.
+    let mut orphan_patch = RunFragment::new(FragmentKind::Patch, RunId(Uuid::from_u128(77)));
+    orphan_patch.end_time = Some(Timestamp(T0 + 500));
+    s.apply_run_fragments(t, p, vec![orphan_patch]).await.unwrap();
+    let late_child = child(&post, 77, T0 + 200);
+    s.apply_run_fragments(t, p, vec![late_child]).await.unwrap();
+    let roots = s.query_runs(t, &RunQuery { is_root: Some(true), ..q(vec![p], 10) }).await.unwrap();
+    assert_eq!(roots.runs.iter().map(|r| r.id).collect::<Vec<_>>(), vec![post.id]);
 }
 
 /// The SDK's `create_run` path sends neither `trace_id` nor `dotted_order`.

@@ -295,7 +295,21 @@ impl Ingest {
     }
 
     #[instrument(name = "ingest.query", skip_all, fields(tenant = %tenant))]
-    pub async fn query_runs(&self, tenant: TenantId, req: RunQueryRequest) -> Result<RunPage, ApiError> {
+    pub async fn query_runs(&self, tenant: TenantId, mut req: RunQueryRequest) -> Result<RunPage, ApiError> {
+        // Conditions the filter implies let the store use an index (roots, trace, ids). Hints
+        // are over-approximations, and the full filter is still applied to every candidate.
+        if let Some(src) = req.filter.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            if let Ok(f) = sextant_filter::parse(src) {
+                for hint in f.hints() {
+                    match hint {
+                        sextant_filter::Hint::IsRoot(b) if req.is_root.is_none() => req.is_root = Some(b),
+                        sextant_filter::Hint::TraceIds(ids) if ids.len() == 1 && req.trace.is_none() => req.trace = Some(ids[0]),
+                        sextant_filter::Hint::Ids(ids) if req.ids.is_none() => req.ids = Some(ids),
+                        _ => {}
+                    }
+                }
+            }
+        }
         let limit = req.limit.unwrap_or(100);
         if limit == 0 || limit > self.limits.max_query_limit {
             return Err(ApiError::unprocessable(format!("limit must be between 1 and {}", self.limits.max_query_limit)));
