@@ -70,11 +70,7 @@ impl InProcessBus {
     pub fn open(dir: &Path) -> Result<Self, BusError> {
         std::fs::create_dir_all(dir).map_err(|e| io_err("create directory", e))?;
         #[allow(deprecated)] // the setter works; fjall marks it for a future rename
-        let db = Database::builder(dir)
-            .cache_size(32 << 20)
-            .max_write_buffer_size(Some(64 << 20))
-            .open()
-            .map_err(|e| io_err("open", e))?;
+        let db = Database::builder(dir).cache_size(32 << 20).max_write_buffer_size(Some(64 << 20)).open().map_err(|e| io_err("open", e))?;
         // Events are written once, read about once and trimmed: compressing them is wasted CPU.
         let log = db
             .keyspace("log", || {
@@ -86,8 +82,7 @@ impl InProcessBus {
                     .with_kv_separation(Some(KvSeparationOptions { compression: CompressionType::None, ..Default::default() }))
             })
             .map_err(|e| io_err("open keyspace", e))?;
-        let positions =
-            db.keyspace("positions", KeyspaceCreateOptions::default).map_err(|e| io_err("open keyspace", e))?;
+        let positions = db.keyspace("positions", KeyspaceCreateOptions::default).map_err(|e| io_err("open keyspace", e))?;
         let dead = db.keyspace("dead_letters", KeyspaceCreateOptions::default).map_err(|e| io_err("open keyspace", e))?;
 
         let mut heads = HashMap::new();
@@ -105,15 +100,8 @@ impl InProcessBus {
         }
 
         let (tx, rx) = mpsc::channel::<PublishRequest>(4096);
-        let inner = Arc::new(Inner {
-            db: db.clone(),
-            log: log.clone(),
-            positions,
-            dead,
-            writer: tx,
-            heads,
-            consumers: Mutex::new(HashMap::new()),
-        });
+        let inner =
+            Arc::new(Inner { db: db.clone(), log: log.clone(), positions, dead, writer: tx, heads, consumers: Mutex::new(HashMap::new()) });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("bus-writer".into())
@@ -192,10 +180,7 @@ fn writer_loop(
                 count += 1;
             }
         }
-        let result = batch
-            .commit()
-            .and_then(|()| db.persist(PersistMode::SyncData))
-            .map_err(|e| io_err("write", e));
+        let result = batch.commit().and_then(|()| db.persist(PersistMode::SyncData)).map_err(|e| io_err("write", e));
         if result.is_ok() {
             for id in new_ids {
                 seen.insert(id);
@@ -296,12 +281,8 @@ impl Inner {
             *e = (*e).min(f);
         }
         for (stream, floor) in min_floor {
-            let keys: Vec<_> = self
-                .log
-                .range(log_key(stream, 0)..log_key(stream, floor))
-                .filter_map(|g| g.key().ok())
-                .take(100_000)
-                .collect();
+            let keys: Vec<_> =
+                self.log.range(log_key(stream, 0)..log_key(stream, floor)).filter_map(|g| g.key().ok()).take(100_000).collect();
             if keys.is_empty() {
                 continue;
             }
@@ -427,13 +408,7 @@ impl Subscription for InProcessSubscription {
                 let mut st = self.consumer.state.lock().expect("poisoned");
                 let now = Instant::now();
                 let mut claims = Vec::new();
-                let expired: Vec<u64> = st
-                    .pending
-                    .iter()
-                    .filter(|(_, p)| p.deadline <= now)
-                    .map(|(s, _)| *s)
-                    .take(max)
-                    .collect();
+                let expired: Vec<u64> = st.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(s, _)| *s).take(max).collect();
                 for seq in expired {
                     let p = st.pending.get_mut(&seq).expect("just listed");
                     if p.count >= spec.max_deliveries {
@@ -512,10 +487,7 @@ fn settle(consumer: &Consumer, seq: u64) {
 
 fn record_dead(inner: &Inner, consumer: &Consumer, seq: u64, reason: &str) -> Result<(), BusError> {
     let value = format!("{}\n{}", consumer.spec.durable, reason);
-    inner
-        .dead
-        .insert(log_key(consumer.spec.stream, seq), value.into_bytes())
-        .map_err(|e| io_err("record dead letter", e))?;
+    inner.dead.insert(log_key(consumer.spec.stream, seq), value.into_bytes()).map_err(|e| io_err("record dead letter", e))?;
     metrics::counter!("sextant_bus_dead_letters_total").increment(1);
     Ok(())
 }

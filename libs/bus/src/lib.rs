@@ -66,13 +66,7 @@ pub struct ConsumerSpec {
 
 impl ConsumerSpec {
     pub fn new(durable: impl Into<String>, stream: Stream) -> Self {
-        Self {
-            durable: durable.into(),
-            stream,
-            max_in_flight: 4096,
-            ack_wait: Duration::from_secs(30),
-            max_deliveries: 10,
-        }
+        Self { durable: durable.into(), stream, max_in_flight: 4096, ack_wait: Duration::from_secs(30), max_deliveries: 10 }
     }
 }
 

@@ -17,25 +17,45 @@ use crate::{ConsumerSpec, EventBus};
 macro_rules! bus_conformance {
     ($new:expr) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn delivers_in_order_once_acked() { $crate::testsuite::delivers_in_order_once_acked($new.await).await }
+        async fn delivers_in_order_once_acked() {
+            $crate::testsuite::delivers_in_order_once_acked($new.await).await
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn redelivers_after_nak() { $crate::testsuite::redelivers_after_nak($new.await).await }
+        async fn redelivers_after_nak() {
+            $crate::testsuite::redelivers_after_nak($new.await).await
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn redelivers_after_ack_wait() { $crate::testsuite::redelivers_after_ack_wait($new.await).await }
+        async fn redelivers_after_ack_wait() {
+            $crate::testsuite::redelivers_after_ack_wait($new.await).await
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn term_stops_redelivery() { $crate::testsuite::term_stops_redelivery($new.await).await }
+        async fn term_stops_redelivery() {
+            $crate::testsuite::term_stops_redelivery($new.await).await
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn shared_consumer_splits_work() { $crate::testsuite::shared_consumer_splits_work($new.await).await }
+        async fn shared_consumer_splits_work() {
+            $crate::testsuite::shared_consumer_splits_work($new.await).await
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn independent_consumers_each_get_everything() { $crate::testsuite::independent_consumers_each_get_everything($new.await).await }
+        async fn independent_consumers_each_get_everything() {
+            $crate::testsuite::independent_consumers_each_get_everything($new.await).await
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn duplicate_publish_is_stored_once() { $crate::testsuite::duplicate_publish_is_stored_once($new.await).await }
+        async fn duplicate_publish_is_stored_once() {
+            $crate::testsuite::duplicate_publish_is_stored_once($new.await).await
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn in_flight_is_bounded() { $crate::testsuite::in_flight_is_bounded($new.await).await }
+        async fn in_flight_is_bounded() {
+            $crate::testsuite::in_flight_is_bounded($new.await).await
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn stops_after_max_deliveries() { $crate::testsuite::stops_after_max_deliveries($new.await).await }
+        async fn stops_after_max_deliveries() {
+            $crate::testsuite::stops_after_max_deliveries($new.await).await
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn streams_are_separate() { $crate::testsuite::streams_are_separate($new.await).await }
+        async fn streams_are_separate() {
+            $crate::testsuite::streams_are_separate($new.await).await
+        }
     };
 }
 

@@ -516,9 +516,7 @@ pub fn validate_dotted_order(dotted: &str, id: RunId) -> Result<(), String> {
         if stamp.len() != 21 || stamp.as_bytes()[8] != b'T' {
             return Err(format!("dotted_order segment {seg:?} does not start with YYYYMMDDTHHMMSSffffffZ"));
         }
-        let rid: RunId = seg[z + 1..]
-            .parse()
-            .map_err(|_| format!("dotted_order segment {seg:?} does not end in a run UUID"))?;
+        let rid: RunId = seg[z + 1..].parse().map_err(|_| format!("dotted_order segment {seg:?} does not end in a run UUID"))?;
         last = Some(rid);
     }
     match last {

@@ -70,9 +70,7 @@ impl Timestamp {
     }
 
     fn to_offset(self) -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1000)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-            .to_offset(UtcOffset::UTC)
+        OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1000).unwrap_or(OffsetDateTime::UNIX_EPOCH).to_offset(UtcOffset::UTC)
     }
 
     /// `2026-11-25T02:25:38.269290` (naive UTC, microseconds), as LangSmith returns.

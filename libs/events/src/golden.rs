@@ -45,20 +45,14 @@ fn samples() -> Vec<(&'static str, Envelope)> {
     post.tags = Some(vec!["prod".into()]);
     post.inputs = Some(RawJson::parse(r#"{"question":"what is 21*2?"}"#).unwrap());
     post.extra = Some(json!({"metadata": {"user_id": "u1"}}).as_object().unwrap().clone());
-    post.attachments = vec![sextant_core::run::Attachment {
-        name: "image".into(),
-        mime_type: "image/png".into(),
-        data: vec![0x89, b'P', b'N', b'G'],
-    }];
+    post.attachments =
+        vec![sextant_core::run::Attachment { name: "image".into(), mime_type: "image/png".into(), data: vec![0x89, b'P', b'N', b'G'] }];
     let mut patch = RunFragment::new(FragmentKind::Patch, post.id);
     patch.end_time = Some(Timestamp(1_764_037_539_000_000));
     patch.outputs = Some(RawJson::parse(r#"{"answer":42}"#).unwrap());
     patch.error = Some("ValueError('boom')".into());
     vec![
-        (
-            "RunsIngestedV1",
-            env(Event::RunsIngestedV1(RunsIngestedV1 { project_id: project().id, fragments: vec![post, patch] })),
-        ),
+        ("RunsIngestedV1", env(Event::RunsIngestedV1(RunsIngestedV1 { project_id: project().id, fragments: vec![post, patch] }))),
         ("ProjectCreatedV1", env(Event::ProjectCreatedV1(ProjectCreatedV1 { project: project() }))),
         (
             "ProjectUpdatedV1",

@@ -21,21 +21,14 @@ pub enum Expr {
     /// `not(a)`.
     Not(Box<Expr>),
     /// `eq|neq|gt|gte|lt|lte(field, value)`.
-    Cmp {
-        op: CmpOp,
-        field: Field,
-        value: Literal,
-    },
+    Cmp { op: CmpOp, field: Field, value: Literal },
     /// `in(field, [v, …])`: the field equals one of the values. On `tags`: some tag is one of them.
     In { field: Field, values: Vec<Literal> },
     /// `has(tags, "t")`: the run carries tag `t`.
     HasTag(String),
     /// `has(metadata, '{"k": v}')`: every given key is present at the top level of the
     /// document with an equal value.
-    HasEntries {
-        doc: Doc,
-        entries: Map<String, Value>,
-    },
+    HasEntries { doc: Doc, entries: Map<String, Value> },
     /// `exists(metadata, "k")`: the document has top-level key `k` (whatever its value).
     Exists { doc: Doc, key: String },
     /// `search("text")` or `search(field, "text")`: case-insensitive substring match. Without
@@ -189,36 +182,21 @@ const FIELDS: &[(&str, Field)] = &[
     ("start_time", Field::Time(TimeField::StartTime)),
     ("end_time", Field::Time(TimeField::EndTime)),
     ("latency", Field::Number(NumberField::Latency)),
-    (
-        "first_token_time",
-        Field::Number(NumberField::FirstTokenTime),
-    ),
+    ("first_token_time", Field::Number(NumberField::FirstTokenTime)),
     ("total_tokens", Field::Number(NumberField::TotalTokens)),
     ("prompt_tokens", Field::Number(NumberField::PromptTokens)),
-    (
-        "completion_tokens",
-        Field::Number(NumberField::CompletionTokens),
-    ),
+    ("completion_tokens", Field::Number(NumberField::CompletionTokens)),
     ("total_cost", Field::Number(NumberField::TotalCost)),
     ("prompt_cost", Field::Number(NumberField::PromptCost)),
-    (
-        "completion_cost",
-        Field::Number(NumberField::CompletionCost),
-    ),
+    ("completion_cost", Field::Number(NumberField::CompletionCost)),
     ("error", Field::Text(TextField::Error)),
     ("tags", Field::Tags),
     ("trace_id", Field::Id(IdField::TraceId)),
     ("parent_run_id", Field::Id(IdField::ParentRunId)),
     ("session_id", Field::Id(IdField::SessionId)),
-    (
-        "reference_example_id",
-        Field::Id(IdField::ReferenceExampleId),
-    ),
+    ("reference_example_id", Field::Id(IdField::ReferenceExampleId)),
     ("is_root", Field::IsRoot),
-    (
-        "execution_order",
-        Field::Number(NumberField::ExecutionOrder),
-    ),
+    ("execution_order", Field::Number(NumberField::ExecutionOrder)),
     ("feedback_key", Field::Feedback(FeedbackField::Key)),
     ("feedback_score", Field::Feedback(FeedbackField::Score)),
     ("feedback_value", Field::Feedback(FeedbackField::Value)),
@@ -242,11 +220,7 @@ impl Field {
 
     /// The name filters use for this field.
     pub fn name(self) -> &'static str {
-        FIELDS
-            .iter()
-            .find(|(_, f)| *f == self)
-            .map(|(n, _)| *n)
-            .expect("every field has a name")
+        FIELDS.iter().find(|(_, f)| *f == self).map(|(n, _)| *n).expect("every field has a name")
     }
 
     /// All field names, for error messages and documentation.
@@ -384,13 +358,7 @@ mod tests {
         assert_eq!(show(Literal::Number(5.0)), "5");
         assert_eq!(show(Literal::Number(-0.25)), "-0.25");
         assert_eq!(show(Literal::Number(1e300)), "1e300");
-        assert_eq!(
-            show(Literal::String("a\"b\\c\n\u{1}é".into())),
-            r#""a\"b\\c\n\u0001é""#
-        );
-        assert_eq!(
-            show(Literal::Time(Timestamp(1_500_000))),
-            "\"1970-01-01T00:00:01.500000\""
-        );
+        assert_eq!(show(Literal::String("a\"b\\c\n\u{1}é".into())), r#""a\"b\\c\n\u0001é""#);
+        assert_eq!(show(Literal::Time(Timestamp(1_500_000))), "\"1970-01-01T00:00:01.500000\"");
     }
 }

@@ -49,9 +49,7 @@ impl Needs {
             Expr::Cmp { field, .. } | Expr::In { field, .. } => self.field(*field),
             Expr::HasTag(_) => {}
             Expr::HasEntries { doc, .. } | Expr::Exists { doc, .. } => self.doc(*doc),
-            Expr::Search {
-                field: Some(field), ..
-            } => self.field(*field),
+            Expr::Search { field: Some(field), .. } => self.field(*field),
             Expr::Search { field: None, .. } => {
                 self.inputs = true;
                 self.outputs = true;
@@ -113,11 +111,9 @@ pub(crate) enum Plan {
 /// `neq(X_key, "k")`: always "no row has key k", alone or inside `and`.
 fn neq_key(expr: &Expr) -> Option<(Rows, &str)> {
     match expr {
-        Expr::Cmp {
-            op: CmpOp::Neq,
-            field: field @ (Field::Key(_) | Field::Feedback(FeedbackField::Key)),
-            value: Literal::String(key),
-        } => Some((Rows::of(*field)?, key)),
+        Expr::Cmp { op: CmpOp::Neq, field: field @ (Field::Key(_) | Field::Feedback(FeedbackField::Key)), value: Literal::String(key) } => {
+            Some((Rows::of(*field)?, key))
+        }
         _ => None,
     }
 }
@@ -128,14 +124,8 @@ fn row_test(expr: &Expr) -> Option<(Rows, RowPred)> {
         return None;
     }
     match expr {
-        Expr::Cmp { op, field, value } => Some((
-            Rows::of(*field)?,
-            RowPred::Test(*field, Test::Cmp(*op, value.clone())),
-        )),
-        Expr::In { field, values } => Some((
-            Rows::of(*field)?,
-            RowPred::Test(*field, Test::In(values.clone())),
-        )),
+        Expr::Cmp { op, field, value } => Some((Rows::of(*field)?, RowPred::Test(*field, Test::Cmp(*op, value.clone())))),
+        Expr::In { field, values } => Some((Rows::of(*field)?, RowPred::Test(*field, Test::In(values.clone())))),
         _ => None,
     }
 }
@@ -189,11 +179,7 @@ impl Plan {
                 plans.push(Self::compile(arg));
             }
         }
-        plans.extend(
-            groups
-                .into_iter()
-                .map(|(rows, preds)| Self::SomeRow(rows, preds)),
-        );
+        plans.extend(groups.into_iter().map(|(rows, preds)| Self::SomeRow(rows, preds)));
         if plans.len() == 1 {
             plans.pop().expect("one plan")
         } else {
@@ -204,10 +190,7 @@ impl Plan {
     fn leaf(expr: &Expr) -> Self {
         match expr {
             Expr::Cmp { op, field, value } => Self::Test(*field, Test::Cmp(*op, value.clone())),
-            Expr::In {
-                field: Field::Tags,
-                values,
-            } => Self::TagIn(
+            Expr::In { field: Field::Tags, values } => Self::TagIn(
                 values
                     .iter()
                     .filter_map(|v| match v {
@@ -234,29 +217,20 @@ impl Plan {
             Self::TagIn(tags) => r.tags().iter().any(|t| tags.contains(t)),
             Self::HasTag(tag) => r.tags().iter().any(|t| t == tag),
             Self::HasEntries(doc, entries) => match r.document(*doc) {
-                Some(Value::Object(map)) => entries
-                    .iter()
-                    .all(|(k, want)| map.get(k).is_some_and(|have| json_eq(have, want))),
+                Some(Value::Object(map)) => entries.iter().all(|(k, want)| map.get(k).is_some_and(|have| json_eq(have, want))),
                 _ => false,
             },
             Self::Exists(doc, key) => {
                 matches!(r.document(*doc), Some(Value::Object(map)) if map.contains_key(key))
             }
             Self::Search(field, needle) => search(r, *field, needle),
-            Self::SomeRow(Rows::Feedback, preds) => r
-                .feedback()
-                .iter()
-                .any(|f| preds.iter().all(|p| p.holds(Row::Feedback(f)))),
+            Self::SomeRow(Rows::Feedback, preds) => r.feedback().iter().any(|f| preds.iter().all(|p| p.holds(Row::Feedback(f)))),
             Self::SomeRow(Rows::Doc(doc), preds) => match r.document(*doc) {
-                Some(Value::Object(map)) => map
-                    .iter()
-                    .any(|(k, v)| preds.iter().all(|p| p.holds(Row::Entry(k, v)))),
+                Some(Value::Object(map)) => map.iter().any(|(k, v)| preds.iter().all(|p| p.holds(Row::Entry(k, v)))),
                 _ => false,
             },
             Self::NoRowWithKey(Rows::Feedback, key) => !r.feedback().iter().any(|f| f.key == *key),
-            Self::NoRowWithKey(Rows::Doc(doc), key) => {
-                !matches!(r.document(*doc), Some(Value::Object(map)) if map.contains_key(key))
-            }
+            Self::NoRowWithKey(Rows::Doc(doc), key) => !matches!(r.document(*doc), Some(Value::Object(map)) if map.contains_key(key)),
         }
     }
 }
@@ -306,29 +280,19 @@ fn record_cell<R: Record + ?Sized>(r: &R, field: Field) -> Cell<'_> {
         Field::Text(f) => r.text(f).map_or(Cell::Missing, Cell::Str),
         Field::Id(f) => r.id(f).map_or(Cell::Missing, Cell::Id),
         Field::Time(f) => r.time(f).map_or(Cell::Missing, Cell::Time),
-        Field::Number(f) => r
-            .number(f)
-            .filter(|n| !n.is_nan())
-            .map_or(Cell::Missing, Cell::Num),
+        Field::Number(f) => r.number(f).filter(|n| !n.is_nan()).map_or(Cell::Missing, Cell::Num),
         Field::IsRoot => Cell::Bool(r.is_root()),
         // Rejected by the parser or handled by other plans.
-        Field::Tags | Field::Feedback(_) | Field::Key(_) | Field::Value(_) | Field::Doc(_) => {
-            Cell::Missing
-        }
+        Field::Tags | Field::Feedback(_) | Field::Key(_) | Field::Value(_) | Field::Doc(_) => Cell::Missing,
     }
 }
 
 fn row_cell(row: Row<'_>, field: Field) -> Cell<'_> {
     match (row, field) {
         (Row::Feedback(f), Field::Feedback(FeedbackField::Key)) => Cell::Str(&f.key),
-        (Row::Feedback(f), Field::Feedback(FeedbackField::Score)) => f
-            .score
-            .filter(|n| !n.is_nan())
-            .map_or(Cell::Missing, Cell::Num),
+        (Row::Feedback(f), Field::Feedback(FeedbackField::Score)) => f.score.filter(|n| !n.is_nan()).map_or(Cell::Missing, Cell::Num),
         (Row::Feedback(f), Field::Feedback(FeedbackField::Value)) => Cell::json(f.value.as_ref()),
-        (Row::Feedback(f), Field::Feedback(FeedbackField::Source)) => {
-            f.source.as_deref().map_or(Cell::Missing, Cell::Str)
-        }
+        (Row::Feedback(f), Field::Feedback(FeedbackField::Source)) => f.source.as_deref().map_or(Cell::Missing, Cell::Str),
         (Row::Entry(k, _), Field::Key(_)) => Cell::Str(k),
         (Row::Entry(_, v), Field::Value(_)) => Cell::json(Some(v)),
         _ => Cell::Missing,
@@ -394,14 +358,8 @@ fn bool_in(s: &str) -> Option<bool> {
 fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_eq(x, y))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
-        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_eq(x, y)),
+        (Value::Object(x), Value::Object(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w))),
         (a, b) => a == b,
     }
 }
@@ -411,14 +369,7 @@ fn search<R: Record + ?Sized>(r: &R, field: Option<Field>, needle: &str) -> bool
     let tags = || r.tags().iter().any(|t| contains_ci(t, needle));
     let doc = |d| r.document(d).is_some_and(|v| json_contains(v, needle));
     match field {
-        None => {
-            text(TextField::Name)
-                || text(TextField::Error)
-                || tags()
-                || doc(Doc::Metadata)
-                || doc(Doc::Inputs)
-                || doc(Doc::Outputs)
-        }
+        None => text(TextField::Name) || text(TextField::Error) || tags() || doc(Doc::Metadata) || doc(Doc::Inputs) || doc(Doc::Outputs),
         Some(Field::Text(f)) => text(f),
         Some(Field::Tags) => tags(),
         Some(Field::Doc(d)) => doc(d),

@@ -28,10 +28,7 @@ pub enum Hint {
     /// The run is (or is not) a root.
     IsRoot(bool),
     /// The run has a start time within these inclusive bounds.
-    StartTime {
-        min: Option<Timestamp>,
-        max: Option<Timestamp>,
-    },
+    StartTime { min: Option<Timestamp>, max: Option<Timestamp> },
 }
 
 /// What is known to hold, accumulated over a conjunction.
@@ -69,11 +66,7 @@ fn union<T: PartialEq>(a: Option<Vec<T>>, b: Option<Vec<T>>) -> Option<Vec<T>> {
     Some(a)
 }
 
-fn bound(
-    a: Option<Timestamp>,
-    b: Option<Timestamp>,
-    pick: fn(Timestamp, Timestamp) -> Timestamp,
-) -> Option<Timestamp> {
+fn bound(a: Option<Timestamp>, b: Option<Timestamp>, pick: fn(Timestamp, Timestamp) -> Timestamp) -> Option<Timestamp> {
     match (a, b) {
         (Some(a), Some(b)) => Some(pick(a, b)),
         (a, b) => a.or(b),
@@ -100,10 +93,7 @@ impl Known {
     }
 
     fn or(self, other: Self) -> Self {
-        let both =
-            |a: Option<Timestamp>,
-             b: Option<Timestamp>,
-             pick: fn(Timestamp, Timestamp) -> Timestamp| { Some(pick(a?, b?)) };
+        let both = |a: Option<Timestamp>, b: Option<Timestamp>, pick: fn(Timestamp, Timestamp) -> Timestamp| Some(pick(a?, b?));
         Self {
             ids: union(self.ids, other.ids),
             trace_ids: union(self.trace_ids, other.trace_ids),
@@ -111,11 +101,7 @@ impl Known {
             session_ids: union(self.session_ids, other.session_ids),
             run_types: union(self.run_types, other.run_types),
             names: union(self.names, other.names),
-            tags: self
-                .tags
-                .into_iter()
-                .filter(|t| other.tags.contains(t))
-                .collect(),
+            tags: self.tags.into_iter().filter(|t| other.tags.contains(t)).collect(),
             is_root: self.is_root.filter(|r| other.is_root == Some(*r)),
             start_min: both(self.start_min, other.start_min, Timestamp::min),
             start_max: both(self.start_max, other.start_max, Timestamp::max),
@@ -147,15 +133,9 @@ impl Known {
         match (op, field, value) {
             (CmpOp::Eq, _, _) => self.one_of(field, std::slice::from_ref(value)),
             (CmpOp::Neq, Field::IsRoot, Literal::Bool(b)) => self.is_root = Some(!b),
-            (CmpOp::Neq, Field::Id(IdField::ParentRunId), Literal::Null) => {
-                self.is_root = Some(false)
-            }
-            (CmpOp::Gt | CmpOp::Gte, Field::Time(TimeField::StartTime), Literal::Time(t)) => {
-                self.start_min = Some(*t)
-            }
-            (CmpOp::Lt | CmpOp::Lte, Field::Time(TimeField::StartTime), Literal::Time(t)) => {
-                self.start_max = Some(*t)
-            }
+            (CmpOp::Neq, Field::Id(IdField::ParentRunId), Literal::Null) => self.is_root = Some(false),
+            (CmpOp::Gt | CmpOp::Gte, Field::Time(TimeField::StartTime), Literal::Time(t)) => self.start_min = Some(*t),
+            (CmpOp::Lt | CmpOp::Lte, Field::Time(TimeField::StartTime), Literal::Time(t)) => self.start_max = Some(*t),
             _ => {}
         }
     }
@@ -213,19 +193,13 @@ impl Known {
         hints.extend(self.ids.map(Hint::Ids));
         hints.extend(self.trace_ids.map(Hint::TraceIds));
         hints.extend(self.parent_ids.map(Hint::ParentRunIds));
-        hints.extend(
-            self.session_ids
-                .map(|ids| Hint::SessionIds(ids.into_iter().map(|id| ProjectId(id.0)).collect())),
-        );
+        hints.extend(self.session_ids.map(|ids| Hint::SessionIds(ids.into_iter().map(|id| ProjectId(id.0)).collect())));
         hints.extend(self.run_types.map(Hint::RunTypes));
         hints.extend(self.names.map(Hint::Names));
         hints.extend(self.tags.into_iter().map(Hint::Tag));
         hints.extend(self.is_root.map(Hint::IsRoot));
         if self.start_min.is_some() || self.start_max.is_some() {
-            hints.push(Hint::StartTime {
-                min: self.start_min,
-                max: self.start_max,
-            });
+            hints.push(Hint::StartTime { min: self.start_min, max: self.start_max });
         }
         hints
     }

@@ -78,16 +78,10 @@ impl<'s> Lexer<'s> {
             '"' | '\'' => return self.string(c),
             '-' | '.' | '0'..='9' => return self.number(),
             c if c.is_ascii_alphabetic() || c == '_' => {
-                let len = self
-                    .rest()
-                    .find(|c: char| !is_ident_char(c))
-                    .unwrap_or(self.rest().len());
+                let len = self.rest().find(|c: char| !is_ident_char(c)).unwrap_or(self.rest().len());
                 let word = &self.rest()[..len];
                 self.pos += len;
-                return Ok(Token {
-                    tok: Tok::Ident(word),
-                    pos,
-                });
+                return Ok(Token { tok: Tok::Ident(word), pos });
             }
             c => return Err(ParseError::new(pos, format!("unexpected character {c:?}"))),
         };
@@ -124,50 +118,33 @@ impl<'s> Lexer<'s> {
             valid = digits(&mut i) > 0;
         }
         // Swallow a glued word (`5s`, `1e`) so the message shows the whole thing.
-        let tail = self.src[i..]
-            .find(|c: char| !is_ident_char(c) && c != '.')
-            .unwrap_or(self.src.len() - i);
+        let tail = self.src[i..].find(|c: char| !is_ident_char(c) && c != '.').unwrap_or(self.src.len() - i);
         if tail > 0 {
             valid = false;
             i += tail;
         }
         let text = &self.src[start..i];
         if !valid {
-            let hint = if text.ends_with(|c: char| c.is_ascii_alphabetic())
-                && text.starts_with(|c: char| c.is_ascii_digit())
-            {
+            let hint = if text.ends_with(|c: char| c.is_ascii_alphabetic()) && text.starts_with(|c: char| c.is_ascii_digit()) {
                 " (durations must be quoted, e.g. \"5s\")"
             } else {
                 ""
             };
-            return Err(ParseError::new(
-                start,
-                format!("invalid number {}{hint}", shorten(text)),
-            ));
+            return Err(ParseError::new(start, format!("invalid number {}{hint}", shorten(text))));
         }
-        let n: f64 = text
-            .parse()
-            .map_err(|_| ParseError::new(start, format!("invalid number {}", shorten(text))))?;
+        let n: f64 = text.parse().map_err(|_| ParseError::new(start, format!("invalid number {}", shorten(text))))?;
         if !n.is_finite() {
-            return Err(ParseError::new(
-                start,
-                format!("number {} is out of range", shorten(text)),
-            ));
+            return Err(ParseError::new(start, format!("number {} is out of range", shorten(text))));
         }
         self.pos = i;
-        Ok(Token {
-            tok: Tok::Num(n),
-            pos: start,
-        })
+        Ok(Token { tok: Tok::Num(n), pos: start })
     }
 
     /// A string quoted with `quote`; escapes: `\" \' \\ \/ \n \r \t \b \f \0 \uXXXX`.
     fn string(&mut self, quote: char) -> Result<Token<'s>, ParseError> {
         let start = self.pos;
         let mut out = String::new();
-        let mut chars = self.src[start + 1..]
-            .char_indices()
-            .map(|(i, c)| (start + 1 + i, c));
+        let mut chars = self.src[start + 1..].char_indices().map(|(i, c)| (start + 1 + i, c));
         loop {
             let Some((i, c)) = chars.next() else {
                 return Err(ParseError::new(start, "unterminated string"));
@@ -175,10 +152,7 @@ impl<'s> Lexer<'s> {
             match c {
                 c if c == quote => {
                     self.pos = i + 1;
-                    return Ok(Token {
-                        tok: Tok::Str(out),
-                        pos: start,
-                    });
+                    return Ok(Token { tok: Tok::Str(out), pos: start });
                 }
                 '\\' => {
                     let Some((_, e)) = chars.next() else {
@@ -210,10 +184,7 @@ impl<'s> Lexer<'s> {
                             out.push(c.ok_or_else(|| bad_unicode(i))?);
                         }
                         e => {
-                            return Err(ParseError::new(
-                                i,
-                                format!("unknown escape sequence \\{e} in string"),
-                            ));
+                            return Err(ParseError::new(i, format!("unknown escape sequence \\{e} in string")));
                         }
                     }
                 }
@@ -236,10 +207,7 @@ fn hex4(s: &str) -> Option<u32> {
 }
 
 fn bad_unicode(pos: usize) -> ParseError {
-    ParseError::new(
-        pos,
-        "invalid \\u escape: expected 4 hex digits naming a character",
-    )
+    ParseError::new(pos, "invalid \\u escape: expected 4 hex digits naming a character")
 }
 
 /// Quotes `text` for a message, cut to a readable length.
@@ -297,10 +265,7 @@ mod tests {
 
     #[test]
     fn escapes() {
-        assert_eq!(
-            lex(r#""\n\t\\\/\u00e9\ud83d\ude00""#).unwrap(),
-            vec![Tok::Str("\n\t\\/é😀".into())]
-        );
+        assert_eq!(lex(r#""\n\t\\\/\u00e9\ud83d\ude00""#).unwrap(), vec![Tok::Str("\n\t\\/é😀".into())]);
         assert_eq!(lex("'é\"'").unwrap(), vec![Tok::Str("é\"".into())]);
         assert_eq!(lex(r#""\ud83d""#).unwrap_err().position, 1);
         assert_eq!(lex(r#""\udc00""#).unwrap_err().position, 1);
@@ -315,10 +280,7 @@ mod tests {
         assert!(e.message.contains("durations must be quoted"), "{e}");
         assert_eq!(lex("  'abc").unwrap_err().position, 2);
         assert_eq!(lex("\"abc\\").unwrap_err().position, 0);
-        assert_eq!(
-            lex("1e999").unwrap_err().message,
-            "number \"1e999\" is out of range"
-        );
+        assert_eq!(lex("1e999").unwrap_err().message, "number \"1e999\" is out of range");
         assert_eq!(lex("a €").unwrap_err().position, 2);
         assert_eq!(lex("-").unwrap_err().position, 0);
         assert_eq!(lex("1.2.3").unwrap_err().position, 0);

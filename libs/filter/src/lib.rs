@@ -42,9 +42,7 @@ mod record;
 use std::fmt;
 use std::str::FromStr;
 
-pub use ast::{
-    CmpOp, Doc, Expr, FeedbackField, Field, IdField, Literal, NumberField, TextField, TimeField,
-};
+pub use ast::{CmpOp, Doc, Expr, FeedbackField, Field, IdField, Literal, NumberField, TextField, TimeField};
 pub use eval::Needs;
 pub use hints::Hint;
 pub use parser::{MAX_DEPTH, MAX_FILTER_LEN};
@@ -63,10 +61,7 @@ pub struct ParseError {
 
 impl ParseError {
     pub(crate) fn new(position: usize, message: impl Into<String>) -> Self {
-        Self {
-            position,
-            message: message.into(),
-        }
+        Self { position, message: message.into() }
     }
 }
 

@@ -118,35 +118,18 @@ impl Arg<'_> {
 /// Parses a complete filter.
 pub(crate) fn parse_expr(src: &str) -> Result<Expr, ParseError> {
     if src.len() > MAX_FILTER_LEN {
-        return Err(ParseError::new(
-            MAX_FILTER_LEN,
-            format!(
-                "filter is {} bytes long; the limit is {MAX_FILTER_LEN}",
-                src.len()
-            ),
-        ));
+        return Err(ParseError::new(MAX_FILTER_LEN, format!("filter is {} bytes long; the limit is {MAX_FILTER_LEN}", src.len())));
     }
-    let mut p = Parser {
-        lexer: Lexer::new(src),
-        peeked: None,
-    };
+    let mut p = Parser { lexer: Lexer::new(src), peeked: None };
     let first = p.next()?;
     let expr = match first.tok {
         Tok::Eof => return Err(ParseError::new(first.pos, "empty filter")),
         Tok::Ident(name) => p.call(name, first.pos, 1)?,
-        other => {
-            return Err(ParseError::new(
-                first.pos,
-                format!("expected a function call such as eq(name, \"x\"), found {other}"),
-            ))
-        }
+        other => return Err(ParseError::new(first.pos, format!("expected a function call such as eq(name, \"x\"), found {other}"))),
     };
     let end = p.next()?;
     if end.tok != Tok::Eof {
-        return Err(ParseError::new(
-            end.pos,
-            format!("unexpected {} after the end of the filter", end.tok),
-        ));
+        return Err(ParseError::new(end.pos, format!("unexpected {} after the end of the filter", end.tok)));
     }
     Ok(expr)
 }
@@ -174,10 +157,7 @@ impl<'s> Parser<'s> {
     /// `name(args…)`, the name already read.
     fn call(&mut self, name: &'s str, pos: usize, depth: usize) -> Result<Expr, ParseError> {
         if depth > MAX_DEPTH {
-            return Err(ParseError::new(
-                pos,
-                format!("filter is nested deeper than {MAX_DEPTH} levels"),
-            ));
+            return Err(ParseError::new(pos, format!("filter is nested deeper than {MAX_DEPTH} levels")));
         }
         let func = Func::from_name(name).ok_or_else(|| {
             let msg = if Field::from_name(name).is_some() {
@@ -189,21 +169,14 @@ impl<'s> Parser<'s> {
         })?;
         let open = self.next()?;
         if open.tok != Tok::LParen {
-            return Err(ParseError::new(
-                open.pos,
-                format!("expected '(' after `{}`, found {}", func.name(), open.tok),
-            ));
+            return Err(ParseError::new(open.pos, format!("expected '(' after `{}`, found {}", func.name(), open.tok)));
         }
         let (args, close) = self.args(Tok::RParen, depth)?;
         check_call(func, args, close)
     }
 
     /// Comma-separated arguments up to `close`, which is consumed; returns its position too.
-    fn args(
-        &mut self,
-        close: Tok<'static>,
-        depth: usize,
-    ) -> Result<(Vec<(Arg<'s>, usize)>, usize), ParseError> {
+    fn args(&mut self, close: Tok<'static>, depth: usize) -> Result<(Vec<(Arg<'s>, usize)>, usize), ParseError> {
         let mut args = Vec::new();
         if *self.peek()? == close {
             let t = self.next()?;
@@ -229,9 +202,7 @@ impl<'s> Parser<'s> {
     fn arg(&mut self, depth: usize) -> Result<(Arg<'s>, usize), ParseError> {
         let t = self.next()?;
         let arg = match t.tok {
-            Tok::Ident(name) if *self.peek()? == Tok::LParen => {
-                Arg::Call(self.call(name, t.pos, depth + 1)?)
-            }
+            Tok::Ident(name) if *self.peek()? == Tok::LParen => Arg::Call(self.call(name, t.pos, depth + 1)?),
             Tok::Ident(word) => match word.to_ascii_lowercase().as_str() {
                 "null" | "none" => Arg::Lit(Lit::Null),
                 "true" => Arg::Lit(Lit::Bool(true)),
@@ -242,25 +213,12 @@ impl<'s> Parser<'s> {
             Tok::Num(n) => Arg::Lit(Lit::Num(n)),
             Tok::LBracket => {
                 if depth + 1 > MAX_DEPTH {
-                    return Err(ParseError::new(
-                        t.pos,
-                        format!("filter is nested deeper than {MAX_DEPTH} levels"),
-                    ));
+                    return Err(ParseError::new(t.pos, format!("filter is nested deeper than {MAX_DEPTH} levels")));
                 }
                 Arg::List(self.args(Tok::RBracket, depth + 1)?.0)
             }
-            Tok::Eof => {
-                return Err(ParseError::new(
-                    t.pos,
-                    "unexpected end of the filter: missing ')'",
-                ))
-            }
-            other => {
-                return Err(ParseError::new(
-                    t.pos,
-                    format!("expected an argument, found {other}"),
-                ))
-            }
+            Tok::Eof => return Err(ParseError::new(t.pos, "unexpected end of the filter: missing ')'")),
+            other => return Err(ParseError::new(t.pos, format!("expected an argument, found {other}"))),
         };
         Ok((arg, t.pos))
     }
@@ -273,29 +231,17 @@ fn shorten_ident(name: &str) -> &str {
 fn check_call(func: Func, args: Vec<(Arg<'_>, usize)>, close: usize) -> Result<Expr, ParseError> {
     let (min, max, expected) = func.arity();
     if args.len() < min {
-        return Err(ParseError::new(
-            close,
-            format!("{} expects {expected}, found {}", func.name(), args.len()),
-        ));
+        return Err(ParseError::new(close, format!("{} expects {expected}, found {}", func.name(), args.len())));
     }
     if args.len() > max {
-        return Err(ParseError::new(
-            args[max].1,
-            format!("{} expects {expected}, found {}", func.name(), args.len()),
-        ));
+        return Err(ParseError::new(args[max].1, format!("{} expects {expected}, found {}", func.name(), args.len())));
     }
     let mut args = args.into_iter();
     let mut next = || args.next().expect("arity checked");
     match func {
         Func::And | Func::Or => {
-            let exprs = std::iter::from_fn(|| args.next())
-                .map(|(arg, at)| expect_expr(func, arg, at))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(if func == Func::And {
-                Expr::And(exprs)
-            } else {
-                Expr::Or(exprs)
-            })
+            let exprs = std::iter::from_fn(|| args.next()).map(|(arg, at)| expect_expr(func, arg, at)).collect::<Result<Vec<_>, _>>()?;
+            Ok(if func == Func::And { Expr::And(exprs) } else { Expr::Or(exprs) })
         }
         Func::Not => {
             let (arg, at) = next();
@@ -313,13 +259,7 @@ fn check_call(func: Func, args: Vec<(Arg<'_>, usize)>, close: usize) -> Result<E
             }
             let (list, list_at) = next();
             let Arg::List(items) = list else {
-                return Err(ParseError::new(
-                    list_at,
-                    format!(
-                        "in expects a list such as [\"a\", \"b\"], found {}",
-                        list.describe()
-                    ),
-                ));
+                return Err(ParseError::new(list_at, format!("in expects a list such as [\"a\", \"b\"], found {}", list.describe())));
             };
             let values = items
                 .into_iter()
@@ -337,16 +277,8 @@ fn check_call(func: Func, args: Vec<(Arg<'_>, usize)>, close: usize) -> Result<E
                 Field::Tags => Ok(Expr::HasTag(text)),
                 Field::Doc(doc) => match serde_json::from_str::<Value>(&text) {
                     Ok(Value::Object(entries)) => Ok(Expr::HasEntries { doc, entries }),
-                    Ok(_) => Err(ParseError::new(
-                        at,
-                        format!(
-                            "has({doc}, …) expects a JSON object such as '{{\"key\": \"value\"}}'"
-                        ),
-                    )),
-                    Err(e) => Err(ParseError::new(
-                        at,
-                        format!("has({doc}, …) expects a JSON object: {e}"),
-                    )),
+                    Ok(_) => Err(ParseError::new(at, format!("has({doc}, …) expects a JSON object such as '{{\"key\": \"value\"}}'"))),
+                    Err(e) => Err(ParseError::new(at, format!("has({doc}, …) expects a JSON object: {e}"))),
                 },
                 _ => Err(unsupported(func, field, field_at)),
             }
@@ -363,10 +295,7 @@ fn check_call(func: Func, args: Vec<(Arg<'_>, usize)>, close: usize) -> Result<E
             let first = next();
             if let Arg::Lit(Lit::Str(text)) = first.0 {
                 if let Some(extra) = args.next() {
-                    return Err(ParseError::new(
-                        extra.1,
-                        "search takes the field first: search(field, \"text\")",
-                    ));
+                    return Err(ParseError::new(extra.1, "search takes the field first: search(field, \"text\")"));
                 }
                 return Ok(Expr::Search { field: None, text });
             }
@@ -375,16 +304,10 @@ fn check_call(func: Func, args: Vec<(Arg<'_>, usize)>, close: usize) -> Result<E
                 return Err(unsupported(func, field, field_at));
             }
             let Some(second) = args.next() else {
-                return Err(ParseError::new(
-                    close,
-                    "search expects the text to look for: search(field, \"text\")",
-                ));
+                return Err(ParseError::new(close, "search expects the text to look for: search(field, \"text\")"));
             };
             let (text, _) = expect_str(func, second)?;
-            Ok(Expr::Search {
-                field: Some(field),
-                text,
-            })
+            Ok(Expr::Search { field: Some(field), text })
         }
     }
 }
@@ -394,43 +317,20 @@ fn expect_expr(func: Func, arg: Arg<'_>, at: usize) -> Result<Expr, ParseError> 
         Arg::Call(e) => Ok(e),
         other => Err(ParseError::new(
             at,
-            format!(
-                "{} expects filter expressions such as eq(name, \"x\"), found {}",
-                func.name(),
-                other.describe()
-            ),
+            format!("{} expects filter expressions such as eq(name, \"x\"), found {}", func.name(), other.describe()),
         )),
     }
 }
 
 fn expect_field(func: Func, (arg, at): (Arg<'_>, usize)) -> Result<(Field, usize), ParseError> {
     match arg {
-        Arg::Ident(name) => Field::from_name(name).map(|f| (f, at)).ok_or_else(|| {
-            ParseError::new(
-                at,
-                format!(
-                    "unknown field `{}` (expected one of {})",
-                    shorten_ident(name),
-                    field_list()
-                ),
-            )
-        }),
-        Arg::Lit(Lit::Str(s)) if Field::from_name(&s).is_some() => Err(ParseError::new(
-            at,
-            format!(
-                "{} expects a bare field name: write {s}, not {}",
-                func.name(),
-                shorten(&s)
-            ),
-        )),
-        other => Err(ParseError::new(
-            at,
-            format!(
-                "{} expects a field name first, found {}",
-                func.name(),
-                other.describe()
-            ),
-        )),
+        Arg::Ident(name) => Field::from_name(name)
+            .map(|f| (f, at))
+            .ok_or_else(|| ParseError::new(at, format!("unknown field `{}` (expected one of {})", shorten_ident(name), field_list()))),
+        Arg::Lit(Lit::Str(s)) if Field::from_name(&s).is_some() => {
+            Err(ParseError::new(at, format!("{} expects a bare field name: write {s}, not {}", func.name(), shorten(&s))))
+        }
+        other => Err(ParseError::new(at, format!("{} expects a field name first, found {}", func.name(), other.describe()))),
     }
 }
 
@@ -443,34 +343,16 @@ fn expect_lit(func: Func, (arg, at): (Arg<'_>, usize)) -> Result<(Lit, usize), P
         Arg::Lit(lit) => Ok((lit, at)),
         Arg::Ident(name) => Err(ParseError::new(
             at,
-            format!(
-                "{} expects a value here, found the bare word `{}` (quote strings: \"{0}\")",
-                func.name(),
-                shorten_ident(name)
-            ),
+            format!("{} expects a value here, found the bare word `{}` (quote strings: \"{0}\")", func.name(), shorten_ident(name)),
         )),
-        other => Err(ParseError::new(
-            at,
-            format!(
-                "{} expects a value here, found {}",
-                func.name(),
-                other.describe()
-            ),
-        )),
+        other => Err(ParseError::new(at, format!("{} expects a value here, found {}", func.name(), other.describe()))),
     }
 }
 
 fn expect_str(func: Func, arg: (Arg<'_>, usize)) -> Result<(String, usize), ParseError> {
     match expect_lit(func, arg)? {
         (Lit::Str(s), at) => Ok((s, at)),
-        (lit, at) => Err(ParseError::new(
-            at,
-            format!(
-                "{} expects a string here, found {}",
-                func.name(),
-                lit.describe()
-            ),
-        )),
+        (lit, at) => Err(ParseError::new(at, format!("{} expects a string here, found {}", func.name(), lit.describe()))),
     }
 }
 
@@ -489,25 +371,12 @@ fn usage(field: Field) -> &'static str {
 }
 
 fn unsupported(func: Func, field: Field, at: usize) -> ParseError {
-    ParseError::new(
-        at,
-        format!(
-            "{} cannot be applied to {field}: {}",
-            func.name(),
-            usage(field)
-        ),
-    )
+    ParseError::new(at, format!("{} cannot be applied to {field}: {}", func.name(), usage(field)))
 }
 
 /// Fields that `gt`, `gte`, `lt` and `lte` apply to.
 fn ordered(field: Field) -> bool {
-    matches!(
-        field,
-        Field::Time(_)
-            | Field::Number(_)
-            | Field::Feedback(FeedbackField::Score | FeedbackField::Value)
-            | Field::Value(_)
-    )
+    matches!(field, Field::Time(_) | Field::Number(_) | Field::Feedback(FeedbackField::Score | FeedbackField::Value) | Field::Value(_))
 }
 
 /// Fields that `eq`, `neq` and `in` apply to.
@@ -519,18 +388,8 @@ fn in_allowed(field: Field) -> bool {
     field == Field::Tags || (equatable(field) && field != Field::Text(TextField::Error))
 }
 
-fn check_cmp(
-    op: CmpOp,
-    field: Field,
-    field_at: usize,
-    lit: Lit,
-    at: usize,
-) -> Result<Expr, ParseError> {
-    let allowed = if op.is_ordering() {
-        ordered(field)
-    } else {
-        equatable(field)
-    };
+fn check_cmp(op: CmpOp, field: Field, field_at: usize, lit: Lit, at: usize) -> Result<Expr, ParseError> {
+    let allowed = if op.is_ordering() { ordered(field) } else { equatable(field) };
     if !allowed {
         return Err(unsupported(Func::Cmp(op), field, field_at));
     }
@@ -538,11 +397,7 @@ fn check_cmp(
     if let (Field::Text(TextField::Error), Lit::Bool(b)) = (field, &lit) {
         let has_error = *b == (op == CmpOp::Eq);
         let op = if has_error { CmpOp::Neq } else { CmpOp::Eq };
-        return Ok(Expr::Cmp {
-            op,
-            field,
-            value: Literal::Null,
-        });
+        return Ok(Expr::Cmp { op, field, value: Literal::Null });
     }
     let value = coerce(op, field, lit, at)?;
     Ok(Expr::Cmp { op, field, value })
@@ -550,25 +405,12 @@ fn check_cmp(
 
 /// Converts a literal to the type of `field`, or says why it does not fit.
 fn coerce(op: CmpOp, field: Field, lit: Lit, at: usize) -> Result<Literal, ParseError> {
-    let wrong = |expected: &str, lit: &Lit| {
-        ParseError::new(
-            at,
-            format!(
-                "{field} is compared with {expected}, found {}",
-                lit.describe()
-            ),
-        )
-    };
+    let wrong = |expected: &str, lit: &Lit| ParseError::new(at, format!("{field} is compared with {expected}, found {}", lit.describe()));
     if let Lit::Null = lit {
         return match field {
-            _ if op.is_ordering() => Err(ParseError::new(
-                at,
-                "null can only be compared with eq, neq or in",
-            )),
+            _ if op.is_ordering() => Err(ParseError::new(at, "null can only be compared with eq, neq or in")),
             Field::IsRoot => Err(wrong("true or false", &lit)),
-            Field::Tags | Field::Doc(_) | Field::Key(_) | Field::Feedback(FeedbackField::Key) => {
-                Err(wrong("a string", &lit))
-            }
+            Field::Tags | Field::Doc(_) | Field::Key(_) | Field::Feedback(FeedbackField::Key) => Err(wrong("a string", &lit)),
             _ => Ok(Literal::Null),
         };
     }
@@ -582,9 +424,7 @@ fn coerce(op: CmpOp, field: Field, lit: Lit, at: usize) -> Result<Literal, Parse
             }
             Literal::String(s)
         }
-        (Field::Text(_) | Field::Key(_) | Field::Feedback(FeedbackField::Key | FeedbackField::Source), Lit::Str(s)) => {
-            Literal::String(s)
-        }
+        (Field::Text(_) | Field::Key(_) | Field::Feedback(FeedbackField::Key | FeedbackField::Source), Lit::Str(s)) => Literal::String(s),
         (Field::Text(_) | Field::Key(_) | Field::Feedback(FeedbackField::Key | FeedbackField::Source), lit) => {
             return Err(wrong("a string", &lit))
         }
@@ -641,11 +481,7 @@ pub(crate) fn parse_duration(s: &str) -> Option<f64> {
         _ => return None,
     };
     let num = num.trim_end();
-    if num.is_empty()
-        || !num
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
-    {
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-') {
         return None;
     }
     let n: f64 = num.parse().ok()?;
@@ -670,78 +506,31 @@ mod tests {
     fn parses_every_function() {
         assert_eq!(
             p(r#"eq(name, "x")"#),
-            Expr::Cmp {
-                op: CmpOp::Eq,
-                field: Field::Text(TextField::Name),
-                value: Literal::String("x".into())
-            }
+            Expr::Cmp { op: CmpOp::Eq, field: Field::Text(TextField::Name), value: Literal::String("x".into()) }
         );
-        for (name, op) in [
-            ("neq", CmpOp::Neq),
-            ("gt", CmpOp::Gt),
-            ("gte", CmpOp::Gte),
-            ("lt", CmpOp::Lt),
-            ("lte", CmpOp::Lte),
-        ] {
+        for (name, op) in [("neq", CmpOp::Neq), ("gt", CmpOp::Gt), ("gte", CmpOp::Gte), ("lt", CmpOp::Lt), ("lte", CmpOp::Lte)] {
             assert_eq!(
                 p(&format!("{name}(total_tokens, 10)")),
-                Expr::Cmp {
-                    op,
-                    field: Field::Number(NumberField::TotalTokens),
-                    value: Literal::Number(10.0)
-                }
+                Expr::Cmp { op, field: Field::Number(NumberField::TotalTokens), value: Literal::Number(10.0) }
             );
         }
         assert_eq!(p("has(tags, 'a')"), Expr::HasTag("a".into()));
-        let Expr::HasEntries {
-            doc: Doc::Metadata,
-            entries,
-        } = p(r#"has(metadata, '{"foo":"bar","n":1}')"#)
-        else {
-            panic!()
-        };
+        let Expr::HasEntries { doc: Doc::Metadata, entries } = p(r#"has(metadata, '{"foo":"bar","n":1}')"#) else { panic!() };
         assert_eq!(entries["foo"], "bar");
-        assert_eq!(
-            p(r#"exists(metadata, "k")"#),
-            Expr::Exists {
-                doc: Doc::Metadata,
-                key: "k".into()
-            }
-        );
-        assert_eq!(
-            p(r#"search("Foo")"#),
-            Expr::Search {
-                field: None,
-                text: "Foo".into()
-            }
-        );
-        assert_eq!(
-            p(r#"search(inputs, "Foo")"#),
-            Expr::Search {
-                field: Some(Field::Doc(Doc::Inputs)),
-                text: "Foo".into()
-            }
-        );
+        assert_eq!(p(r#"exists(metadata, "k")"#), Expr::Exists { doc: Doc::Metadata, key: "k".into() });
+        assert_eq!(p(r#"search("Foo")"#), Expr::Search { field: None, text: "Foo".into() });
+        assert_eq!(p(r#"search(inputs, "Foo")"#), Expr::Search { field: Some(Field::Doc(Doc::Inputs)), text: "Foo".into() });
         assert_eq!(
             p(r#"in(run_type, ["llm", 'chain'])"#),
             Expr::In {
                 field: Field::Text(TextField::RunType),
-                values: vec![
-                    Literal::String("llm".into()),
-                    Literal::String("chain".into())
-                ]
+                values: vec![Literal::String("llm".into()), Literal::String("chain".into())]
             }
         );
-        assert_eq!(
-            p("and(has(tags,'a'))"),
-            Expr::And(vec![Expr::HasTag("a".into())])
-        );
+        assert_eq!(p("and(has(tags,'a'))"), Expr::And(vec![Expr::HasTag("a".into())]));
         assert_eq!(
             p("or(has(tags,'a'), not(has(tags,'b')))"),
-            Expr::Or(vec![
-                Expr::HasTag("a".into()),
-                Expr::Not(Box::new(Expr::HasTag("b".into())))
-            ])
+            Expr::Or(vec![Expr::HasTag("a".into()), Expr::Not(Box::new(Expr::HasTag("b".into())))])
         );
         assert_eq!(p("AND(Has(tags,'a'))"), p("and(has(tags,'a'))"));
     }
@@ -779,16 +568,8 @@ mod tests {
 
     #[test]
     fn error_bool_is_normalised_to_null() {
-        let neq_null = Expr::Cmp {
-            op: CmpOp::Neq,
-            field: Field::Text(TextField::Error),
-            value: Literal::Null,
-        };
-        let eq_null = Expr::Cmp {
-            op: CmpOp::Eq,
-            field: Field::Text(TextField::Error),
-            value: Literal::Null,
-        };
+        let neq_null = Expr::Cmp { op: CmpOp::Neq, field: Field::Text(TextField::Error), value: Literal::Null };
+        let eq_null = Expr::Cmp { op: CmpOp::Eq, field: Field::Text(TextField::Error), value: Literal::Null };
         assert_eq!(p("eq(error, true)"), neq_null);
         assert_eq!(p("neq(error, false)"), neq_null);
         assert_eq!(p("neq(error, null)"), neq_null);
@@ -805,9 +586,7 @@ mod tests {
         assert_eq!(parse_duration("1h"), Some(3600.0));
         assert_eq!(parse_duration("1d"), Some(86_400.0));
         assert_eq!(parse_duration("10"), Some(10.0));
-        for bad in [
-            "", "s", "5x", "5 s s", "1e999s", "--1s", "inf", "NaNs", "1.2.3s",
-        ] {
+        for bad in ["", "s", "5x", "5 s s", "1e999s", "--1s", "inf", "NaNs", "1.2.3s"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
     }
@@ -822,20 +601,12 @@ mod tests {
             ("and(eq(nmae, 'x'))", 7, "unknown field `nmae`"),
             ("eq(name)", 7, "eq expects 2 arguments"),
             ("eq(name, 'a', 'b')", 14, "eq expects 2 arguments"),
-            (
-                "not(has(tags,'a'), has(tags,'b'))",
-                19,
-                "not expects 1 argument",
-            ),
+            ("not(has(tags,'a'), has(tags,'b'))", 19, "not expects 1 argument"),
             ("and()", 4, "and expects at least 1 argument"),
             ("gt(tags, 1)", 3, "gt cannot be applied to tags"),
             ("eq(name, 'x'", 12, "missing ')'"),
             ("eq(name, 'x", 9, "unterminated string"),
-            (
-                "eq(name, 'x') eq(name, 'y')",
-                14,
-                "after the end of the filter",
-            ),
+            ("eq(name, 'x') eq(name, 'y')", 14, "after the end of the filter"),
             ("eq(name, 'x'))", 13, "after the end of the filter"),
             ("eq(latency, 'fast')", 12, "invalid duration"),
             ("gt(start_time, 'yesterday')", 15, "invalid timestamp"),
@@ -866,9 +637,7 @@ mod tests {
             let e = err(src);
             assert_eq!(e.position, *pos, "{src}: {e}");
             assert!(e.message.contains(msg), "{src}: {e}");
-            assert!(e
-                .to_string()
-                .starts_with(&format!("invalid filter at position {pos}: ")));
+            assert!(e.to_string().starts_with(&format!("invalid filter at position {pos}: ")));
         }
     }
 
@@ -927,8 +696,6 @@ mod tests {
                 value: Literal::Time(Timestamp::parse("2026-01-01").unwrap())
             }
         );
-        assert!(
-            matches!(p("in(trace_id, [])"), Expr::In { field: Field::Id(IdField::TraceId), values } if values.is_empty())
-        );
+        assert!(matches!(p("in(trace_id, [])"), Expr::In { field: Field::Id(IdField::TraceId), values } if values.is_empty()));
     }
 }

@@ -65,12 +65,7 @@ pub struct RunView<'a> {
 impl<'a> RunView<'a> {
     /// `feedback` may be empty when the filter does not need it ([`crate::Needs::feedback`]).
     pub fn new(run: &'a Run, feedback: &'a [FeedbackRow]) -> Self {
-        Self {
-            run,
-            feedback,
-            inputs: OnceCell::new(),
-            outputs: OnceCell::new(),
-        }
+        Self { run, feedback, inputs: OnceCell::new(), outputs: OnceCell::new() }
     }
 
     pub fn run(&self) -> &'a Run {
@@ -141,14 +136,8 @@ impl Record for RunView<'_> {
     fn document(&self, doc: Doc) -> Option<&Value> {
         match doc {
             Doc::Metadata => self.run.extra.get("metadata"),
-            Doc::Inputs => self
-                .inputs
-                .get_or_init(|| parse_raw(self.run.inputs.as_ref()))
-                .as_ref(),
-            Doc::Outputs => self
-                .outputs
-                .get_or_init(|| parse_raw(self.run.outputs.as_ref()))
-                .as_ref(),
+            Doc::Inputs => self.inputs.get_or_init(|| parse_raw(self.run.inputs.as_ref())).as_ref(),
+            Doc::Outputs => self.outputs.get_or_init(|| parse_raw(self.run.outputs.as_ref())).as_ref(),
         }
     }
 

@@ -28,8 +28,7 @@ fn run(n: u128) -> Run {
     r.end_time = Some(ts("2026-11-25T02:00:02.5"));
     r.first_token_time = Some(ts("2026-11-25T02:00:00.2"));
     r.tags = vec!["prod".into(), "Team-A".into()];
-    r.inputs =
-        Some(RawJson::parse(r#"{"question": "What is the Capital of France?", "n": 3}"#).unwrap());
+    r.inputs = Some(RawJson::parse(r#"{"question": "What is the Capital of France?", "n": 3}"#).unwrap());
     r.outputs = Some(RawJson::parse(r#"{"answer": "Paris", "usage": {"total": 12}}"#).unwrap());
     r.extra = json!({"metadata": {"user": "u1", "version": "3", "ls_model": "gpt-4o", "temperature": 0.5, "flag": true, "none": null}})
         .as_object()
@@ -55,12 +54,7 @@ fn child_of(parent: &Run, n: u128) -> Run {
 }
 
 fn fb(key: &str, score: Option<f64>) -> FeedbackRow {
-    FeedbackRow {
-        key: key.into(),
-        score,
-        value: None,
-        source: Some("api".into()),
-    }
+    FeedbackRow { key: key.into(), score, value: None, source: Some("api".into()) }
 }
 
 fn matches(filter: &str, run: &Run, feedback: &[FeedbackRow]) -> bool {
@@ -82,17 +76,13 @@ fn check_hints(f: &Filter, r: &RunView<'_>, matched: bool) {
             Hint::TraceIds(ids) => ids.contains(&r.id(IdField::TraceId).unwrap()),
             Hint::ParentRunIds(ids) => r.id(IdField::ParentRunId).is_some_and(|p| ids.contains(&p)),
             Hint::SessionIds(ids) => ids.contains(&r.run().project_id),
-            Hint::RunTypes(v) => r
-                .text(TextField::RunType)
-                .is_some_and(|t| v.iter().any(|x| x == t)),
-            Hint::Names(v) => r
-                .text(TextField::Name)
-                .is_some_and(|t| v.iter().any(|x| x == t)),
+            Hint::RunTypes(v) => r.text(TextField::RunType).is_some_and(|t| v.iter().any(|x| x == t)),
+            Hint::Names(v) => r.text(TextField::Name).is_some_and(|t| v.iter().any(|x| x == t)),
             Hint::Tag(t) => r.tags().contains(t),
             Hint::IsRoot(b) => r.is_root() == *b,
-            Hint::StartTime { min, max } => r
-                .time(TimeField::StartTime)
-                .is_some_and(|t| min.is_none_or(|m| t >= m) && max.is_none_or(|m| t <= m)),
+            Hint::StartTime { min, max } => {
+                r.time(TimeField::StartTime).is_some_and(|t| min.is_none_or(|m| t >= m) && max.is_none_or(|m| t <= m))
+            }
         };
         assert!(ok, "{f}: hint {hint:?} does not hold for a matching record");
     }
@@ -107,9 +97,7 @@ fn spec_example_user_rating_below_threshold() {
         vec![fb("user_rating", Some(0.9)), fb("other", Some(0.1))],
     ];
     let filter = r#"and(eq(feedback_key, "user_rating"), lt(feedback_score, 0.4))"#;
-    let hits: Vec<usize> = (0..3)
-        .filter(|&i| matches(filter, &roots[i], &feedback[i]))
-        .collect();
+    let hits: Vec<usize> = (0..3).filter(|&i| matches(filter, &roots[i], &feedback[i])).collect();
     assert_eq!(hits, vec![0, 1]);
     // Not paired when the comparisons sit in different and()s.
     let unpaired = r#"and(and(eq(feedback_key, "user_rating")), and(lt(feedback_score, 0.4)))"#;
@@ -121,83 +109,24 @@ fn spec_example_user_rating_below_threshold() {
 fn feedback_fields() {
     let r = run(1);
     let rows = vec![
-        FeedbackRow {
-            key: "correct".into(),
-            score: score_from_json(&json!(true)),
-            value: None,
-            source: Some("model".into()),
-        },
-        FeedbackRow {
-            key: "label".into(),
-            score: None,
-            value: Some(json!("good")),
-            source: Some("api".into()),
-        },
-        FeedbackRow {
-            key: "n".into(),
-            score: Some(0.5),
-            value: Some(json!(7)),
-            source: None,
-        },
+        FeedbackRow { key: "correct".into(), score: score_from_json(&json!(true)), value: None, source: Some("model".into()) },
+        FeedbackRow { key: "label".into(), score: None, value: Some(json!("good")), source: Some("api".into()) },
+        FeedbackRow { key: "n".into(), score: Some(0.5), value: Some(json!(7)), source: None },
     ];
     assert!(matches("eq(feedback_key, 'label')", &r, &rows));
     assert!(!matches("eq(feedback_key, 'missing')", &r, &rows));
-    assert!(matches(
-        "and(eq(feedback_key, 'correct'), eq(feedback_score, true))",
-        &r,
-        &rows
-    ));
-    assert!(matches(
-        "and(eq(feedback_key, 'correct'), eq(feedback_score, 1))",
-        &r,
-        &rows
-    ));
-    assert!(!matches(
-        "and(eq(feedback_key, 'correct'), eq(feedback_score, false))",
-        &r,
-        &rows
-    ));
-    assert!(matches(
-        "and(eq(feedback_key, 'label'), eq(feedback_value, 'good'))",
-        &r,
-        &rows
-    ));
-    assert!(!matches(
-        "and(eq(feedback_key, 'n'), eq(feedback_value, 'good'))",
-        &r,
-        &rows
-    ));
-    assert!(matches(
-        "and(eq(feedback_key, 'n'), gt(feedback_value, 6))",
-        &r,
-        &rows
-    ));
-    assert!(matches(
-        "and(eq(feedback_key, 'label'), eq(feedback_score, null))",
-        &r,
-        &rows
-    ));
-    assert!(matches(
-        "and(eq(feedback_source, 'model'), gte(feedback_score, 1))",
-        &r,
-        &rows
-    ));
-    assert!(!matches(
-        "and(eq(feedback_source, 'api'), gte(feedback_score, 1))",
-        &r,
-        &rows
-    ));
+    assert!(matches("and(eq(feedback_key, 'correct'), eq(feedback_score, true))", &r, &rows));
+    assert!(matches("and(eq(feedback_key, 'correct'), eq(feedback_score, 1))", &r, &rows));
+    assert!(!matches("and(eq(feedback_key, 'correct'), eq(feedback_score, false))", &r, &rows));
+    assert!(matches("and(eq(feedback_key, 'label'), eq(feedback_value, 'good'))", &r, &rows));
+    assert!(!matches("and(eq(feedback_key, 'n'), eq(feedback_value, 'good'))", &r, &rows));
+    assert!(matches("and(eq(feedback_key, 'n'), gt(feedback_value, 6))", &r, &rows));
+    assert!(matches("and(eq(feedback_key, 'label'), eq(feedback_score, null))", &r, &rows));
+    assert!(matches("and(eq(feedback_source, 'model'), gte(feedback_score, 1))", &r, &rows));
+    assert!(!matches("and(eq(feedback_source, 'api'), gte(feedback_score, 1))", &r, &rows));
     assert!(matches("in(feedback_key, ['x', 'n'])", &r, &rows));
-    assert!(matches(
-        "and(eq(feedback_key, 'n'), or(gt(feedback_score, 0.9), lt(feedback_score, 0.6)))",
-        &r,
-        &rows
-    ));
-    assert!(!matches(
-        "and(eq(feedback_key, 'correct'), or(gt(feedback_score, 1), lt(feedback_score, 0.6)))",
-        &r,
-        &rows
-    ));
+    assert!(matches("and(eq(feedback_key, 'n'), or(gt(feedback_score, 0.9), lt(feedback_score, 0.6)))", &r, &rows));
+    assert!(!matches("and(eq(feedback_key, 'correct'), or(gt(feedback_score, 1), lt(feedback_score, 0.6)))", &r, &rows));
     assert!(matches("neq(feedback_key, 'absent')", &r, &rows));
     assert!(!matches("neq(feedback_key, 'label')", &r, &rows));
     assert!(!matches("gt(feedback_score, 0)", &r, &[]));
@@ -209,61 +138,33 @@ fn metadata_pairing_and_negative_forms() {
     let r = run(1);
     let m = |f: &str| matches(f, &r, &[]);
     assert!(m("and(eq(metadata_key, 'user'), eq(metadata_value, 'u1'))"));
-    assert!(!m(
-        "and(eq(metadata_key, 'user'), eq(metadata_value, 'gpt-4o'))"
-    ));
+    assert!(!m("and(eq(metadata_key, 'user'), eq(metadata_value, 'gpt-4o'))"));
     assert!(m("eq(metadata_value, 'gpt-4o')"));
     // "no key k"
     assert!(m("and(neq(metadata_key, 'absent'))"));
     assert!(!m("and(neq(metadata_key, 'user'))"));
     assert!(!m("neq(metadata_key, 'user')"));
     // "k present with a value other than v"
-    assert!(m(
-        "and(eq(metadata_key, 'user'), neq(metadata_value, 'u2'))"
-    ));
-    assert!(!m(
-        "and(eq(metadata_key, 'user'), neq(metadata_value, 'u1'))"
-    ));
-    assert!(!m(
-        "and(eq(metadata_key, 'absent'), neq(metadata_value, 'u1'))"
-    ));
-    assert!(m(
-        "and(eq(metadata_key, 'user'), neq(metadata_key, 'absent'))"
-    ));
-    assert!(!m(
-        "and(eq(metadata_key, 'user'), neq(metadata_key, 'version'))"
-    ));
+    assert!(m("and(eq(metadata_key, 'user'), neq(metadata_value, 'u2'))"));
+    assert!(!m("and(eq(metadata_key, 'user'), neq(metadata_value, 'u1'))"));
+    assert!(!m("and(eq(metadata_key, 'absent'), neq(metadata_value, 'u1'))"));
+    assert!(m("and(eq(metadata_key, 'user'), neq(metadata_key, 'absent'))"));
+    assert!(!m("and(eq(metadata_key, 'user'), neq(metadata_key, 'version'))"));
     // Threads: some key in the list.
-    assert!(m(
-        "in(metadata_key, ['session_id', 'conversation_id', 'user'])"
-    ));
-    assert!(!m(
-        "in(metadata_key, ['session_id', 'conversation_id', 'thread_id'])"
-    ));
+    assert!(m("in(metadata_key, ['session_id', 'conversation_id', 'user'])"));
+    assert!(!m("in(metadata_key, ['session_id', 'conversation_id', 'thread_id'])"));
     // Values compare by their JSON type; numeric strings compare with numbers.
     assert!(m("and(eq(metadata_key, 'version'), eq(metadata_value, 3))"));
-    assert!(m(
-        "and(eq(metadata_key, 'version'), eq(metadata_value, '3'))"
-    ));
-    assert!(m(
-        "and(eq(metadata_key, 'temperature'), lt(metadata_value, 1))"
-    ));
-    assert!(m(
-        "and(eq(metadata_key, 'temperature'), eq(metadata_value, '0.5'))"
-    ));
-    assert!(!m(
-        "and(eq(metadata_key, 'temperature'), gt(metadata_value, 0.5))"
-    ));
+    assert!(m("and(eq(metadata_key, 'version'), eq(metadata_value, '3'))"));
+    assert!(m("and(eq(metadata_key, 'temperature'), lt(metadata_value, 1))"));
+    assert!(m("and(eq(metadata_key, 'temperature'), eq(metadata_value, '0.5'))"));
+    assert!(!m("and(eq(metadata_key, 'temperature'), gt(metadata_value, 0.5))"));
     assert!(m("and(eq(metadata_key, 'flag'), eq(metadata_value, true))"));
     assert!(m("and(eq(metadata_key, 'none'), eq(metadata_value, null))"));
-    assert!(!m(
-        "and(eq(metadata_key, 'user'), eq(metadata_value, null))"
-    ));
+    assert!(!m("and(eq(metadata_key, 'user'), eq(metadata_value, null))"));
     assert!(m("and(eq(metadata_key, 'user'), gt(metadata_value, 'u0'))"));
     // not() over a pair negates the whole pair.
-    assert!(m(
-        "not(and(eq(metadata_key, 'user'), eq(metadata_value, 'u2')))"
-    ));
+    assert!(m("not(and(eq(metadata_key, 'user'), eq(metadata_value, 'u2')))"));
     // A run without metadata.
     let bare = Run::empty(rid(9), ProjectId::from_bytes([0; 16]));
     assert!(!matches("eq(metadata_key, 'user')", &bare, &[]));
@@ -277,45 +178,17 @@ fn inputs_and_outputs_pairing() {
     let m = |f: &str| matches(f, &r, &[]);
     assert!(m("and(eq(input_key, 'n'), eq(input_value, 3))"));
     assert!(!m("and(eq(input_key, 'question'), eq(input_value, 3))"));
-    assert!(m(
-        "and(eq(output_key, 'answer'), eq(output_value, 'Paris'))"
-    ));
-    assert!(!m(
-        "and(eq(output_key, 'answer'), eq(input_value, 'Paris'))"
-    ));
+    assert!(m("and(eq(output_key, 'answer'), eq(output_value, 'Paris'))"));
+    assert!(!m("and(eq(output_key, 'answer'), eq(input_value, 'Paris'))"));
     assert!(m("and(eq(input_key, 'n'), eq(output_key, 'answer'))"));
     assert!(!m("neq(output_key, 'answer')"));
     assert!(m("exists(outputs, 'usage')"));
     assert!(m("has(outputs, '{\"usage\": {\"total\": 12.0}}')"));
     let f = parse("and(eq(input_key, 'n'), eq(output_key, 'answer'))").unwrap();
-    assert_eq!(
-        f.needs(),
-        Needs {
-            feedback: false,
-            inputs: true,
-            outputs: true
-        }
-    );
-    assert_eq!(
-        parse("eq(metadata_key, 'a')").unwrap().needs(),
-        Needs::default()
-    );
-    assert_eq!(
-        parse("search('x')").unwrap().needs(),
-        Needs {
-            feedback: false,
-            inputs: true,
-            outputs: true
-        }
-    );
-    assert_eq!(
-        parse("not(search(outputs, 'x'))").unwrap().needs(),
-        Needs {
-            feedback: false,
-            inputs: false,
-            outputs: true
-        }
-    );
+    assert_eq!(f.needs(), Needs { feedback: false, inputs: true, outputs: true });
+    assert_eq!(parse("eq(metadata_key, 'a')").unwrap().needs(), Needs::default());
+    assert_eq!(parse("search('x')").unwrap().needs(), Needs { feedback: false, inputs: true, outputs: true });
+    assert_eq!(parse("not(search(outputs, 'x'))").unwrap().needs(), Needs { feedback: false, inputs: false, outputs: true });
     // Inputs that are not an object have no keys; corrupt stored text reads as absent.
     let mut odd = run(2);
     odd.inputs = Some(RawJson::parse("[1, 2]").unwrap());
@@ -332,28 +205,13 @@ fn scalar_fields() {
     let child = child_of(&root, 2);
     let m = |f: &str| matches(f, &root, &[]);
     assert!(m(&format!("eq(id, '{}')", uuid_str(1))));
-    assert!(m(&format!(
-        "in(id, ['{}', '{}'])",
-        uuid_str(5),
-        uuid_str(1)
-    )));
+    assert!(m(&format!("in(id, ['{}', '{}'])", uuid_str(5), uuid_str(1))));
     assert!(m(&format!("eq(trace_id, '{}')", uuid_str(1))));
     assert!(m(&format!("eq(session_id, '{}')", uuid_str(PROJECT))));
-    assert!(m(&format!(
-        "eq(reference_example_id, '{}')",
-        uuid_str(0xE1)
-    )));
+    assert!(m(&format!("eq(reference_example_id, '{}')", uuid_str(0xE1))));
     assert!(m("eq(parent_run_id, null)"));
-    assert!(matches(
-        &format!("eq(parent_run_id, '{}')", uuid_str(1)),
-        &child,
-        &[]
-    ));
-    assert!(matches(
-        &format!("eq(trace_id, '{}')", uuid_str(1)),
-        &child,
-        &[]
-    ));
+    assert!(matches(&format!("eq(parent_run_id, '{}')", uuid_str(1)), &child, &[]));
+    assert!(matches(&format!("eq(trace_id, '{}')", uuid_str(1)), &child, &[]));
     assert!(m("eq(name, 'ChatModel 1')"));
     assert!(m("neq(name, 'other')"));
     assert!(m("in(run_type, ['chain', 'llm'])"));
@@ -450,9 +308,7 @@ fn search_has_exists() {
     assert!(matches("search('STRAßE')", &uni, &[]));
 
     assert!(m("has(metadata, '{\"user\": \"u1\"}')"));
-    assert!(m(
-        "has(metadata, '{\"user\": \"u1\", \"temperature\": 0.5, \"flag\": true}')"
-    ));
+    assert!(m("has(metadata, '{\"user\": \"u1\", \"temperature\": 0.5, \"flag\": true}')"));
     assert!(!m("has(metadata, '{\"user\": \"u2\"}')"));
     assert!(!m("has(metadata, '{\"user\": \"u1\", \"absent\": 1}')"));
     assert!(m("has(metadata, '{}')"));
@@ -489,11 +345,7 @@ fn evaluation_is_per_run() {
     let views: Vec<RunView<'_>> = trace.iter().map(|r| RunView::new(r, &[])).collect();
     let tree_ok = views.iter().any(|v| tree_filter.matches(v));
     let trace_ok = trace_filter.matches(&views[0]);
-    let selected: Vec<RunId> = views
-        .iter()
-        .filter(|v| filter.matches(*v) && tree_ok && trace_ok)
-        .map(|v| v.run().id)
-        .collect();
+    let selected: Vec<RunId> = views.iter().filter(|v| filter.matches(*v) && tree_ok && trace_ok).map(|v| v.run().id).collect();
     assert_eq!(selected, vec![tool.id]);
     // The root alone does not match the tree filter, and the child matches it alone.
     assert!(!tree_filter.matches(&views[0]));
@@ -522,29 +374,15 @@ fn hints_are_read_from_the_conjunctive_top_level() {
             Hint::StartTime { min: t("2026-01-05"), max: t("2026-02-01") },
         ]
     );
-    assert_eq!(
-        h(&format!("in(id, ['{}', '{}'])", uuid_str(1), uuid_str(2))),
-        vec![Hint::Ids(vec![rid(1), rid(2)])]
-    );
-    assert_eq!(
-        h(&format!("eq(session_id, '{}')", uuid_str(3))),
-        vec![Hint::SessionIds(vec![ProjectId::from_bytes(
-            3u128.to_be_bytes()
-        )])]
-    );
-    assert_eq!(
-        h(&format!("eq(parent_run_id, '{}')", uuid_str(3))),
-        vec![Hint::ParentRunIds(vec![rid(3)]), Hint::IsRoot(false)]
-    );
+    assert_eq!(h(&format!("in(id, ['{}', '{}'])", uuid_str(1), uuid_str(2))), vec![Hint::Ids(vec![rid(1), rid(2)])]);
+    assert_eq!(h(&format!("eq(session_id, '{}')", uuid_str(3))), vec![Hint::SessionIds(vec![ProjectId::from_bytes(3u128.to_be_bytes())])]);
+    assert_eq!(h(&format!("eq(parent_run_id, '{}')", uuid_str(3))), vec![Hint::ParentRunIds(vec![rid(3)]), Hint::IsRoot(false)]);
     assert_eq!(h("eq(parent_run_id, null)"), vec![Hint::IsRoot(true)]);
     assert_eq!(h("neq(parent_run_id, null)"), vec![Hint::IsRoot(false)]);
     assert_eq!(h("eq(execution_order, 1)"), vec![Hint::IsRoot(true)]);
     assert_eq!(h("neq(is_root, true)"), vec![Hint::IsRoot(false)]);
     // Nested and() is still conjunctive; sets intersect.
-    assert_eq!(
-        h("and(in(run_type, ['llm', 'chain']), and(in(run_type, ['chain', 'tool'])))"),
-        vec![Hint::RunTypes(vec!["chain".into()])]
-    );
+    assert_eq!(h("and(in(run_type, ['llm', 'chain']), and(in(run_type, ['chain', 'tool'])))"), vec![Hint::RunTypes(vec!["chain".into()])]);
     // or() keeps what every branch constrains.
     assert_eq!(
         h("or(eq(run_type, 'llm'), and(eq(run_type, 'chain'), has(tags, 'x')))"),
@@ -559,14 +397,8 @@ fn hints_are_read_from_the_conjunctive_top_level() {
     assert_eq!(h("neq(run_type, 'llm')"), vec![]);
     assert_eq!(h("or(eq(run_type, 'llm'), has(tags, 'x'))"), vec![]);
     assert_eq!(h("in(parent_run_id, [null])"), vec![Hint::IsRoot(true)]);
-    assert_eq!(
-        h(&format!("in(parent_run_id, [null, '{}'])", uuid_str(1))),
-        vec![]
-    );
-    assert_eq!(
-        h("and(eq(feedback_key, 'a'), eq(metadata_key, 'b'))"),
-        vec![]
-    );
+    assert_eq!(h(&format!("in(parent_run_id, [null, '{}'])", uuid_str(1))), vec![]);
+    assert_eq!(h("and(eq(feedback_key, 'a'), eq(metadata_key, 'b'))"), vec![]);
 }
 
 /// Every filter of a corpus, on every run of a sample: matching records satisfy the hints.
@@ -588,10 +420,7 @@ fn hints_hold_for_every_match() {
             }
         }
     }
-    assert!(
-        matched > corpus.len() / 2,
-        "the corpus should exercise matches ({matched})"
-    );
+    assert!(matched > corpus.len() / 2, "the corpus should exercise matches ({matched})");
 }
 
 fn corpus() -> Vec<String> {
@@ -623,21 +452,9 @@ fn corpus() -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    v.push(format!(
-        "and(eq(trace_id, '{}'), in(id, ['{}', '{}']))",
-        uuid_str(1),
-        uuid_str(1),
-        uuid_str(2)
-    ));
-    v.push(format!(
-        "and(eq(session_id, '{}'), eq(parent_run_id, '{}'))",
-        uuid_str(PROJECT),
-        uuid_str(1)
-    ));
-    v.push(format!(
-        "eq(reference_example_id, \"{}\")",
-        uuid_str(0xE1).to_uppercase()
-    ));
+    v.push(format!("and(eq(trace_id, '{}'), in(id, ['{}', '{}']))", uuid_str(1), uuid_str(1), uuid_str(2)));
+    v.push(format!("and(eq(session_id, '{}'), eq(parent_run_id, '{}'))", uuid_str(PROJECT), uuid_str(1)));
+    v.push(format!("eq(reference_example_id, \"{}\")", uuid_str(0xE1).to_uppercase()));
     v
 }
 
@@ -651,15 +468,11 @@ fn canonical_form_round_trips() {
         assert_eq!(b.to_string(), shown, "display is a fixed point");
     }
     assert_eq!(
-        parse("AND( eq(latency,'1.5s') , Has(tags , 'a'),eq(error,TRUE),eq(feedback_score, true))")
-            .unwrap()
-            .to_string(),
+        parse("AND( eq(latency,'1.5s') , Has(tags , 'a'),eq(error,TRUE),eq(feedback_score, true))").unwrap().to_string(),
         r#"and(eq(latency, 1.5), has(tags, "a"), neq(error, null), eq(feedback_score, 1))"#
     );
     assert_eq!(
-        parse("gt(start_time, '2026-11-25T03:25:38.269290+01:00')")
-            .unwrap()
-            .to_string(),
+        parse("gt(start_time, '2026-11-25T03:25:38.269290+01:00')").unwrap().to_string(),
         r#"gt(start_time, "2026-11-25T02:25:38.269290")"#
     );
 }
@@ -745,19 +558,8 @@ fn no_panic_on_odd_input() {
     let root = run(1);
     let child = child_of(&root, 2);
     let bare = Run::empty(rid(3), ProjectId::from_bytes([0; 16]));
-    let rows = [
-        fb("user_rating", Some(0.1)),
-        FeedbackRow {
-            key: "user".into(),
-            value: Some(json!("u1")),
-            ..FeedbackRow::default()
-        },
-    ];
-    let views = [
-        RunView::new(&root, &rows),
-        RunView::new(&child, &[]),
-        RunView::new(&bare, &rows),
-    ];
+    let rows = [fb("user_rating", Some(0.1)), FeedbackRow { key: "user".into(), value: Some(json!("u1")), ..FeedbackRow::default() }];
+    let views = [RunView::new(&root, &rows), RunView::new(&child, &[]), RunView::new(&bare, &rows)];
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut parsed = 0;
     let check = |src: &str, parsed: &mut usize| {
@@ -772,9 +574,7 @@ fn no_panic_on_odd_input() {
     };
     for _ in 0..20_000 {
         let n = 1 + rng.below(12);
-        let src: String = (0..n)
-            .map(|_| fragments[rng.below(fragments.len())])
-            .collect();
+        let src: String = (0..n).map(|_| fragments[rng.below(fragments.len())]).collect();
         check(&src, &mut parsed);
     }
     // Random bytes, read lossily as text.
@@ -821,17 +621,12 @@ fn no_panic_on_odd_input() {
     ] {
         check(&src, &mut parsed);
     }
-    assert!(
-        parsed > 2_000,
-        "the generators should produce valid filters too ({parsed})"
-    );
+    assert!(parsed > 2_000, "the generators should produce valid filters too ({parsed})");
 }
 
 /// Appends a random call: known functions and fields, literals of every kind.
 fn gen_call(rng: &mut Rng, out: &mut String, depth: usize) {
-    const FUNCS: &[&str] = &[
-        "eq", "neq", "gt", "gte", "lt", "lte", "in", "has", "search", "exists", "and", "or", "not",
-    ];
+    const FUNCS: &[&str] = &["eq", "neq", "gt", "gte", "lt", "lte", "in", "has", "search", "exists", "and", "or", "not"];
     let fields: Vec<&str> = Field::names().collect();
     let literals = [
         "null",

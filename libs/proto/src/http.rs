@@ -19,9 +19,8 @@ use crate::error::{ApiError, ErrorKind};
 /// Authenticates every request it wraps and stores the [`Principal`] in its extensions.
 pub async fn require_principal(State(auth): State<Arc<Authenticator>>, mut req: Request, next: Next) -> Result<Response, ApiError> {
     let headers = req.headers();
-    let key = header(headers, "x-api-key").or_else(|| {
-        header(headers, "authorization").and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-    });
+    let key = header(headers, "x-api-key")
+        .or_else(|| header(headers, "authorization").and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))));
     let principal = auth.authenticate(key, header(headers, "x-tenant-id")).map_err(|e| match e {
         AuthError::MissingKey | AuthError::InvalidKey => ApiError::new(ErrorKind::Unauthenticated, e.to_string()),
         AuthError::TenantMismatch(_) => ApiError::new(ErrorKind::Forbidden, e.to_string()),
@@ -53,10 +52,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 /// Reads a whole body, refusing more than `limit` bytes with a 413 that states the limit.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
-        ApiError::new(
-            ErrorKind::PayloadTooLarge,
-            format!("request body exceeds the limit of {limit} bytes ({} MB)", limit / (1024 * 1024)),
-        )
+        ApiError::new(ErrorKind::PayloadTooLarge, format!("request body exceeds the limit of {limit} bytes ({} MB)", limit / (1024 * 1024)))
     };
     if let Some(len) = header(headers, "content-length").and_then(|v| v.parse::<usize>().ok()) {
         if len > limit {

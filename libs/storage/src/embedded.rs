@@ -27,8 +27,7 @@ use serde::Serialize;
 use sextant_core::{Project, ProjectId, ProjectPatch, Run, RunFragment, RunId, TenantId, Timestamp};
 
 use crate::{
-    CreateOutcome, ProjectQuery, ProjectStats, ProjectStore, Result, RunCursor, RunPage, RunQuery, RunStore, StorageError,
-    StorageErrorKind,
+    CreateOutcome, ProjectQuery, ProjectStats, ProjectStore, Result, RunCursor, RunPage, RunQuery, RunStore, StorageError, StorageErrorKind,
 };
 
 #[derive(Clone)]
@@ -124,22 +123,16 @@ impl EmbeddedStore {
         // Memory is bounded: fjall's defaults (64 MiB memtables per keyspace, an unbounded
         // write buffer) let RSS grow past a gigabyte under sustained ingest.
         #[allow(deprecated)] // the setter works; fjall marks it for a future rename
-        let db = Database::builder(dir)
-            .cache_size(96 << 20)
-            .max_write_buffer_size(Some(96 << 20))
-            .open()
-            .map_err(|e| backend("open", e))?;
+        let db =
+            Database::builder(dir).cache_size(96 << 20).max_write_buffer_size(Some(96 << 20)).open().map_err(|e| backend("open", e))?;
         let ks = |name: &str| {
-            db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(8 << 20))
-                .map_err(|e| backend("open keyspace", e))
+            db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(8 << 20)).map_err(|e| backend("open keyspace", e))
         };
         // Run records are 1-2 KB: kept in blob files (written once), so compaction moves keys
         // and pointers instead of rewriting every run at every level.
         let runs = db
             .keyspace("runs", || {
-                KeyspaceCreateOptions::default()
-                    .max_memtable_size(32 << 20)
-                    .with_kv_separation(Some(KvSeparationOptions::default()))
+                KeyspaceCreateOptions::default().max_memtable_size(32 << 20).with_kv_separation(Some(KvSeparationOptions::default()))
             })
             .map_err(|e| backend("open keyspace", e))?;
         Ok(Self {
@@ -637,10 +630,7 @@ impl ProjectStore for EmbeddedStore {
             if p.name != old_name {
                 if let Some(other) = s.project_by_name(tenant, &p.name)? {
                     if other.id != id {
-                        return Err(StorageError::new(
-                            StorageErrorKind::Conflict,
-                            format!("a project named {:?} already exists", p.name),
-                        ));
+                        return Err(StorageError::new(StorageErrorKind::Conflict, format!("a project named {:?} already exists", p.name)));
                     }
                 }
                 b.remove(&s.project_names, Key::new().id(tenant.as_bytes()).bytes(old_name.as_bytes()).0);

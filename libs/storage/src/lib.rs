@@ -50,11 +50,7 @@ impl StorageError {
     pub fn new(kind: StorageErrorKind, message: impl Into<String>) -> Self {
         Self { kind, message: message.into(), source: None }
     }
-    pub fn with_source(
-        kind: StorageErrorKind,
-        message: impl Into<String>,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
+    pub fn with_source(kind: StorageErrorKind, message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self { kind, message: message.into(), source: Some(Box::new(source)) }
     }
 }

@@ -15,25 +15,45 @@ use crate::{CreateOutcome, ProjectQuery, RunCursor, RunQuery, Storage, StorageEr
 macro_rules! storage_conformance {
     ($new:expr) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn merges_fragments_in_any_order_idempotently() { $crate::testsuite::merges_fragments_in_any_order_idempotently($new.await).await }
+        async fn merges_fragments_in_any_order_idempotently() {
+            $crate::testsuite::merges_fragments_in_any_order_idempotently($new.await).await
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn tenants_are_isolated() { $crate::testsuite::tenants_are_isolated($new.await).await }
+        async fn tenants_are_isolated() {
+            $crate::testsuite::tenants_are_isolated($new.await).await
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn pages_newest_first_without_gaps_or_duplicates() { $crate::testsuite::pages_newest_first_without_gaps_or_duplicates($new.await).await }
+        async fn pages_newest_first_without_gaps_or_duplicates() {
+            $crate::testsuite::pages_newest_first_without_gaps_or_duplicates($new.await).await
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn structured_conditions_and_matchers_filter() { $crate::testsuite::structured_conditions_and_matchers_filter($new.await).await }
+        async fn structured_conditions_and_matchers_filter() {
+            $crate::testsuite::structured_conditions_and_matchers_filter($new.await).await
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn traces_come_back_whole_and_ordered() { $crate::testsuite::traces_come_back_whole_and_ordered($new.await).await }
+        async fn traces_come_back_whole_and_ordered() {
+            $crate::testsuite::traces_come_back_whole_and_ordered($new.await).await
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn project_lifecycle() { $crate::testsuite::project_lifecycle($new.await).await }
+        async fn project_lifecycle() {
+            $crate::testsuite::project_lifecycle($new.await).await
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn project_stats_are_exact() { $crate::testsuite::project_stats_are_exact($new.await).await }
+        async fn project_stats_are_exact() {
+            $crate::testsuite::project_stats_are_exact($new.await).await
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn attachments_round_trip() { $crate::testsuite::attachments_round_trip($new.await).await }
+        async fn attachments_round_trip() {
+            $crate::testsuite::attachments_round_trip($new.await).await
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn children_without_dotted_order_join_their_parents_trace() { $crate::testsuite::children_without_dotted_order_join_their_parents_trace($new.await).await }
+        async fn children_without_dotted_order_join_their_parents_trace() {
+            $crate::testsuite::children_without_dotted_order_join_their_parents_trace($new.await).await
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn late_start_time_moves_the_run() { $crate::testsuite::late_start_time_moves_the_run($new.await).await }
+        async fn late_start_time_moves_the_run() {
+            $crate::testsuite::late_start_time_moves_the_run($new.await).await
+        }
     };
 }
 
@@ -246,7 +266,8 @@ pub async fn project_lifecycle(s: Arc<dyn Storage>) {
     assert!(matches!(s.create_project(&dup).await.unwrap(), CreateOutcome::NameTaken(e) if e.id == p.id));
     let beta = project(t, "beta-experiment");
     s.create_project(&beta).await.unwrap();
-    let found = s.list_projects(t, &ProjectQuery { name_contains: Some("EXPERIMENT".into()), limit: 10, ..Default::default() }).await.unwrap();
+    let found =
+        s.list_projects(t, &ProjectQuery { name_contains: Some("EXPERIMENT".into()), limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(found.iter().map(|p| p.id).collect::<Vec<_>>(), vec![beta.id]);
     let page2 = s.list_projects(t, &ProjectQuery { offset: 1, limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(page2.len(), 1);

@@ -19,8 +19,7 @@ use sextant_events::{Envelope, Event, ProjectCreatedV1, ProjectDeletedV1, Projec
 use sextant_filter::{Filter, RunView};
 use sextant_proto::{ApiError, ErrorKind};
 use sextant_storage::{
-    CreateOutcome, ProjectQuery, ProjectStats, RunCursor, RunMatcher, RunPage, RunQuery, Storage, StorageError,
-    StorageErrorKind,
+    CreateOutcome, ProjectQuery, ProjectStats, RunCursor, RunMatcher, RunPage, RunQuery, Storage, StorageError, StorageErrorKind,
 };
 
 use crate::wire::ProjectRef;
@@ -142,13 +141,7 @@ fn compile(which: &str, src: &Option<String>) -> Result<Option<Arc<dyn RunMatche
 
 impl Ingest {
     pub fn new(bus: Arc<dyn EventBus>, store: Arc<dyn Storage>, limits: IngestLimits) -> Self {
-        Self {
-            bus,
-            store,
-            limits,
-            project_cache: Mutex::new(HashMap::new()),
-            tenants_with_default: Mutex::new(HashSet::new()),
-        }
+        Self { bus, store, limits, project_cache: Mutex::new(HashMap::new()), tenants_with_default: Mutex::new(HashSet::new()) }
     }
 
     pub fn store(&self) -> &Arc<dyn Storage> {
@@ -195,7 +188,10 @@ impl Ingest {
             for f in frags {
                 let s = f.approx_size();
                 if !chunk.is_empty() && size + s > MAX_EVENT_BYTES {
-                    envelopes.push(Envelope::new(tenant, Event::RunsIngestedV1(RunsIngestedV1 { project_id, fragments: std::mem::take(&mut chunk) })));
+                    envelopes.push(Envelope::new(
+                        tenant,
+                        Event::RunsIngestedV1(RunsIngestedV1 { project_id, fragments: std::mem::take(&mut chunk) }),
+                    ));
                     size = 0;
                 }
                 size += s;
@@ -287,11 +283,7 @@ impl Ingest {
     }
 
     pub async fn get_run(&self, tenant: TenantId, id: RunId) -> Result<Run, ApiError> {
-        self.store
-            .get_run(tenant, id)
-            .await
-            .map_err(storage_error)?
-            .ok_or_else(|| ApiError::not_found(format!("run {id} not found")))
+        self.store.get_run(tenant, id).await.map_err(storage_error)?.ok_or_else(|| ApiError::not_found(format!("run {id} not found")))
     }
 
     #[instrument(name = "ingest.query", skip_all, fields(tenant = %tenant))]

@@ -48,9 +48,7 @@ pub fn router(state: HttpState, auth: Arc<Authenticator>) -> Router {
         .route_layer(middleware::from_fn_with_state(auth, require_principal))
         .route("/info", get(info))
         .with_state(state.clone());
-    let public = Router::new()
-        .route("/public/attachments/{tenant}/{run}/{name}", get(download_attachment))
-        .with_state(state);
+    let public = Router::new().route("/public/attachments/{tenant}/{run}/{name}", get(download_attachment)).with_state(state);
     Router::new().merge(api.clone()).nest("/api/v1", api).merge(public)
 }
 
@@ -229,7 +227,9 @@ struct QueryBody {
 fn uuids(field: &str, values: Vec<String>) -> Result<Vec<uuid::Uuid>, ApiError> {
     values
         .iter()
-        .map(|v| uuid::Uuid::parse_str(v).map_err(|_| ApiError::unprocessable(format!("{field}: {:?} is not a UUID", crate::wire::truncate(v)))))
+        .map(|v| {
+            uuid::Uuid::parse_str(v).map_err(|_| ApiError::unprocessable(format!("{field}: {:?} is not a UUID", crate::wire::truncate(v))))
+        })
         .collect()
 }
 

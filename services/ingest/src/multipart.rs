@@ -27,14 +27,12 @@ pub struct ParsedMultipart {
 pub fn decode_body(encoding: Option<&str>, body: Bytes, max_decoded: usize) -> Result<Bytes, ApiError> {
     let encoding = encoding.map(|e| e.trim().to_ascii_lowercase());
     let mut out = Vec::new();
-    let too_big = || {
-        ApiError::new(ErrorKind::PayloadTooLarge, format!("decompressed body exceeds the {max_decoded}-byte limit"))
-    };
+    let too_big = || ApiError::new(ErrorKind::PayloadTooLarge, format!("decompressed body exceeds the {max_decoded}-byte limit"));
     match encoding.as_deref() {
         None | Some("") | Some("identity") => return Ok(body),
         Some("zstd") => {
-            let dec = zstd::stream::read::Decoder::new(&body[..])
-                .map_err(|e| ApiError::bad_request(format!("body is not valid zstd: {e}")))?;
+            let dec =
+                zstd::stream::read::Decoder::new(&body[..]).map_err(|e| ApiError::bad_request(format!("body is not valid zstd: {e}")))?;
             dec.take(max_decoded as u64 + 1)
                 .read_to_end(&mut out)
                 .map_err(|e| ApiError::bad_request(format!("body is not valid zstd: {e}")))?;
@@ -61,11 +59,13 @@ pub fn decode_body(encoding: Option<&str>, body: Bytes, max_decoded: usize) -> R
 const SUB_FIELDS: [&str; 6] = ["inputs", "outputs", "events", "extra", "error", "serialized"];
 
 pub async fn parse(content_type: Option<&str>, body: Bytes, max_parts: usize) -> Result<ParsedMultipart, ApiError> {
-    let ct = content_type.ok_or_else(|| {
-        ApiError::new(ErrorKind::UnsupportedMediaType, "Content-Type multipart/form-data with a boundary is required")
-    })?;
+    let ct = content_type
+        .ok_or_else(|| ApiError::new(ErrorKind::UnsupportedMediaType, "Content-Type multipart/form-data with a boundary is required"))?;
     let boundary = multer::parse_boundary(ct).map_err(|_| {
-        ApiError::new(ErrorKind::UnsupportedMediaType, format!("Content-Type {:?} is not multipart/form-data with a boundary", truncate(ct)))
+        ApiError::new(
+            ErrorKind::UnsupportedMediaType,
+            format!("Content-Type {:?} is not multipart/form-data with a boundary", truncate(ct)),
+        )
     })?;
     let stream = futures::stream::once(async move { Ok::<Bytes, Infallible>(body) });
     let mut mp = multer::Multipart::new(stream, boundary);
@@ -139,10 +139,7 @@ pub async fn parse(content_type: Option<&str>, body: Bytes, max_parts: usize) ->
             other => return Err(bad(format!("part {shown}: unknown part kind {:?}", truncate(other)))),
         };
         if mime.as_deref().is_some_and(|m| m != "application/json") {
-            return Err(ApiError::new(
-                ErrorKind::UnsupportedMediaType,
-                format!("part {shown}: Content-Type must be application/json"),
-            ));
+            return Err(ApiError::new(ErrorKind::UnsupportedMediaType, format!("part {shown}: Content-Type must be application/json")));
         }
         let run_id = RunId(id);
         match rest {

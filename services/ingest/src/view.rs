@@ -89,14 +89,8 @@ impl Serialize for RunJson<'_> {
         field!("child_run_ids", Option::<Value>::None);
         field!("in_dataset", false);
         if self.select.wants("app_path") {
-            let path = format!(
-                "/o/{}/projects/p/{}/r/{}?trace_id={}&start_time={}",
-                self.tenant,
-                r.project_id,
-                r.id,
-                r.trace(),
-                start.to_iso()
-            );
+            let path =
+                format!("/o/{}/projects/p/{}/r/{}?trace_id={}&start_time={}", self.tenant, r.project_id, r.id, r.trace(), start.to_iso());
             m.serialize_entry("app_path", &path)?;
         }
         if self.select.wants("s3_urls") {

@@ -99,10 +99,9 @@ fn time_field(where_: &str, field: &str, v: &Option<String>) -> Result<Option<Ti
 
 fn short(where_: &str, field: &str, v: &Option<String>) -> Result<(), ApiError> {
     match v {
-        Some(s) if s.len() > MAX_SHORT_STRING => Err(ApiError::unprocessable(format!(
-            "{where_}.{field} is {} bytes; the limit is {MAX_SHORT_STRING}",
-            s.len()
-        ))),
+        Some(s) if s.len() > MAX_SHORT_STRING => {
+            Err(ApiError::unprocessable(format!("{where_}.{field} is {} bytes; the limit is {MAX_SHORT_STRING}", s.len())))
+        }
         _ => Ok(()),
     }
 }
@@ -135,7 +134,9 @@ impl WireRun<'_> {
             (None, Some(b)) => b,
             (None, None) => return Err(ApiError::unprocessable(format!("{where_}.id is required"))),
         };
-        for (field, v) in [("name", &self.name), ("run_type", &self.run_type), ("session_name", &self.session_name), ("status", &self.status)] {
+        for (field, v) in
+            [("name", &self.name), ("run_type", &self.run_type), ("session_name", &self.session_name), ("status", &self.status)]
+        {
             short(where_, field, v)?;
         }
         let mut f = RunFragment::new(kind, id);

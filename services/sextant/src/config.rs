@@ -129,8 +129,7 @@ pub struct Overrides {
     pub roles: Option<Vec<Role>>,
 }
 
-const TOP_LEVEL_KEYS: [&str; 10] =
-    ["roles", "http", "grpc", "data_dir", "bus", "storage", "auth", "limits", "log", "shutdown_grace_secs"];
+const TOP_LEVEL_KEYS: [&str; 10] = ["roles", "http", "grpc", "data_dir", "bus", "storage", "auth", "limits", "log", "shutdown_grace_secs"];
 
 fn is_config_key(env_key: &str) -> bool {
     let top = env_key.split("__").next().unwrap_or_default().to_ascii_lowercase();
@@ -241,7 +240,8 @@ mod tests {
         let f = dir.path().join("s.toml");
         std::fs::write(&f, "no_such_key = 1\n").unwrap();
         assert!(Config::load(Some(&f), &Overrides::default()).unwrap_err().contains("no_such_key"));
-        std::fs::write(&f, "[[auth.api_keys]]\nname = \"k\"\nhash = \"plain\"\ntenant = \"00000000-0000-0000-0000-000000000001\"\n").unwrap();
+        std::fs::write(&f, "[[auth.api_keys]]\nname = \"k\"\nhash = \"plain\"\ntenant = \"00000000-0000-0000-0000-000000000001\"\n")
+            .unwrap();
         assert!(Config::load(Some(&f), &Overrides::default()).unwrap_err().contains("sha256"));
         assert!(Config::load(Some(Path::new("/nonexistent.toml")), &Overrides::default()).is_err());
     }

@@ -46,8 +46,7 @@ pub struct Server {
 impl Server {
     /// Opens the bus and the store named by the configuration.
     pub fn build(config: Config) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+        std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
         let bus: Arc<dyn EventBus> = match config.bus {
             config::BusConfig::InProcess => Arc::new(InProcessBus::open(&config.data_dir.join("bus"))?),
         };
@@ -77,12 +76,10 @@ impl Server {
             let state = HttpState { ingest: self.ingest.clone(), signer: self.signer.clone(), bus: self.bus.clone() };
             app = app.merge(sextant_ingest::http::router(state, self.auth.clone()));
         }
-        app.layer(middleware::from_fn(record_http_metrics)).layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default();
-                info_span!("http", method = %req.method(), route = %route, tenant = tracing::field::Empty)
-            }),
-        )
+        app.layer(middleware::from_fn(record_http_metrics)).layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default();
+            info_span!("http", method = %req.method(), route = %route, tenant = tracing::field::Empty)
+        }))
     }
 }
 
@@ -110,10 +107,8 @@ async fn record_http_metrics(req: Request, next: Next) -> Response {
             warn!(route = %route, status = %status, error = %err.message, "request failed");
         }
     }
-    metrics::counter!("sextant_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("sextant_http_request_seconds", "route" => route, "method" => method)
-        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("sextant_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status).increment(1);
+    metrics::histogram!("sextant_http_request_seconds", "route" => route, "method" => method).record(started.elapsed().as_secs_f64());
     resp
 }
 
@@ -171,11 +166,7 @@ pub async fn serve(
     let mut grpc_stop = stop_rx.clone();
     let mut grpc_server = tonic::transport::Server::builder();
     let grpc_router = grpc_server.add_optional_service(
-        server
-            .config
-            .roles
-            .contains(&Role::Ingest)
-            .then(|| sextant_ingest::grpc::service(server.ingest.clone(), server.auth.clone())),
+        server.config.roles.contains(&Role::Ingest).then(|| sextant_ingest::grpc::service(server.ingest.clone(), server.auth.clone())),
     );
     let grpc_task = tokio::spawn(async move {
         grpc_router

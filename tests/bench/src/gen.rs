@@ -166,11 +166,7 @@ impl Run {
 
     /// Out-of-band fields of the patch op (split runs only).
     pub fn patch_fields(&self) -> Vec<(&'static str, Value)> {
-        let mut v = vec![
-            ("outputs", self.outputs.clone()),
-            ("events", self.events.clone()),
-            ("extra", self.extra.clone()),
-        ];
+        let mut v = vec![("outputs", self.outputs.clone()), ("events", self.events.clone()), ("extra", self.extra.clone())];
         if let Some(e) = &self.error {
             v.push(("error", json!(e)));
         }
@@ -193,10 +189,7 @@ impl Run {
         }
         let mut m = self.post_base(project);
         m.insert("end_time".into(), json!(self.end_time));
-        let merged = Run {
-            split: false,
-            ..self.clone()
-        };
+        let merged = Run { split: false, ..self.clone() };
         for (k, v) in merged.post_fields() {
             m.insert(k.into(), v);
         }
@@ -437,21 +430,12 @@ fn text(rng: &mut fastrand::Rng, len: usize) -> String {
 // ---------------------------------------------------------------------------------------------
 // traces
 
-const ROOT_NAMES: &[&str] = &[
-    "support_agent",
-    "rag_pipeline",
-    "AgentExecutor",
-    "summarize_ticket",
-];
+const ROOT_NAMES: &[&str] = &["support_agent", "rag_pipeline", "AgentExecutor", "summarize_ticket"];
 const SUBCHAIN_NAMES: &[&str] = &["agent_step", "RunnableSequence", "plan_and_execute"];
 const TOOL_NAMES: &[&str] = &["web_search", "calculator", "sql_query", "lookup_order"];
 const RETRIEVER_NAMES: &[&str] = &["VectorStoreRetriever", "BM25Retriever"];
 const ENVS: &[(&str, u32)] = &[("production", 60), ("staging", 30), ("dev", 10)];
-const MODELS: &[(&str, &str)] = &[
-    ("openai", "gpt-4o-mini"),
-    ("openai", "gpt-4.1"),
-    ("anthropic", "claude-sonnet-4-5"),
-];
+const MODELS: &[(&str, &str)] = &[("openai", "gpt-4o-mini"), ("openai", "gpt-4.1"), ("anthropic", "claude-sonnet-4-5")];
 const ERRORS: &[&str] = &[
     "TimeoutError('upstream request timed out after 30s')\n\nTraceback (most recent call last):\n  File \"/app/agent/tools.py\", line 142, in web_search\n    resp = client.get(url, timeout=30)\n  File \"/usr/lib/python3.12/site-packages/httpx/_client.py\", line 1066, in get\n    return self.request(\"GET\", url, **kwargs)\nTimeoutError: upstream request timed out after 30s",
     "RateLimitError('Error code: 429 - Rate limit reached for requests')\n\nTraceback (most recent call last):\n  File \"/app/agent/llm.py\", line 57, in call_model\n    return client.chat.completions.create(**params)\nopenai.RateLimitError: Error code: 429",
@@ -542,10 +526,7 @@ fn content(
     let mut serialized = None;
     let (inputs, mut outputs) = match spec.kind {
         Kind::Chain if spec.is_root => (json!({"question": tin[0]}), json!({"answer": tout[0]})),
-        Kind::Chain => (
-            json!({"input": tin[0], "chat_history": []}),
-            json!({"output": tout[0]}),
-        ),
+        Kind::Chain => (json!({"input": tin[0], "chat_history": []}), json!({"output": tout[0]})),
         Kind::Llm => {
             md.insert("usage_metadata".into(), usage.clone());
             serialized = Some(json!({"name": spec.name}));
@@ -593,12 +574,7 @@ impl Generator {
             "py_implementation": "CPython", "runtime_version": "3.12.3",
             "langchain_version": null, "langchain_core_version": "1.8.3"
         });
-        Generator {
-            cfg,
-            rng,
-            clock_us,
-            runtime,
-        }
+        Generator { cfg, rng, clock_us, runtime }
     }
 
     /// One trace of `n` runs, parents before children (pre-order of creation).
@@ -607,26 +583,12 @@ impl Generator {
         let rng = &mut self.rng;
         // --- shape
         let mut nodes: Vec<Node> = Vec::with_capacity(n);
-        nodes.push(Node {
-            kind: Kind::Chain,
-            parent: None,
-            depth: 1,
-            children: vec![],
-            name: pick(rng, ROOT_NAMES),
-            start: 0,
-            end: 0,
-        });
+        nodes.push(Node { kind: Kind::Chain, parent: None, depth: 1, children: vec![], name: pick(rng, ROOT_NAMES), start: 0, end: 0 });
         for i in 1..n {
             // Node 1 is always a nested chain when there is room for it to have children,
             // so every trace of >= 4 runs has depth 3.
-            let sub_chains: Vec<usize> = (1..i)
-                .filter(|&j| nodes[j].kind == Kind::Chain && nodes[j].depth == 2)
-                .collect();
-            let parent = if !sub_chains.is_empty() && rng.f64() < 0.55 {
-                pick(rng, &sub_chains)
-            } else {
-                0
-            };
+            let sub_chains: Vec<usize> = (1..i).filter(|&j| nodes[j].kind == Kind::Chain && nodes[j].depth == 2).collect();
+            let parent = if !sub_chains.is_empty() && rng.f64() < 0.55 { pick(rng, &sub_chains) } else { 0 };
             let depth = nodes[parent].depth + 1;
             let kind = if (i == 1 && n >= 4) || (depth == 2 && i > 1 && rng.f64() < 0.12) {
                 Kind::Chain
@@ -643,15 +605,7 @@ impl Generator {
                 Kind::Tool => pick(rng, TOOL_NAMES),
                 Kind::Retriever => pick(rng, RETRIEVER_NAMES),
             };
-            nodes.push(Node {
-                kind,
-                parent: Some(parent),
-                depth,
-                children: vec![],
-                name,
-                start: 0,
-                end: 0,
-            });
+            nodes.push(Node { kind, parent: Some(parent), depth, children: vec![], name, start: 0, end: 0 });
             nodes[parent].children.push(i);
         }
         // --- timing
@@ -669,11 +623,7 @@ impl Generator {
         let app_version = if rng.bool() { "1.4.2" } else { "1.5.0" };
         let (provider, model) = pick(rng, MODELS);
         for node in nodes.iter_mut().filter(|n| n.kind == Kind::Llm) {
-            node.name = if provider == "anthropic" {
-                "ChatAnthropic"
-            } else {
-                "ChatOpenAI"
-            };
+            node.name = if provider == "anthropic" { "ChatAnthropic" } else { "ChatOpenAI" };
         }
 
         // --- runs
@@ -682,18 +632,13 @@ impl Generator {
         for node in &nodes {
             let mut rb = [0u8; 10];
             self.rng.fill(&mut rb);
-            let id = uuid::Builder::from_unix_timestamp_millis((node.start / 1000) as u64, &rb)
-                .into_uuid();
+            let id = uuid::Builder::from_unix_timestamp_millis((node.start / 1000) as u64, &rb).into_uuid();
             let rng = &mut self.rng;
             let (trace_id, parent_run_id, dotted_order) = match node.parent {
                 None => (id, None, format!("{}{}", dotted_stamp(node.start), id)),
                 Some(p) => {
                     let pr = &runs[p];
-                    (
-                        pr.trace_id,
-                        Some(pr.id),
-                        format!("{}.{}{}", pr.dotted_order, dotted_stamp(node.start), id),
-                    )
+                    (pr.trace_id, Some(pr.id), format!("{}.{}{}", pr.dotted_order, dotted_stamp(node.start), id))
                 }
             };
             let mut tags = match node.parent {
@@ -703,11 +648,8 @@ impl Generator {
             if node.kind == Kind::Retriever && !tags.iter().any(|t| t == "retrieval") {
                 tags.push("retrieval".into());
             }
-            let error = if node.kind != Kind::Chain && rng.f64() < self.cfg.error_rate {
-                Some(pick(rng, ERRORS).to_string())
-            } else {
-                None
-            };
+            let error =
+                if node.kind != Kind::Chain && rng.f64() < self.cfg.error_rate { Some(pick(rng, ERRORS).to_string()) } else { None };
             let is_error = error.is_some();
             let split = rng.f64() < self.cfg.split_fraction;
 
@@ -717,10 +659,7 @@ impl Generator {
             md.insert("app_version".into(), json!(app_version));
             md.insert("ls_method".into(), json!("traceable"));
             if node.parent.is_none() || node.kind == Kind::Llm {
-                md.insert(
-                    "confidence".into(),
-                    json!((rng.f64() * 1000.0).round() / 1000.0),
-                );
+                md.insert("confidence".into(), json!((rng.f64() * 1000.0).round() / 1000.0));
             }
             if node.kind == Kind::Llm {
                 md.insert("ls_provider".into(), json!(provider));
@@ -733,24 +672,11 @@ impl Generator {
                 Kind::Retriever => (1, 3),
                 _ => (1, 1),
             };
-            let spec = ContentSpec {
-                kind: node.kind,
-                is_root: node.parent.is_none(),
-                name: node.name,
-                model,
-                is_error,
-                in_slots,
-                out_slots,
-                md,
-            };
+            let spec =
+                ContentSpec { kind: node.kind, is_root: node.parent.is_none(), name: node.name, model, is_error, in_slots, out_slots, md };
             // First pass with empty texts, to measure the fixed part of each run.
-            let (inputs, outputs, extra, serialized) = content(
-                rng,
-                &spec,
-                &self.runtime,
-                &vec![String::new(); in_slots],
-                &vec![String::new(); out_slots],
-            );
+            let (inputs, outputs, extra, serialized) =
+                content(rng, &spec, &self.runtime, &vec![String::new(); in_slots], &vec![String::new(); out_slots]);
             let events = json!([
                 {"name": "start", "time": iso_utc(node.start)},
                 {"name": "end", "time": iso_utc(node.end)}
@@ -773,9 +699,7 @@ impl Generator {
                 serialized,
                 split,
             };
-            let base = serde_json::to_vec(&run.merged_json(&self.cfg.project))
-                .map(|v| v.len())
-                .unwrap_or(0);
+            let base = serde_json::to_vec(&run.merged_json(&self.cfg.project)).map(|v| v.len()).unwrap_or(0);
             runs.push(run);
             specs.push((spec, base));
         }
@@ -803,19 +727,10 @@ impl Generator {
         let rng = &mut self.rng;
         for (run, (spec, _)) in runs.iter_mut().zip(&specs) {
             let share = ((text_total * weight(spec) / wsum) as usize).max(24);
-            let (in_budget, out_budget) = if spec.is_error {
-                (share, 0)
-            } else {
-                (share * 2 / 5, share - share * 2 / 5)
-            };
-            let tin: Vec<String> = (0..spec.in_slots)
-                .map(|_| text(rng, in_budget / spec.in_slots))
-                .collect();
-            let tout: Vec<String> = (0..spec.out_slots)
-                .map(|_| text(rng, out_budget / spec.out_slots))
-                .collect();
-            let (inputs, outputs, extra, serialized) =
-                content(rng, spec, &self.runtime, &tin, &tout);
+            let (in_budget, out_budget) = if spec.is_error { (share, 0) } else { (share * 2 / 5, share - share * 2 / 5) };
+            let tin: Vec<String> = (0..spec.in_slots).map(|_| text(rng, in_budget / spec.in_slots)).collect();
+            let tout: Vec<String> = (0..spec.out_slots).map(|_| text(rng, out_budget / spec.out_slots)).collect();
+            let (inputs, outputs, extra, serialized) = content(rng, spec, &self.runtime, &tin, &tout);
             run.inputs = inputs;
             run.outputs = outputs;
             run.extra = extra;
@@ -835,10 +750,7 @@ pub struct MultipartWriter {
 
 impl MultipartWriter {
     pub fn new(boundary: &str, cap: usize) -> Self {
-        MultipartWriter {
-            buf: Vec::with_capacity(cap),
-            boundary: boundary.to_string(),
-        }
+        MultipartWriter { buf: Vec::with_capacity(cap), boundary: boundary.to_string() }
     }
 
     pub fn part(&mut self, name: &str, json: &[u8]) {
@@ -908,8 +820,7 @@ pub fn build_body(mode: Mode, runs: &[Run], project: &str, boundary: &str) -> Ve
 
 /// One zstd frame from a streaming encoder, so no content-size field (like the SDK).
 pub fn zstd_compress(raw: &[u8], level: i32) -> Vec<u8> {
-    let mut enc =
-        zstd::stream::Encoder::new(Vec::with_capacity(raw.len() / 4), level).expect("zstd encoder");
+    let mut enc = zstd::stream::Encoder::new(Vec::with_capacity(raw.len() / 4), level).expect("zstd encoder");
     enc.write_all(raw).expect("zstd write");
     enc.finish().expect("zstd finish")
 }
@@ -928,9 +839,7 @@ pub fn find_v7_ids(body: &[u8]) -> Vec<u32> {
             && b[14] == b'7'
             && b[18] == b'-'
             && b[23] == b'-'
-            && b.iter().enumerate().all(|(k, c)| {
-                matches!(k, 8 | 13 | 18 | 23) || c.is_ascii_digit() || (b'a'..=b'f').contains(c)
-            })
+            && b.iter().enumerate().all(|(k, c)| matches!(k, 8 | 13 | 18 | 23) || c.is_ascii_digit() || (b'a'..=b'f').contains(c))
         {
             out.push(i as u32);
             i += 36;
@@ -1011,23 +920,14 @@ pub struct Pool {
 /// Generates up to `max_requests` bodies, stopping early once `budget_bytes` of raw body
 /// has been produced. Traces flow continuously across bodies.
 pub fn build_pool(cfg: &GenConfig, mode: Mode, max_requests: u64, budget_bytes: u64) -> Pool {
-    let boundary = Uuid::from_u64_pair(splitmix64(cfg.seed), splitmix64(cfg.seed ^ 1))
-        .simple()
-        .to_string();
+    let boundary = Uuid::from_u64_pair(splitmix64(cfg.seed), splitmix64(cfg.seed ^ 1)).simple().to_string();
     let content_type = match mode {
         Mode::Batch => "application/json".to_string(),
         _ => format!("multipart/form-data; boundary={boundary}"),
     };
     let mut gen = Generator::new(cfg.clone());
     let mut pending: VecDeque<Run> = VecDeque::new();
-    let mut pool = Pool {
-        templates: Vec::new(),
-        content_type,
-        raw_bytes: 0,
-        wire_bytes: 0,
-        runs: 0,
-        run_json_bytes: 0,
-    };
+    let mut pool = Pool { templates: Vec::new(), content_type, raw_bytes: 0, wire_bytes: 0, runs: 0, run_json_bytes: 0 };
     let rpr = cfg.runs_per_request.max(1);
     while (pool.templates.len() as u64) < max_requests.max(1) {
         if !pool.templates.is_empty() && pool.raw_bytes >= budget_bytes {
@@ -1038,30 +938,20 @@ pub fn build_pool(cfg: &GenConfig, mode: Mode, max_requests: u64, budget_bytes: 
         }
         let chunk: Vec<Run> = pending.drain(..rpr).collect();
         for r in &chunk {
-            pool.run_json_bytes += serde_json::to_vec(&r.merged_json(&cfg.project))
-                .map(|v| v.len() as u64)
-                .unwrap_or(0);
+            pool.run_json_bytes += serde_json::to_vec(&r.merged_json(&cfg.project)).map(|v| v.len() as u64).unwrap_or(0);
         }
         let raw = build_body(mode, &chunk, &cfg.project, &boundary);
         let wire = match mode {
             Mode::MultipartZstd => zstd_compress(&raw, cfg.zstd_level),
             _ => raw.clone(),
         };
-        let probe_run = chunk
-            .iter()
-            .rev()
-            .find(|r| !r.split)
-            .unwrap_or(chunk.last().unwrap());
+        let probe_run = chunk.iter().rev().find(|r| !r.split).unwrap_or(chunk.last().unwrap());
         pool.raw_bytes += raw.len() as u64;
         pool.wire_bytes += wire.len() as u64;
         pool.runs += chunk.len() as u64;
         let id_offsets = find_v7_ids(&raw);
         let raw = bytes::Bytes::from(raw);
-        let wire = if mode == Mode::MultipartZstd {
-            bytes::Bytes::from(wire)
-        } else {
-            raw.clone()
-        };
+        let wire = if mode == Mode::MultipartZstd { bytes::Bytes::from(wire) } else { raw.clone() };
         pool.templates.push(Template {
             raw,
             wire,
@@ -1095,27 +985,16 @@ mod tests {
 
     /// Parses a multipart body with multer; returns (name, content-type, content-length header, body).
     fn parse_multipart(body: Vec<u8>, boundary: &str) -> Vec<(String, String, usize, Vec<u8>)> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(async move {
-            let stream = futures::stream::once(async move {
-                Ok::<bytes::Bytes, std::io::Error>(bytes::Bytes::from(body))
-            });
+            let stream = futures::stream::once(async move { Ok::<bytes::Bytes, std::io::Error>(bytes::Bytes::from(body)) });
             let mut mp = multer::Multipart::new(stream, boundary);
             let mut out = Vec::new();
             while let Some(field) = mp.next_field().await.unwrap() {
                 assert!(field.file_name().is_none());
                 let name = field.name().unwrap().to_string();
-                let ct = field.headers()["content-type"]
-                    .to_str()
-                    .unwrap()
-                    .to_string();
-                let cl: usize = field.headers()["content-length"]
-                    .to_str()
-                    .unwrap()
-                    .parse()
-                    .unwrap();
+                let ct = field.headers()["content-type"].to_str().unwrap().to_string();
+                let cl: usize = field.headers()["content-length"].to_str().unwrap().parse().unwrap();
                 let data = field.bytes().await.unwrap().to_vec();
                 out.push((name, ct, cl, data));
             }
@@ -1129,12 +1008,7 @@ mod tests {
         for mode in [Mode::Multipart, Mode::MultipartZstd] {
             let pool = build_pool(&cfg, mode, 4, u64::MAX);
             assert_eq!(pool.templates.len(), 4);
-            let boundary = pool
-                .content_type
-                .split("boundary=")
-                .nth(1)
-                .unwrap()
-                .to_string();
+            let boundary = pool.content_type.split("boundary=").nth(1).unwrap().to_string();
             assert_eq!(boundary.len(), 32);
             let mut all_runs: HashMap<String, Value> = HashMap::new();
             let mut patched = 0;
@@ -1146,10 +1020,7 @@ mod tests {
                     let mut v = Vec::new();
                     std::io::Read::read_to_end(&mut dec, &mut v).unwrap();
                     assert!(
-                        matches!(
-                            zstd::zstd_safe::get_frame_content_size(&t.wire[..]),
-                            Ok(None)
-                        ),
+                        matches!(zstd::zstd_safe::get_frame_content_size(&t.wire[..]), Ok(None)),
                         "frame must not carry a content size"
                     );
                     v
@@ -1163,22 +1034,14 @@ mod tests {
                 for (name, ct, cl, data) in &parts {
                     assert_eq!(ct, "application/json", "{name}");
                     assert_eq!(*cl, data.len(), "content-length of {name}");
-                    let v: Value = serde_json::from_slice(data)
-                        .unwrap_or_else(|e| panic!("part {name} is not JSON: {e}"));
+                    let v: Value = serde_json::from_slice(data).unwrap_or_else(|e| panic!("part {name} is not JSON: {e}"));
                     let segs: Vec<&str> = name.split('.').collect();
                     assert!(segs[0] == "post" || segs[0] == "patch", "{name}");
                     Uuid::parse_str(segs[1]).unwrap();
                     match segs.len() {
                         2 => {
                             assert_eq!(v["id"], json!(segs[1]));
-                            for k in [
-                                "inputs",
-                                "outputs",
-                                "events",
-                                "extra",
-                                "error",
-                                "serialized",
-                            ] {
+                            for k in ["inputs", "outputs", "events", "extra", "error", "serialized"] {
                                 assert!(v.get(k).is_none(), "{name} carries {k} inline");
                             }
                             base_seen = Some((segs[0].into(), segs[1].into()));
@@ -1233,10 +1096,7 @@ mod tests {
                 assert_eq!(s.len(), 22 + 36, "segment {s}");
                 assert_eq!(&s[8..9], "T");
                 assert_eq!(&s[21..22], "Z");
-                assert!(s[..21]
-                    .chars()
-                    .enumerate()
-                    .all(|(i, c)| i == 8 || c.is_ascii_digit()));
+                assert!(s[..21].chars().enumerate().all(|(i, c)| i == 8 || c.is_ascii_digit()));
             }
             assert!(d.ends_with(id.as_str()));
             assert_eq!(segs[0][22..], *r["trace_id"].as_str().unwrap());
@@ -1244,10 +1104,7 @@ mod tests {
             kinds.insert(r["run_type"].as_str().unwrap().to_string());
             // dotted stamp agrees with start_time
             let st = r["start_time"].as_str().unwrap();
-            let stamp: String = st[..26]
-                .chars()
-                .filter(|c| c.is_ascii_digit() || *c == 'T')
-                .collect();
+            let stamp: String = st[..26].chars().filter(|c| c.is_ascii_digit() || *c == 'T').collect();
             assert_eq!(&segs.last().unwrap()[..21], stamp);
             // UUIDv7 timestamp agrees with start_time (ms)
             let u = Uuid::parse_str(id).unwrap();
@@ -1329,10 +1186,7 @@ mod tests {
     }
 
     fn q_missing_end(post: &[Value], id: &Value) -> bool {
-        post.iter()
-            .find(|q| &q["id"] == id)
-            .map(|q| q.get("end_time").is_none())
-            .unwrap()
+        post.iter().find(|q| &q["id"] == id).map(|q| q.get("end_time").is_none()).unwrap()
     }
 
     #[test]
@@ -1349,22 +1203,14 @@ mod tests {
         assert_ne!(a, b);
         let orig: Value = serde_json::from_slice(&t.raw).unwrap();
         let v: Value = serde_json::from_slice(&a).unwrap();
-        for (o, n) in orig["post"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .zip(v["post"].as_array().unwrap())
-        {
+        for (o, n) in orig["post"].as_array().unwrap().iter().zip(v["post"].as_array().unwrap()) {
             let oid = Uuid::parse_str(o["id"].as_str().unwrap()).unwrap();
             let nid = Uuid::parse_str(n["id"].as_str().unwrap()).unwrap();
             assert_eq!(nid, remap_id(oid, cfg.seed, 1));
             assert_eq!(nid.get_version_num(), 7);
             assert_eq!(nid.get_variant(), uuid::Variant::RFC4122);
             assert_eq!(nid.get_timestamp(), oid.get_timestamp());
-            assert!(n["dotted_order"]
-                .as_str()
-                .unwrap()
-                .ends_with(&nid.to_string()));
+            assert!(n["dotted_order"].as_str().unwrap().ends_with(&nid.to_string()));
             let otr = Uuid::parse_str(o["trace_id"].as_str().unwrap()).unwrap();
             assert_eq!(n["trace_id"], json!(remap_id(otr, cfg.seed, 1)));
             assert_eq!(o["inputs"], n["inputs"]);
@@ -1397,12 +1243,7 @@ mod cost {
             total += zstd_compress(&tpl.raw, 1).len();
         }
         let z = t.elapsed();
-        eprintln!(
-            "per 100-run body: generate {:?}, rewrite {:?}, zstd-1 {:?} ({total})",
-            gen / 100,
-            rw / 100,
-            z / 100
-        );
+        eprintln!("per 100-run body: generate {:?}, rewrite {:?}, zstd-1 {:?} ({total})", gen / 100, rw / 100, z / 100);
     }
 
     fn tests_cfg() -> GenConfig {

@@ -120,12 +120,7 @@ struct Plan {
     max_attempts: u32,
 }
 
-async fn worker(
-    mut conn: Conn,
-    pool: Arc<Pool>,
-    shared: Arc<Shared>,
-    plan: Arc<Plan>,
-) -> WorkerStats {
+async fn worker(mut conn: Conn, pool: Arc<Pool>, shared: Arc<Shared>, plan: Arc<Plan>) -> WorkerStats {
     let mut st = WorkerStats {
         hist: new_hist(),
         sent: 0,
@@ -168,11 +163,7 @@ async fn worker(
             st.replayed += 1;
             let raw = t.rewrite(plan.seed, cycle);
             let len = raw.len();
-            let wire = if plan.mode == Mode::MultipartZstd {
-                zstd_compress(&raw, plan.zstd_level)
-            } else {
-                raw
-            };
+            let wire = if plan.mode == Mode::MultipartZstd { zstd_compress(&raw, plan.zstd_level) } else { raw };
             (Bytes::from(wire), len)
         };
         if plan.mode == Mode::MultipartZstd {
@@ -189,11 +180,7 @@ async fn worker(
                 st.retries += 1;
                 tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
             }
-            let r = tokio::time::timeout(
-                plan.timeout,
-                conn.request(Method::POST, path, headers.clone(), wire.clone()),
-            )
-            .await;
+            let r = tokio::time::timeout(plan.timeout, conn.request(Method::POST, path, headers.clone(), wire.clone())).await;
             match r {
                 Ok(Ok((status, body))) => {
                     let now = Instant::now();
@@ -203,27 +190,17 @@ async fn worker(
                         st.ok_runs += t.runs as u64;
                         st.wire_bytes += wire.len() as u64;
                         st.raw_bytes += raw_len as u64;
-                        st.last_ack = Some((
-                            now,
-                            remap_id(t.probe, plan.seed, cycle),
-                            remap_id(t.probe_trace, plan.seed, cycle),
-                        ));
-                        shared
-                            .acked_runs
-                            .fetch_add(t.runs as u64, Ordering::Relaxed);
+                        st.last_ack = Some((now, remap_id(t.probe, plan.seed, cycle), remap_id(t.probe_trace, plan.seed, cycle)));
+                        shared.acked_runs.fetch_add(t.runs as u64, Ordering::Relaxed);
                         shared.acked_reqs.fetch_add(1, Ordering::Relaxed);
                         done = true;
                         break;
                     }
                     *st.status.entry(status.as_u16()).or_default() += 1;
                     if st.first_error.is_none() {
-                        st.first_error = Some(format!(
-                            "HTTP {status}: {}",
-                            String::from_utf8_lossy(&body[..body.len().min(300)])
-                        ));
+                        st.first_error = Some(format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)])));
                     }
-                    let retryable =
-                        matches!(status.as_u16(), 408 | 425 | 429 | 500 | 502 | 503 | 504);
+                    let retryable = matches!(status.as_u16(), 408 | 425 | 429 | 500 | 502 | 503 | 504);
                     if !retryable {
                         break;
                     }
@@ -231,8 +208,7 @@ async fn worker(
                 Ok(Err(e)) => {
                     st.conn_errors += 1;
                     if st.first_error.is_none() {
-                        st.first_error =
-                            Some(format!("connection error (attempt {}): {e:#}", attempt + 1));
+                        st.first_error = Some(format!("connection error (attempt {}): {e:#}", attempt + 1));
                     }
                     conn.reset();
                 }
@@ -252,10 +228,7 @@ async fn worker(
 
 fn conn_headers(target: &Target, pool: &Pool, mode: Mode) -> http::HeaderMap {
     let mut h = target.base_headers();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(&pool.content_type).unwrap(),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_str(&pool.content_type).unwrap());
     if mode == Mode::MultipartZstd {
         h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("zstd"));
     }
@@ -267,9 +240,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
         bail!("--connections, --runs-per-request and --trace-size must be > 0");
     }
     let target = Target::parse(&args.url, &args.api_key)?;
-    let seed = args
-        .seed
-        .unwrap_or_else(|| util::now_unix_us() as u64 ^ std::process::id() as u64);
+    let seed = args.seed.unwrap_or_else(|| util::now_unix_us() as u64 ^ std::process::id() as u64);
     let rpr = args.runs_per_request as u64;
     let duration = match (args.duration, args.runs) {
         (Some(d), _) => Some(d),
@@ -279,10 +250,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     let total_requests = args.runs.map(|r| r.div_ceil(rpr).max(1));
     if let Some(r) = args.runs {
         if r % rpr != 0 {
-            eprintln!(
-                "note: --runs {r} rounded up to {} (a multiple of --runs-per-request)",
-                total_requests.unwrap() * rpr
-            );
+            eprintln!("note: --runs {r} rounded up to {} (a multiple of --runs-per-request)", total_requests.unwrap() * rpr);
         }
     }
 
@@ -357,10 +325,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
         timeout: args.timeout,
         max_attempts: args.max_attempts.max(1),
     });
-    let handles: Vec<_> = conns
-        .into_iter()
-        .map(|c| tokio::spawn(worker(c, pool.clone(), shared.clone(), plan.clone())))
-        .collect();
+    let handles: Vec<_> = conns.into_iter().map(|c| tokio::spawn(worker(c, pool.clone(), shared.clone(), plan.clone()))).collect();
     let progress = if args.progress.is_zero() {
         None
     } else {
@@ -396,8 +361,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     // ---- aggregate
     let mut hist = new_hist();
     let mut status: BTreeMap<u16, u64> = BTreeMap::new();
-    let (mut sent, mut ok, mut ok_runs, mut failed, mut conn_errors, mut timeouts) =
-        (0, 0, 0, 0, 0, 0);
+    let (mut sent, mut ok, mut ok_runs, mut failed, mut conn_errors, mut timeouts) = (0, 0, 0, 0, 0, 0);
     let (mut wire_bytes, mut raw_bytes, mut replayed, mut retries) = (0u64, 0u64, 0u64, 0u64);
     let mut last_ack: Option<(Instant, Uuid, Uuid)> = None;
     let mut first_error = None;
@@ -427,10 +391,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     }
     let end = last_ack.map(|l| l.0).unwrap_or_else(Instant::now);
     let elapsed = (end - start).as_secs_f64().max(1e-9);
-    let server_cpu = match (
-        server_cpu0,
-        args.server_pid.and_then(|p| util::read_cpu_secs(Some(p))),
-    ) {
+    let server_cpu = match (server_cpu0, args.server_pid.and_then(|p| util::read_cpu_secs(Some(p)))) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
@@ -451,17 +412,12 @@ pub async fn run(args: IngestArgs) -> Result<()> {
         let mut last_err = None;
         let found = loop {
             polls += 1;
-            match c
-                .post_json("/runs/query", &body, Duration::from_secs(10))
-                .await
-            {
+            match c.post_json("/runs/query", &body, Duration::from_secs(10)).await {
                 Ok((st, b)) => {
                     last_status = Some(st.as_u16());
                     if st.is_success() {
                         let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
-                        let hit = v["runs"]
-                            .as_array()
-                            .is_some_and(|rs| rs.iter().any(|r| r["id"] == json!(probe)));
+                        let hit = v["runs"].as_array().is_some_and(|rs| rs.iter().any(|r| r["id"] == json!(probe)));
                         if hit {
                             break Some(Instant::now() - ack_at);
                         }
@@ -478,8 +434,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
             Some(d) => {
                 let ms = d.as_secs_f64() * 1000.0;
                 queryable = json!({"ms": (ms * 1000.0).round() / 1000.0, "polls": polls, "run_id": probe, "trace_id": probe_trace});
-                queryable_line =
-                    format!("{ms:.1} ms after the last ack ({polls} polls; run {probe})");
+                queryable_line = format!("{ms:.1} ms after the last ack ({polls} polls; run {probe})");
             }
             None => {
                 queryable = json!({"ms": null, "timed_out_after_s": args.queryable_timeout.as_secs_f64(), "polls": polls,
@@ -506,12 +461,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     let rps = ok as f64 / elapsed;
     let runs_ps = ok_runs as f64 / elapsed;
     let non2xx: BTreeMap<String, u64> = status.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-    println!(
-        "sextant-loadgen ingest  mode={} url={} project={}",
-        mode.as_str(),
-        args.url,
-        args.project
-    );
+    println!("sextant-loadgen ingest  mode={} url={} project={}", mode.as_str(), args.url, args.project);
     println!(
         "  config:      {} connections, {} loadgen thread(s), {} runs/request, {} runs/trace, ~{} B/run, split {:.0}%, errors {:.0}%, seed {seed}",
         args.connections,
@@ -548,16 +498,11 @@ pub async fn run(args: IngestArgs) -> Result<()> {
             "  server {pid}:  RSS peak {:.1} MiB, final {:.1} MiB; CPU {} during the timed phase",
             rss_peak as f64 / 1024.0,
             rss_final.unwrap_or(0) as f64 / 1024.0,
-            server_cpu
-                .map(|c| format!("{c:.1}s ({:.0}% of one core)", c / elapsed * 100.0))
-                .unwrap_or("n/a".into())
+            server_cpu.map(|c| format!("{c:.1}s ({:.0}% of one core)", c / elapsed * 100.0)).unwrap_or("n/a".into())
         );
     }
     if let Some(c) = self_cpu {
-        println!(
-            "  loadgen CPU: {c:.1}s ({:.0}% of one core)",
-            c / elapsed * 100.0
-        );
+        println!("  loadgen CPU: {c:.1}s ({:.0}% of one core)", c / elapsed * 100.0);
     }
     if let Some(e) = &first_error {
         println!("  first error: {e}");

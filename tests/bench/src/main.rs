@@ -17,11 +17,7 @@ use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "sextant-loadgen",
-    version,
-    about = "Load generator for Sextant (LangSmith wire API)"
-)]
+#[command(name = "sextant-loadgen", version, about = "Load generator for Sextant (LangSmith wire API)")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -94,10 +90,7 @@ struct WaitArgs {
 /// False once the process is gone or a zombie.
 fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s
-            .rfind(')')
-            .and_then(|i| s[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
+        Ok(s) => s.rfind(')').and_then(|i| s[i + 1..].split_whitespace().next()).is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
     }
 }
@@ -115,12 +108,7 @@ async fn wait_ready(a: WaitArgs) -> Result<()> {
         let mut c = client::Conn::new(target.clone());
         match c.get(&a.path, Duration::from_secs(2)).await {
             Ok((st, _)) if st.as_u16() == 200 => {
-                eprintln!(
-                    "{}{} ready after {:.2}s",
-                    a.url,
-                    a.path,
-                    start.elapsed().as_secs_f64()
-                );
+                eprintln!("{}{} ready after {:.2}s", a.url, a.path, start.elapsed().as_secs_f64());
                 return Ok(());
             }
             Ok((st, _)) => last = format!("HTTP {st}"),
@@ -128,12 +116,7 @@ async fn wait_ready(a: WaitArgs) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bail!(
-        "{}{} not ready after {:?} (last: {last})",
-        a.url,
-        a.path,
-        a.timeout
-    )
+    bail!("{}{} not ready after {:?} (last: {last})", a.url, a.path, a.timeout)
 }
 
 fn main() -> std::process::ExitCode {
@@ -156,14 +139,9 @@ fn real_main() -> Result<()> {
         _ => 1,
     };
     let rt = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()?
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?
     };
     rt.block_on(async move {
         match cli.cmd {

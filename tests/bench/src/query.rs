@@ -78,27 +78,16 @@ struct Case {
 }
 
 fn builtin_cases() -> Vec<Case> {
-    let f = |label: &str, filter: &str| Case {
-        label: label.into(),
-        filter: Some(filter.into()),
-        extra: Map::new(),
-    };
+    let f = |label: &str, filter: &str| Case { label: label.into(), filter: Some(filter.into()), extra: Map::new() };
     let mut roots = Map::new();
     roots.insert("is_root".into(), json!(true));
     vec![
         f("llm_slow", r#"and(eq(run_type, "llm"), gt(latency, 1))"#),
         f("tag_has", r#"has(tags, "experiment-a")"#),
-        f(
-            "metadata_kv",
-            r#"and(eq(metadata_key, "user_id"), eq(metadata_value, "user_0042"))"#,
-        ),
+        f("metadata_kv", r#"and(eq(metadata_key, "user_id"), eq(metadata_value, "user_0042"))"#),
         f("name_eq", r#"eq(name, "ChatAnthropic")"#),
         f("errors", r#"neq(error, null)"#),
-        Case {
-            label: "roots".into(),
-            filter: None,
-            extra: roots,
-        },
+        Case { label: "roots".into(), filter: None, extra: roots },
     ]
 }
 
@@ -119,10 +108,7 @@ pub async fn run(args: QueryArgs) -> Result<()> {
             let first = v.as_array().and_then(|a| a.first()).cloned();
             match first.as_ref().and_then(|p| p["id"].as_str()) {
                 Some(id) => id.to_string(),
-                None => bail!(
-                    "project {:?} not found (GET {path} returned {v})",
-                    args.project
-                ),
+                None => bail!("project {:?} not found (GET {path} returned {v})", args.project),
             }
         }
     };
@@ -133,11 +119,7 @@ pub async fn run(args: QueryArgs) -> Result<()> {
         args.filter
             .iter()
             .enumerate()
-            .map(|(i, f)| Case {
-                label: format!("filter{}", i + 1),
-                filter: Some(f.clone()),
-                extra: Map::new(),
-            })
+            .map(|(i, f)| Case { label: format!("filter{}", i + 1), filter: Some(f.clone()), extra: Map::new() })
             .collect()
     };
 
@@ -190,12 +172,7 @@ pub async fn run(args: QueryArgs) -> Result<()> {
                 }
                 Ok((st, b)) => {
                     *status.entry(st.as_u16().to_string()).or_default() += 1;
-                    first_error.get_or_insert_with(|| {
-                        format!(
-                            "HTTP {st}: {}",
-                            String::from_utf8_lossy(&b[..b.len().min(300)])
-                        )
-                    });
+                    first_error.get_or_insert_with(|| format!("HTTP {st}: {}", String::from_utf8_lossy(&b[..b.len().min(300)])));
                 }
                 Err(e) => {
                     errors += 1;
@@ -203,10 +180,7 @@ pub async fn run(args: QueryArgs) -> Result<()> {
                 }
             }
         }
-        let shown = case
-            .filter
-            .clone()
-            .unwrap_or_else(|| serde_json::to_string(&case.extra).unwrap_or_default());
+        let shown = case.filter.clone().unwrap_or_else(|| serde_json::to_string(&case.extra).unwrap_or_default());
         println!("  {:<12} {}", case.label, shown);
         if hist.is_empty() {
             println!("               no successful responses; non-2xx {status:?}, errors {errors}");
@@ -214,17 +188,9 @@ pub async fn run(args: QueryArgs) -> Result<()> {
             println!(
                 "               {} (ms); results {}{}{}",
                 hist_line(&hist),
-                if min_n == max_n {
-                    min_n.to_string()
-                } else {
-                    format!("{min_n}..{max_n}")
-                },
+                if min_n == max_n { min_n.to_string() } else { format!("{min_n}..{max_n}") },
                 if has_next { " (+ next cursor)" } else { "" },
-                if status.is_empty() && errors == 0 {
-                    String::new()
-                } else {
-                    format!("; non-2xx {status:?}, errors {errors}")
-                }
+                if status.is_empty() && errors == 0 { String::new() } else { format!("; non-2xx {status:?}, errors {errors}") }
             );
         }
         if let Some(e) = &first_error {

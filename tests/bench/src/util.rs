@@ -56,51 +56,29 @@ fn civil(unix_us: i64) -> Civil {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400) as u32;
     let (y, mo, d) = civil_from_days(days);
-    Civil {
-        y,
-        mo,
-        d,
-        h: sod / 3600,
-        mi: sod / 60 % 60,
-        s: sod % 60,
-        us,
-    }
+    Civil { y, mo, d, h: sod / 3600, mi: sod / 60 % 60, s: sod % 60, us }
 }
 
 /// `2026-11-25T02:25:38.269290+00:00`, the SDK's timestamp format.
 pub fn iso_utc(unix_us: i64) -> String {
     let c = civil(unix_us);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}+00:00",
-        c.y, c.mo, c.d, c.h, c.mi, c.s, c.us
-    )
+    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}+00:00", c.y, c.mo, c.d, c.h, c.mi, c.s, c.us)
 }
 
 /// `20261125T022538269290Z`, the timestamp half of a dotted_order segment.
 pub fn dotted_stamp(unix_us: i64) -> String {
     let c = civil(unix_us);
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}{:06}Z",
-        c.y, c.mo, c.d, c.h, c.mi, c.s, c.us
-    )
+    format!("{:04}{:02}{:02}T{:02}{:02}{:02}{:06}Z", c.y, c.mo, c.d, c.h, c.mi, c.s, c.us)
 }
 
 pub fn now_unix_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
 /// VmRSS of a process in KiB.
 pub fn read_rss_kb(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// utime + stime of a process in seconds (assumes the usual 100 Hz USER_HZ).

@@ -47,7 +47,12 @@ async fn tenants_cannot_see_or_touch_each_other() {
     assert_eq!(b.patch(format!("{url}/sessions/{pid}")).json(&json!({"name": "pwned"})).send().await.unwrap().status(), 404);
     assert_eq!(b.delete(format!("{url}/sessions/{pid}")).send().await.unwrap().status(), 404);
     // A patch from B with A's run id lands in B's own tenant, never in A's run.
-    let r = b.patch(format!("{url}/runs/{root}")).json(&json!({"outputs": {"pwned": true}, "end_time": "2026-11-25T03:00:00Z"})).send().await.unwrap();
+    let r = b
+        .patch(format!("{url}/runs/{root}"))
+        .json(&json!({"outputs": {"pwned": true}, "end_time": "2026-11-25T03:00:00Z"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let mine: Value = a.get(format!("{url}/runs/{root}")).send().await.unwrap().json().await.unwrap();
