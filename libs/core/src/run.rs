@@ -317,24 +317,22 @@ impl Run {
         set!(bit::SERIALIZED, self.serialized, f.serialized);
         set!(bit::REFERENCE, self.reference_example_id, f.reference_example_id);
         set!(bit::STATUS, self.explicit_status, f.status);
-        if f.prompt_tokens.is_some() || f.completion_tokens.is_some() || f.total_tokens.is_some() {
-            if is_patch || patched & bit::TOKENS == 0 {
-                self.prompt_tokens = f.prompt_tokens.or(self.prompt_tokens);
-                self.completion_tokens = f.completion_tokens.or(self.completion_tokens);
-                self.total_tokens = f.total_tokens.or(self.total_tokens);
-                if is_patch {
-                    patched |= bit::TOKENS;
-                }
+        if (f.prompt_tokens.is_some() || f.completion_tokens.is_some() || f.total_tokens.is_some())
+            && (is_patch || patched & bit::TOKENS == 0)
+        {
+            self.prompt_tokens = f.prompt_tokens.or(self.prompt_tokens);
+            self.completion_tokens = f.completion_tokens.or(self.completion_tokens);
+            self.total_tokens = f.total_tokens.or(self.total_tokens);
+            if is_patch {
+                patched |= bit::TOKENS;
             }
         }
-        if f.prompt_cost.is_some() || f.completion_cost.is_some() || f.total_cost.is_some() {
-            if is_patch || patched & bit::COSTS == 0 {
-                self.prompt_cost = f.prompt_cost.or(self.prompt_cost);
-                self.completion_cost = f.completion_cost.or(self.completion_cost);
-                self.total_cost = f.total_cost.or(self.total_cost);
-                if is_patch {
-                    patched |= bit::COSTS;
-                }
+        if (f.prompt_cost.is_some() || f.completion_cost.is_some() || f.total_cost.is_some()) && (is_patch || patched & bit::COSTS == 0) {
+            self.prompt_cost = f.prompt_cost.or(self.prompt_cost);
+            self.completion_cost = f.completion_cost.or(self.completion_cost);
+            self.total_cost = f.total_cost.or(self.total_cost);
+            if is_patch {
+                patched |= bit::COSTS;
             }
         }
         if let Some(tags) = f.tags {

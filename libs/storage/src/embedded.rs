@@ -311,7 +311,7 @@ impl Inner {
 
         if let Some(mut cands) = candidates {
             cands.retain(|(p, _, _)| q.projects.is_empty() || q.projects.contains(p));
-            cands.sort_by(|a, b| (b.1, b.2).cmp(&(a.1, a.2)));
+            cands.sort_by_key(|c| std::cmp::Reverse((c.1, c.2)));
             cands.dedup();
             let mut runs = Vec::new();
             let mut next = None;
@@ -379,7 +379,7 @@ impl Inner {
                 }
             }
         }
-        merged.sort_by(|a, b| (order_time(b), b.id).cmp(&(order_time(a), a.id)));
+        merged.sort_by_key(|r| std::cmp::Reverse((order_time(r), r.id)));
         let next = if merged.len() > limit {
             merged.truncate(limit);
             merged.last().map(|r| RunCursor { start_us: order_time(r), id: r.id })
@@ -613,7 +613,7 @@ impl ProjectStore for EmbeddedStore {
                 }
                 all.push(p);
             }
-            all.sort_by(|a, b| (b.start_time, b.id).cmp(&(a.start_time, a.id)));
+            all.sort_by_key(|p| std::cmp::Reverse((p.start_time, p.id)));
             Ok(all.into_iter().skip(q.offset).take(q.limit.max(1)).collect())
         })
         .await

@@ -119,7 +119,7 @@ fn signing_key(config: &Config) -> anyhow::Result<Vec<u8>> {
     }
     let path = config.data_dir.join("signing.key");
     if let Ok(existing) = std::fs::read_to_string(&path) {
-        return Ok(hex::decode(existing.trim()).context("signing.key is corrupt")?);
+        return hex::decode(existing.trim()).context("signing.key is corrupt");
     }
     let key: Vec<u8> = uuid::Uuid::new_v4().as_bytes().iter().chain(uuid::Uuid::new_v4().as_bytes()).copied().collect();
     write_private(&path, &hex::encode(&key))?;
