@@ -384,6 +384,12 @@ impl EventBus for InProcessBus {
     async fn ready(&self) -> bool {
         !self.inner.writer.is_closed()
     }
+
+    async fn pending(&self, durable: &str, stream: Stream) -> Result<Option<u64>, BusError> {
+        let head = *self.inner.heads[&stream].borrow();
+        let floor = self.inner.consumers.lock().expect("poisoned").get(durable).map(|c| c.state.lock().expect("poisoned").floor());
+        Ok(floor.map(|f| (head + 1).saturating_sub(f)))
+    }
 }
 
 struct InProcessSubscription {

@@ -134,4 +134,8 @@ pub trait EventBus: Send + Sync + 'static {
     async fn ready(&self) -> bool {
         true
     }
+
+    /// Events of `stream` that the named consumer has not settled yet (delivered or not), or
+    /// `None` if the consumer does not exist. Used for backpressure and lag metrics.
+    async fn pending(&self, durable: &str, stream: Stream) -> Result<Option<u64>, BusError>;
 }

@@ -53,6 +53,10 @@ macro_rules! bus_conformance {
             $crate::testsuite::stops_after_max_deliveries($new.await).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn pending_counts_unsettled_events() {
+            $crate::testsuite::pending_counts_unsettled_events($new.await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn streams_are_separate() {
             $crate::testsuite::streams_are_separate($new.await).await
         }
@@ -236,4 +240,20 @@ pub async fn streams_are_separate(bus: Arc<dyn EventBus>) {
     assert_eq!(take_acked(&mut runs, 1).await, vec![2]);
     assert_eq!(take_acked(&mut projects, 1).await, vec![1]);
     assert!(runs.next_batch(5, SHORT).await.unwrap().is_empty());
+}
+
+pub async fn pending_counts_unsettled_events(bus: Arc<dyn EventBus>) {
+    let s = spec("pending");
+    assert_eq!(bus.pending(&s.durable, Stream::Projects).await.unwrap(), None, "unknown consumer");
+    let mut sub = bus.subscribe(s.clone()).await.unwrap();
+    bus.publish(&(1..=5).map(event).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(bus.pending(&s.durable, Stream::Projects).await.unwrap(), Some(5));
+    let batch = sub.next_batch(2, WAIT).await.unwrap();
+    assert_eq!(bus.pending(&s.durable, Stream::Projects).await.unwrap(), Some(5), "delivered is not settled");
+    for d in batch {
+        d.ack().await.unwrap();
+    }
+    assert_eq!(bus.pending(&s.durable, Stream::Projects).await.unwrap(), Some(3));
+    take_acked(&mut sub, 3).await;
+    assert_eq!(bus.pending(&s.durable, Stream::Projects).await.unwrap(), Some(0));
 }

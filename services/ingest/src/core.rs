@@ -15,7 +15,7 @@ use tracing::{error, info, instrument, warn};
 use sextant_bus::{BusError, BusErrorKind, EventBus};
 use sextant_core::project::validate_project_name;
 use sextant_core::{Project, ProjectId, ProjectPatch, Run, RunFragment, RunId, TenantId, Timestamp};
-use sextant_events::{Envelope, Event, ProjectCreatedV1, ProjectDeletedV1, ProjectUpdatedV1, RunsIngestedV1};
+use sextant_events::{Envelope, Event, ProjectCreatedV1, ProjectDeletedV1, ProjectUpdatedV1, RunsIngestedV1, Stream};
 use sextant_filter::{Filter, RunView};
 use sextant_proto::{ApiError, ErrorKind};
 use sextant_storage::{
@@ -40,6 +40,12 @@ pub struct IngestLimits {
     pub max_parts: usize,
     pub max_runs_per_request: usize,
     pub max_query_limit: usize,
+    /// Run events the projector may be behind before ingest waits for it (0: never wait).
+    /// Bounds how stale reads get and how large the event log grows under overload.
+    pub max_projection_backlog: u64,
+    /// How long a request waits for the backlog to drain before a 503 with `Retry-After`
+    /// (below the SDK's 10 s read timeout for background sends).
+    pub backpressure_wait: Duration,
 }
 
 impl Default for IngestLimits {
@@ -50,6 +56,8 @@ impl Default for IngestLimits {
             max_parts: 100_000,
             max_runs_per_request: 10_000,
             max_query_limit: 1000,
+            max_projection_backlog: 2000,
+            backpressure_wait: Duration::from_secs(5),
         }
     }
 }
@@ -201,10 +209,40 @@ impl Ingest {
                 envelopes.push(Envelope::new(tenant, Event::RunsIngestedV1(RunsIngestedV1 { project_id, fragments: chunk })));
             }
         }
+        self.admit().await?;
         self.bus.publish(&envelopes).await.map_err(bus_error)?;
         metrics::counter!("sextant_ingest_runs_total").increment(runs as u64);
         metrics::histogram!("sextant_ingest_batch_runs").record(runs as f64);
         Ok(IngestReceipt { runs, events: envelopes.len() })
+    }
+
+    /// Backpressure: waits while the run projector is too far behind, so that overload turns
+    /// into slower acknowledgements rather than ever-staler reads.
+    async fn admit(&self) -> Result<(), ApiError> {
+        let max = self.limits.max_projection_backlog;
+        if max == 0 {
+            return Ok(());
+        }
+        let started = Instant::now();
+        loop {
+            let pending = match self.bus.pending(crate::projector::RUN_PROJECTOR, Stream::Runs).await {
+                Ok(Some(p)) => p,
+                // No projector yet (start-up) or the bus cannot say: do not block ingest on it.
+                Ok(None) | Err(_) => return Ok(()),
+            };
+            metrics::gauge!("sextant_projection_backlog_events").set(pending as f64);
+            if pending <= max {
+                if started.elapsed() > Duration::from_millis(1) {
+                    metrics::histogram!("sextant_ingest_backpressure_seconds").record(started.elapsed().as_secs_f64());
+                }
+                return Ok(());
+            }
+            if started.elapsed() >= self.limits.backpressure_wait {
+                metrics::counter!("sextant_ingest_backpressure_rejections_total").increment(1);
+                return Err(ApiError::unavailable(format!("ingest is {pending} events ahead of projection; retry shortly")));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     async fn resolve_project(&self, tenant: TenantId, r: &ProjectRef, f: &RunFragment) -> Result<ProjectId, ApiError> {

@@ -67,6 +67,10 @@ pub struct LimitsConfig {
     pub max_decoded_bytes: usize,
     pub max_runs_per_request: usize,
     pub max_query_limit: usize,
+    /// Run events the projector may lag before ingest waits (0: off).
+    pub max_projection_backlog: u64,
+    /// Milliseconds a request waits for that backlog before a 503 with Retry-After.
+    pub backpressure_wait_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -77,6 +81,8 @@ impl Default for LimitsConfig {
             max_decoded_bytes: d.max_decoded_bytes,
             max_runs_per_request: d.max_runs_per_request,
             max_query_limit: d.max_query_limit,
+            max_projection_backlog: d.max_projection_backlog,
+            backpressure_wait_ms: d.backpressure_wait.as_millis() as u64,
         }
     }
 }
@@ -200,6 +206,8 @@ impl Config {
             max_decoded_bytes: self.limits.max_decoded_bytes,
             max_runs_per_request: self.limits.max_runs_per_request,
             max_query_limit: self.limits.max_query_limit,
+            max_projection_backlog: self.limits.max_projection_backlog,
+            backpressure_wait: std::time::Duration::from_millis(self.limits.backpressure_wait_ms),
             ..Default::default()
         }
     }
