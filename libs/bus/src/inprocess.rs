@@ -70,7 +70,7 @@ impl InProcessBus {
     pub fn open(dir: &Path) -> Result<Self, BusError> {
         std::fs::create_dir_all(dir).map_err(|e| io_err("create directory", e))?;
         #[allow(deprecated)] // the setter works; fjall marks it for a future rename
-        let db = Database::builder(dir).cache_size(32 << 20).max_write_buffer_size(Some(64 << 20)).open().map_err(|e| io_err("open", e))?;
+        let db = Database::builder(dir).cache_size(16 << 20).max_write_buffer_size(Some(64 << 20)).open().map_err(|e| io_err("open", e))?;
         // Events are written once, read about once and trimmed: compressing them is wasted CPU.
         let log = db
             .keyspace("log", || {

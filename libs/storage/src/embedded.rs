@@ -124,7 +124,7 @@ impl EmbeddedStore {
         // write buffer) let RSS grow past a gigabyte under sustained ingest.
         #[allow(deprecated)] // the setter works; fjall marks it for a future rename
         let db =
-            Database::builder(dir).cache_size(96 << 20).max_write_buffer_size(Some(96 << 20)).open().map_err(|e| backend("open", e))?;
+            Database::builder(dir).cache_size(64 << 20).max_write_buffer_size(Some(96 << 20)).open().map_err(|e| backend("open", e))?;
         let ks = |name: &str| {
             db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(8 << 20)).map_err(|e| backend("open keyspace", e))
         };
