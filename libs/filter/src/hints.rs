@@ -5,7 +5,7 @@
 
 use sextant_core::{ProjectId, RunId, Timestamp};
 
-use crate::ast::{CmpOp, Expr, Field, IdField, Literal, NumberField, TextField, TimeField};
+use crate::ast::{CmpOp, Doc, Expr, Field, IdField, Literal, NumberField, TextField, TimeField};
 
 /// A constraint every matching record satisfies. Set-valued hints list every value the
 /// field may take (an empty list: nothing matches).
@@ -29,6 +29,9 @@ pub enum Hint {
     IsRoot(bool),
     /// The run has a start time within these inclusive bounds.
     StartTime { min: Option<Timestamp>, max: Option<Timestamp> },
+    /// The run's top-level `extra.metadata[key]` is the JSON string `value` (emitted only for
+    /// `and(eq(metadata_key, k), eq(metadata_value, "v"))` with a non-numeric string `v`).
+    MetadataPair { key: String, value: String },
 }
 
 /// What is known to hold, accumulated over a conjunction.
@@ -44,6 +47,7 @@ struct Known {
     is_root: Option<bool>,
     start_min: Option<Timestamp>,
     start_max: Option<Timestamp>,
+    metadata_pairs: Vec<(String, String)>,
 }
 
 /// Both constraints hold: keep the values in both sets.
@@ -90,6 +94,11 @@ impl Known {
         self.is_root = self.is_root.or(other.is_root);
         self.start_min = bound(self.start_min, other.start_min, Timestamp::max);
         self.start_max = bound(self.start_max, other.start_max, Timestamp::min);
+        for p in other.metadata_pairs {
+            if !self.metadata_pairs.contains(&p) {
+                self.metadata_pairs.push(p);
+            }
+        }
     }
 
     fn or(self, other: Self) -> Self {
@@ -105,6 +114,7 @@ impl Known {
             is_root: self.is_root.filter(|r| other.is_root == Some(*r)),
             start_min: both(self.start_min, other.start_min, Timestamp::min),
             start_max: both(self.start_max, other.start_max, Timestamp::max),
+            metadata_pairs: self.metadata_pairs.into_iter().filter(|p| other.metadata_pairs.contains(p)).collect(),
         }
     }
 
@@ -115,6 +125,7 @@ impl Known {
                 for arg in args {
                     k.and(Self::of(arg));
                 }
+                k.metadata_pairs.extend(metadata_pair(args));
             }
             Expr::Or(args) => {
                 let mut branches = args.iter().map(Self::of);
@@ -201,8 +212,32 @@ impl Known {
         if self.start_min.is_some() || self.start_max.is_some() {
             hints.push(Hint::StartTime { min: self.start_min, max: self.start_max });
         }
+        hints.extend(self.metadata_pairs.into_iter().map(|(key, value)| Hint::MetadataPair { key, value }));
         hints
     }
+}
+
+/// A metadata key and value compared for equality side by side in one `and` (so, by the
+/// pairing rule, on the same entry). Only string values that cannot compare equal to a
+/// number, boolean or null qualify, so the hint is exact about the stored JSON type.
+fn metadata_pair(args: &[Expr]) -> Option<(String, String)> {
+    let mut keys = args.iter().filter_map(|a| match a {
+        Expr::Cmp { op: CmpOp::Eq, field: Field::Key(Doc::Metadata), value: Literal::String(k) } => Some(k),
+        _ => None,
+    });
+    let mut values = args.iter().filter_map(|a| match a {
+        Expr::Cmp { op: CmpOp::Eq, field: Field::Value(Doc::Metadata), value: Literal::String(v) } => Some(v),
+        _ => None,
+    });
+    let (key, value) = (keys.next()?, values.next()?);
+    if keys.next().is_some() || values.next().is_some() {
+        return None;
+    }
+    let t = value.trim();
+    if t.parse::<f64>().is_ok() || ["true", "false", "null", "none"].contains(&t.to_ascii_lowercase().as_str()) {
+        return None;
+    }
+    Some((key.clone(), value.clone()))
 }
 
 pub(crate) fn hints(expr: &Expr) -> Vec<Hint> {

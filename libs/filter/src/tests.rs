@@ -83,6 +83,9 @@ fn check_hints(f: &Filter, r: &RunView<'_>, matched: bool) {
             Hint::StartTime { min, max } => {
                 r.time(TimeField::StartTime).is_some_and(|t| min.is_none_or(|m| t >= m) && max.is_none_or(|m| t <= m))
             }
+            Hint::MetadataPair { key, value } => {
+                r.run().metadata().and_then(|m| m.get(key)).and_then(|v| v.as_str()) == Some(value.as_str())
+            }
         };
         assert!(ok, "{f}: hint {hint:?} does not hold for a matching record");
     }
@@ -399,6 +402,19 @@ fn hints_are_read_from_the_conjunctive_top_level() {
     assert_eq!(h("in(parent_run_id, [null])"), vec![Hint::IsRoot(true)]);
     assert_eq!(h(&format!("in(parent_run_id, [null, '{}'])", uuid_str(1))), vec![]);
     assert_eq!(h("and(eq(feedback_key, 'a'), eq(metadata_key, 'b'))"), vec![]);
+    // A metadata key and string value paired in one and() can use an index ...
+    let pair = |k: &str, v: &str| Hint::MetadataPair { key: k.into(), value: v.into() };
+    assert_eq!(h("and(eq(metadata_key, 'user_id'), eq(metadata_value, 'u1'))"), vec![pair("user_id", "u1")]);
+    assert_eq!(
+        h("and(eq(run_type, 'llm'), and(eq(metadata_key, 'k'), eq(metadata_value, 'v')))"),
+        vec![Hint::RunTypes(vec!["llm".into()]), pair("k", "v")]
+    );
+    // ... but not when the value may compare as a number or boolean, or the pair is ambiguous.
+    assert_eq!(h("and(eq(metadata_key, 'n'), eq(metadata_value, '42'))"), vec![]);
+    assert_eq!(h("and(eq(metadata_key, 'b'), eq(metadata_value, 'true'))"), vec![]);
+    assert_eq!(h("and(eq(metadata_key, 'a'), eq(metadata_key, 'b'), eq(metadata_value, 'v'))"), vec![]);
+    assert_eq!(h("and(eq(metadata_key, 'a'), neq(metadata_value, 'v'))"), vec![]);
+    assert_eq!(h("or(and(eq(metadata_key, 'a'), eq(metadata_value, 'v')), eq(run_type, 'llm'))"), vec![]);
 }
 
 /// Every filter of a corpus, on every run of a sample: matching records satisfy the hints.
@@ -434,6 +450,8 @@ fn corpus() -> Vec<String> {
         "eq(execution_order, 2)",
         "neq(parent_run_id, null)",
         "and(eq(metadata_key, 'user'), neq(metadata_value, 'u2'))",
+        "and(eq(metadata_key, 'user'), eq(metadata_value, 'u1'))",
+        "and(has(tags, 'prod'), and(eq(metadata_key, 'user'), eq(metadata_value, 'u1')))",
         "and(neq(metadata_key, 'k'))",
         "in(metadata_key, ['session_id', 'conversation_id', 'thread_id'])",
         "has(metadata, '{\"foo\":\"bar\"}')",

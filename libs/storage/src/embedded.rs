@@ -9,6 +9,8 @@
 //! * `run_loc`        T R       → P S                 — where a run is, by id
 //! * `trace_idx`      T TR R    → P S                 — the runs of a trace
 //! * `roots`          T P S R   → ()                  — root runs only (trace listings)
+//! * `meta_idx`       T P k v S R → ()                — top-level string metadata (k, v
+//!   length-prefixed; long values are not indexed)
 //! * `projects`       T P       → Project
 //! * `project_names`  T name    → P
 //! * `attachments`    T R name  → mime NUL bytes
@@ -42,6 +44,8 @@ struct Inner {
     trace_idx: Keyspace,
     /// Root runs only, keyed like `runs`: listing traces (`is_root`) is the commonest query.
     roots: Keyspace,
+    /// Top-level string metadata: finding a user's or thread's runs must not scan a project.
+    meta_idx: Keyspace,
     projects: Keyspace,
     project_names: Keyspace,
     attachments: Keyspace,
@@ -111,6 +115,41 @@ fn parse_loc(v: &[u8]) -> Option<(ProjectId, i64)> {
     Some((ProjectId::from_bytes(v[..16].try_into().ok()?), time_from(&v[16..24])))
 }
 
+/// Longest metadata key and value the index holds; longer pairs are found by scanning.
+const MAX_INDEXED_KEY: usize = 128;
+const MAX_INDEXED_VALUE: usize = 256;
+
+/// `T P len(k) k len(v) v`: the prefix of one metadata pair's index entries.
+fn meta_prefix(t: TenantId, p: ProjectId, k: &str, v: &str) -> Vec<u8> {
+    let mut key = Key::new().id(t.as_bytes()).id(p.as_bytes()).0;
+    key.extend_from_slice(&(k.len() as u16).to_be_bytes());
+    key.extend_from_slice(k.as_bytes());
+    key.extend_from_slice(&(v.len() as u16).to_be_bytes());
+    key.extend_from_slice(v.as_bytes());
+    key
+}
+
+/// Keys the SDK adds to every run (`ls_provider`, `LANGSMITH_PROJECT`, `revision_id`, ...):
+/// few distinct values, so a scan finds them fast, and indexing them would multiply writes.
+fn sdk_generated(key: &str) -> bool {
+    key.starts_with("ls_") || key.starts_with("LANGSMITH_") || key.starts_with("LANGCHAIN_") || key == "revision_id"
+}
+
+/// Index entries for a run: one per top-level string metadata value of indexable size.
+fn meta_keys(t: TenantId, run: &Run) -> Vec<Vec<u8>> {
+    let Some(md) = run.metadata() else { return Vec::new() };
+    md.iter()
+        .filter_map(|(k, v)| v.as_str().map(|v| (k, v)))
+        .filter(|(k, v)| k.len() <= MAX_INDEXED_KEY && v.len() <= MAX_INDEXED_VALUE && !sdk_generated(k))
+        .map(|(k, v)| {
+            let mut key = meta_prefix(t, run.project_id, k, v);
+            key.extend_from_slice(&time_bytes(order_time(run)));
+            key.extend_from_slice(run.id.as_bytes());
+            key
+        })
+        .collect()
+}
+
 /// The start time used for ordering: a run known only from a patch without a start time
 /// sorts at the epoch until its post arrives.
 fn order_time(run: &Run) -> i64 {
@@ -124,7 +163,7 @@ impl EmbeddedStore {
         // write buffer) let RSS grow past a gigabyte under sustained ingest.
         #[allow(deprecated)] // the setter works; fjall marks it for a future rename
         let db =
-            Database::builder(dir).cache_size(64 << 20).max_write_buffer_size(Some(96 << 20)).open().map_err(|e| backend("open", e))?;
+            Database::builder(dir).cache_size(64 << 20).max_write_buffer_size(Some(64 << 20)).open().map_err(|e| backend("open", e))?;
         let ks = |name: &str| {
             db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(8 << 20)).map_err(|e| backend("open keyspace", e))
         };
@@ -141,6 +180,7 @@ impl EmbeddedStore {
                 run_loc: ks("run_loc")?,
                 trace_idx: ks("trace_idx")?,
                 roots: ks("roots")?,
+                meta_idx: ks("meta_idx")?,
                 projects: ks("projects")?,
                 project_names: ks("project_names")?,
                 attachments: ks("attachments")?,
@@ -234,6 +274,7 @@ impl Inner {
                 None => self.get_run(t, id)?,
             };
             let old_pos = existing.as_ref().map(|r| (r.project_id, order_time(r), r.trace(), r.is_root()));
+            let old_meta = existing.as_ref().map(|r| meta_keys(t, r)).unwrap_or_default();
             let mut run = existing.unwrap_or_else(|| Run::empty(id, project));
             for f in by_run.remove(&id).unwrap_or_default() {
                 for a in &f.attachments {
@@ -271,6 +312,13 @@ impl Inner {
             batch.insert(&self.runs, run_key(t, p, s, id), enc(&run));
             if run.is_root() {
                 batch.insert(&self.roots, run_key(t, p, s, id), Vec::new());
+            }
+            let new_meta = meta_keys(t, &run);
+            for k in old_meta.iter().filter(|k| !new_meta.contains(k)) {
+                batch.remove(&self.meta_idx, k.clone());
+            }
+            for k in new_meta.into_iter().filter(|k| !old_meta.contains(k)) {
+                batch.insert(&self.meta_idx, k, Vec::new());
             }
             batch.insert(&self.run_loc, Key::new().id(t.as_bytes()).id(id.as_bytes()).0, loc_value(p, s));
             batch.insert(&self.trace_idx, Key::new().id(t.as_bytes()).id(tr.as_bytes()).id(id.as_bytes()).0, loc_value(p, s));
@@ -350,7 +398,23 @@ impl Inner {
             let hi = Key::new().id(t.as_bytes()).id(p.as_bytes()).time(hi_time).bytes(&hi_id).0;
             let mut taken = 0;
             // Roots come from their own index; everything else from the time-ordered runs.
-            let rows: Box<dyn Iterator<Item = Result<Vec<u8>>>> = if q.is_root == Some(true) {
+            let rows: Box<dyn Iterator<Item = Result<Vec<u8>>>> = if let Some((mk, mv)) = &q.metadata_pair {
+                // The pair's entries, bounded by the same time range and cursor.
+                let prefix = meta_prefix(t, p, mk, mv);
+                let lo_m = [prefix.as_slice(), &time_bytes(q.start_from.map_or(i64::MIN, Timestamp::micros))].concat();
+                let hi_m = [prefix.as_slice(), &time_bytes(hi_time), &hi_id].concat();
+                let runs_ks = &self.runs;
+                Box::new(self.meta_idx.range(lo_m..hi_m).rev().map(move |g| {
+                    let k = g.key().map_err(|e| backend("scan metadata index", e))?;
+                    let tail = &k[k.len() - 24..];
+                    let s = time_from(&tail[..8]);
+                    let r = RunId::from_bytes(tail[8..24].try_into().expect("16 bytes"));
+                    match runs_ks.get(run_key(t, p, s, r)).map_err(|e| backend("read run", e))? {
+                        Some(v) => Ok(v.to_vec()),
+                        None => Ok(Vec::new()),
+                    }
+                }))
+            } else if q.is_root == Some(true) {
                 Box::new(self.roots.range(lo..hi).rev().map(|g| {
                     let k = g.key().map_err(|e| backend("scan roots", e))?;
                     match self.runs.get(&k).map_err(|e| backend("read run", e))? {
@@ -436,6 +500,9 @@ impl Inner {
             let run: Run = dec("run", &v)?;
             batch.remove(&self.runs, k.to_vec());
             batch.remove(&self.roots, k.to_vec());
+            for mk in meta_keys(t, &run) {
+                batch.remove(&self.meta_idx, mk);
+            }
             batch.remove(&self.run_loc, Key::new().id(t.as_bytes()).id(run.id.as_bytes()).0);
             batch.remove(&self.trace_idx, Key::new().id(t.as_bytes()).id(run.trace().as_bytes()).id(run.id.as_bytes()).0);
             for a in &run.attachments {

@@ -111,6 +111,8 @@ pub struct RunQuery {
     pub start_from: Option<Timestamp>,
     /// Exclusive upper bound on start time.
     pub start_before: Option<Timestamp>,
+    /// Top-level `extra.metadata[key]` is exactly this JSON string (served by an index).
+    pub metadata_pair: Option<(String, String)>,
     /// Applies to the run itself.
     pub filter: Option<Arc<dyn RunMatcher>>,
     /// Applies to the root run of the run's trace.

@@ -51,6 +51,10 @@ macro_rules! storage_conformance {
             $crate::testsuite::children_without_dotted_order_join_their_parents_trace($new.await).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn metadata_pairs_find_runs_and_follow_updates() {
+            $crate::testsuite::metadata_pairs_find_runs_and_follow_updates($new.await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn late_start_time_moves_the_run() {
             $crate::testsuite::late_start_time_moves_the_run($new.await).await
         }
@@ -389,4 +393,43 @@ pub async fn children_without_dotted_order_join_their_parents_trace(s: Arc<dyn S
     assert_eq!(g.trace_id, Some(root.id));
     assert_eq!(g.parent_run_ids(), vec![root.id, child.id]);
     assert!(g.dotted_order.as_ref().unwrap().starts_with(runs[1].dotted_order.as_ref().unwrap()));
+}
+
+/// `metadata_pair` finds exactly the runs whose metadata holds the pair now, newest first,
+/// and pages like any other query.
+pub async fn metadata_pairs_find_runs_and_follow_updates(s: Arc<dyn Storage>) {
+    let t = tenant();
+    let p = new_project(&s, t, "meta").await;
+    let with_user = |n: u128, user: &str| {
+        let mut f = root(n, T0 + n as i64);
+        f.extra = Some(json!({"metadata": {"user_id": user, "n": n as u64}}).as_object().unwrap().clone());
+        f
+    };
+    let frags: Vec<_> = (1..=30u128).map(|n| with_user(n, if n % 3 == 0 { "alice" } else { "bob" })).collect();
+    s.apply_run_fragments(t, p, frags).await.unwrap();
+    let pair = |user: &str, limit: usize, cursor: Option<RunCursor>| RunQuery {
+        metadata_pair: Some(("user_id".into(), user.into())),
+        cursor,
+        ..q(vec![p], limit)
+    };
+    let page = s.query_runs(t, &pair("alice", 100, None)).await.unwrap();
+    let ids: Vec<u128> = page.runs.iter().map(|r| r.id.0.as_u128()).collect();
+    assert_eq!(ids, (1..=30u128).rev().filter(|n| n % 3 == 0).collect::<Vec<_>>());
+    // Paging through the index.
+    let first = s.query_runs(t, &pair("alice", 4, None)).await.unwrap();
+    let second = s.query_runs(t, &pair("alice", 4, first.next)).await.unwrap();
+    assert_eq!(first.runs.len() + second.runs.len(), 8);
+    assert!(second.runs.iter().all(|r| !first.runs.iter().any(|f| f.id == r.id)));
+    // A patch that changes the user moves the run between pairs.
+    let mut patch = RunFragment::new(FragmentKind::Patch, RunId(Uuid::from_u128(3)));
+    patch.extra = Some(json!({"metadata": {"user_id": "carol"}}).as_object().unwrap().clone());
+    s.apply_run_fragments(t, p, vec![patch]).await.unwrap();
+    let alice = s.query_runs(t, &pair("alice", 100, None)).await.unwrap();
+    assert_eq!(alice.runs.len(), 9);
+    let carol = s.query_runs(t, &pair("carol", 100, None)).await.unwrap();
+    assert_eq!(carol.runs.iter().map(|r| r.id.0.as_u128()).collect::<Vec<_>>(), vec![3]);
+    // Other tenants see nothing; a deleted project leaves nothing behind.
+    assert!(s.query_runs(tenant(), &RunQuery { projects: vec![], ..pair("bob", 100, None) }).await.unwrap().runs.is_empty());
+    s.delete_project(t, p).await.unwrap();
+    assert!(s.query_runs(t, &pair("bob", 100, None)).await.unwrap().runs.is_empty());
 }

@@ -326,6 +326,7 @@ impl Ingest {
 
     #[instrument(name = "ingest.query", skip_all, fields(tenant = %tenant))]
     pub async fn query_runs(&self, tenant: TenantId, mut req: RunQueryRequest) -> Result<RunPage, ApiError> {
+        let mut metadata_pair = None;
         // Conditions the filter implies let the store use an index (roots, trace, ids). Hints
         // are over-approximations, and the full filter is still applied to every candidate.
         if let Some(src) = req.filter.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
@@ -335,6 +336,7 @@ impl Ingest {
                         sextant_filter::Hint::IsRoot(b) if req.is_root.is_none() => req.is_root = Some(b),
                         sextant_filter::Hint::TraceIds(ids) if ids.len() == 1 && req.trace.is_none() => req.trace = Some(ids[0]),
                         sextant_filter::Hint::Ids(ids) if req.ids.is_none() => req.ids = Some(ids),
+                        sextant_filter::Hint::MetadataPair { key, value } if metadata_pair.is_none() => metadata_pair = Some((key, value)),
                         _ => {}
                     }
                 }
@@ -365,6 +367,7 @@ impl Ingest {
             reference_examples: req.reference_examples,
             start_from: req.start_time,
             start_before: req.end_time,
+            metadata_pair,
             filter,
             trace_filter: compile("trace_filter", &req.trace_filter)?,
             tree_filter: compile("tree_filter", &req.tree_filter)?,

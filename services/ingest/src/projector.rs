@@ -16,7 +16,9 @@ use sextant_events::{Event, Stream};
 use sextant_storage::{Storage, StorageErrorKind};
 
 pub const RUN_PROJECTOR: &str = "ingest-run-projector";
-const BATCH: usize = 256;
+/// Events per projection batch: enough to amortise one store fsync, small enough to bound memory
+/// (each event holds up to a request's runs).
+const BATCH: usize = 64;
 
 /// Runs until `shutdown` turns true.
 pub async fn run_projector(bus: Arc<dyn EventBus>, store: Arc<dyn Storage>, mut shutdown: watch::Receiver<bool>) {
