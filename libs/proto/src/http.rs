@@ -49,26 +49,49 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
+/// How much of an oversized body is read and discarded before answering 413, and for how
+/// long: a client still writing when the server closes gets a broken pipe instead of the 413
+/// (nginx's "lingering close" solves the same problem).
+const DRAIN_MAX_BYTES: usize = 256 * 1024 * 1024;
+const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Reads a whole body, refusing more than `limit` bytes with a 413 that states the limit.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+
     let too_large = || {
         ApiError::new(ErrorKind::PayloadTooLarge, format!("request body exceeds the limit of {limit} bytes ({} MB)", limit / (1024 * 1024)))
     };
-    if let Some(len) = header(headers, "content-length").and_then(|v| v.parse::<usize>().ok()) {
-        if len > limit {
-            return Err(too_large());
+    let declared = header(headers, "content-length").and_then(|v| v.parse::<usize>().ok());
+    let mut body = body;
+    if declared.is_none_or(|len| len <= limit) {
+        let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0));
+        loop {
+            match body.frame().await {
+                None => return Ok(buf.freeze()),
+                Some(Err(e)) => return Err(ApiError::bad_request(format!("could not read request body: {e}"))),
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    if buf.len() + data.len() > limit {
+                        break;
+                    }
+                    buf.extend_from_slice(&data);
+                }
+            }
         }
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(s) = source {
-            if s.is::<http_body_util::LengthLimitError>() {
-                return too_large();
+    // Over the limit: discard what the client is still sending (bounded), then answer.
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > DRAIN_MAX_BYTES {
+                break;
             }
-            source = s.source();
         }
-        ApiError::bad_request(format!("could not read request body: {e}"))
-    })
+    };
+    let _ = tokio::time::timeout(DRAIN_MAX_TIME, drain).await;
+    Err(too_large())
 }
 
 /// A query string with repeated keys kept.

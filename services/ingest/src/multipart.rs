@@ -155,26 +155,36 @@ pub async fn parse(content_type: Option<&str>, body: Bytes, max_parts: usize) ->
                 if !SUB_FIELDS.contains(&field_name) {
                     return Err(bad(format!("part {shown}: unknown run field {:?}", truncate(field_name))));
                 }
-                let text = std::str::from_utf8(&data).map_err(|_| bad(format!("part {shown}: not UTF-8")))?;
-                let json = RawJson::parse(text).map_err(|e| ApiError::unprocessable(format!("part {shown}: {e}")))?;
-                let frag = slot(&mut out, &mut slots, kind, run_id);
-                if json.is_null() {
-                    continue;
-                }
+                let invalid = |e: &dyn std::fmt::Display| ApiError::unprocessable(format!("part {shown}: {e}"));
+                // serde_json validates UTF-8 and syntax in one pass; `extra` and `error` are
+                // parsed straight into what the run keeps.
                 match field_name {
-                    "inputs" => frag.inputs = Some(json),
-                    "outputs" => frag.outputs = Some(json),
-                    "events" => frag.events = Some(json),
-                    "serialized" => frag.serialized = Some(json),
-                    "error" => match json.to_value() {
-                        Value::String(s) => frag.error = Some(s),
-                        other => frag.error = Some(other.to_string()),
-                    },
-                    "extra" => match json.to_value() {
-                        Value::Object(m) => frag.extra = Some(m),
+                    "extra" => match serde_json::from_slice::<Value>(&data).map_err(|e| invalid(&format!("invalid JSON: {e}")))? {
+                        Value::Null => {}
+                        Value::Object(m) => slot(&mut out, &mut slots, kind, run_id).extra = Some(m),
                         _ => return Err(ApiError::unprocessable(format!("part {shown}: extra must be a JSON object"))),
                     },
-                    _ => unreachable!("checked against SUB_FIELDS"),
+                    "error" => match serde_json::from_slice::<Value>(&data).map_err(|e| invalid(&format!("invalid JSON: {e}")))? {
+                        Value::Null => {}
+                        Value::String(e) => slot(&mut out, &mut slots, kind, run_id).error = Some(e),
+                        other => slot(&mut out, &mut slots, kind, run_id).error = Some(other.to_string()),
+                    },
+                    _ => {
+                        let raw: &serde_json::value::RawValue =
+                            serde_json::from_slice(&data).map_err(|e| invalid(&format!("invalid JSON: {e}")))?;
+                        let json = RawJson::from_raw(raw).map_err(|e| invalid(&e))?;
+                        let frag = slot(&mut out, &mut slots, kind, run_id);
+                        if json.is_null() {
+                            continue;
+                        }
+                        match field_name {
+                            "inputs" => frag.inputs = Some(json),
+                            "outputs" => frag.outputs = Some(json),
+                            "events" => frag.events = Some(json),
+                            "serialized" => frag.serialized = Some(json),
+                            _ => unreachable!("checked against SUB_FIELDS"),
+                        }
+                    }
                 }
             }
         }
