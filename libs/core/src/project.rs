@@ -41,6 +41,21 @@ pub struct ProjectPatch {
 }
 
 impl Project {
+    /// A project created now, with nothing but its id and name.
+    pub fn new(tenant: TenantId, id: ProjectId, name: String) -> Self {
+        Self {
+            id,
+            tenant_id: tenant,
+            name,
+            description: None,
+            extra: Map::new(),
+            reference_dataset_id: None,
+            start_time: Timestamp::now(),
+            end_time: None,
+            experiment: Map::new(),
+        }
+    }
+
     pub fn apply(&mut self, p: &ProjectPatch) {
         if let Some(n) = &p.name {
             self.name = n.clone();

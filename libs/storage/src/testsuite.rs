@@ -66,17 +66,7 @@ fn tenant() -> TenantId {
 }
 
 fn project(t: TenantId, name: &str) -> Project {
-    Project {
-        id: ProjectId(Uuid::new_v4()),
-        tenant_id: t,
-        name: name.into(),
-        description: None,
-        extra: Default::default(),
-        reference_dataset_id: None,
-        start_time: Timestamp::now(),
-        end_time: None,
-        experiment: Default::default(),
-    }
+    Project::new(t, ProjectId(Uuid::new_v4()), name.into())
 }
 
 const T0: i64 = 1_764_000_000_000_000;

@@ -286,7 +286,7 @@ impl Ingest {
         let id = match self.store.project_by_name(tenant, name).await.map_err(storage_error)? {
             Some(p) => p.id,
             None => {
-                let project = new_project(tenant, ProjectId::derived_from_name(tenant, name), name.to_string());
+                let project = Project::new(tenant, ProjectId::derived_from_name(tenant, name), name.to_string());
                 match self.create_project_event_sourced(project).await? {
                     CreateOutcome::Created(p) | CreateOutcome::AlreadyExists(p) | CreateOutcome::NameTaken(p) => p.id,
                 }
@@ -471,19 +471,5 @@ impl Ingest {
 
     fn forget_name(&self, tenant: TenantId, name: &str) {
         self.project_cache.lock().expect("poisoned").remove(&(tenant, name.to_string()));
-    }
-}
-
-pub fn new_project(tenant: TenantId, id: ProjectId, name: String) -> Project {
-    Project {
-        id,
-        tenant_id: tenant,
-        name,
-        description: None,
-        extra: Default::default(),
-        reference_dataset_id: None,
-        start_time: Timestamp::now(),
-        end_time: None,
-        experiment: Default::default(),
     }
 }

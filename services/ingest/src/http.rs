@@ -20,7 +20,7 @@ use sextant_proto::http::{read_body, require_principal, Caller, QueryParams};
 use sextant_proto::ApiError;
 use sextant_storage::ProjectQuery;
 
-use crate::core::{bus_error, new_project, Ingest, RunQueryRequest};
+use crate::core::{bus_error, Ingest, RunQueryRequest};
 use crate::multipart;
 use crate::signing::UrlSigner;
 use crate::view::{project_json, RunJson, Select};
@@ -333,7 +333,7 @@ async fn create_session(
         Some(id) => parse_project_id(&id)?,
         None => ProjectId(uuid::Uuid::new_v4()),
     };
-    let mut project: Project = new_project(p.tenant, id, name);
+    let mut project = Project::new(p.tenant, id, name);
     project.description = string_field(&m, "description")?;
     project.extra = object_field(&m, "extra")?.unwrap_or_default();
     project.reference_dataset_id = one_uuid("reference_dataset_id", string_field(&m, "reference_dataset_id")?)?;
