@@ -25,6 +25,8 @@ fn free_port() -> u16 {
 pub struct Sextant {
     child: Option<Child>,
     pub url: String,
+    /// `http://127.0.0.1:<grpc port>`
+    pub grpc_url: String,
     pub data_dir: PathBuf,
     config: Option<PathBuf>,
     log: PathBuf,
@@ -42,7 +44,7 @@ impl Sextant {
             p
         });
         let log = dir.path().join("server.log");
-        let mut s = Self { child: None, url: String::new(), data_dir, config, log, _dir: Some(dir) };
+        let mut s = Self { child: None, url: String::new(), grpc_url: String::new(), data_dir, config, log, _dir: Some(dir) };
         s.launch().await;
         s
     }
@@ -67,6 +69,7 @@ impl Sextant {
         }
         self.child = Some(cmd.spawn().expect("start sextant"));
         self.url = format!("http://127.0.0.1:{http}");
+        self.grpc_url = format!("http://127.0.0.1:{grpc}");
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
