@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use sextant_events::{decode, encode, Envelope, Stream};
 
-use crate::{Acker, BusError, BusErrorKind, ConsumerSpec, Delivery, EventBus, Subscription};
+use crate::{Acker, BusError, BusErrorKind, ConsumerSpec, DeadLetter, Delivery, EventBus, Subscription};
 
 /// How long a published envelope id is remembered for deduplication.
 const DEDUPE_WINDOW: Duration = Duration::from_secs(120);
@@ -111,16 +111,18 @@ impl InProcessBus {
         Ok(Self { inner })
     }
 
-    /// Dead letters recorded by `term`: `(stream, sequence, consumer, reason)`.
-    pub fn dead_letters(&self) -> Vec<(Stream, u64, String, String)> {
+    fn read_dead_letters(&self, limit: usize) -> Vec<DeadLetter> {
         let mut out = Vec::new();
         for g in self.inner.dead.iter() {
             let Ok((k, v)) = g.into_inner() else { continue };
             let (Some(stream), Ok(seq)) = (stream_from_tag(k[0]), <[u8; 8]>::try_from(&k[1..9])) else { continue };
             let text = String::from_utf8_lossy(&v);
             let (consumer, reason) = text.split_once('\n').unwrap_or((&text, ""));
-            out.push((stream, u64::from_be_bytes(seq), consumer.to_string(), reason.to_string()));
+            out.push(DeadLetter { stream, sequence: u64::from_be_bytes(seq), consumer: consumer.to_string(), reason: reason.to_string() });
         }
+        // Keyed by (stream, sequence): newest first within the limit, across streams by position.
+        out.sort_by_key(|d| std::cmp::Reverse(d.sequence));
+        out.truncate(limit);
         out
     }
 
@@ -389,6 +391,10 @@ impl EventBus for InProcessBus {
         let head = *self.inner.heads[&stream].borrow();
         let floor = self.inner.consumers.lock().expect("poisoned").get(durable).map(|c| c.state.lock().expect("poisoned").floor());
         Ok(floor.map(|f| (head + 1).saturating_sub(f)))
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
+        Ok(self.read_dead_letters(limit))
     }
 }
 

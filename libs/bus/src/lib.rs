@@ -13,8 +13,11 @@
 //!   handlers must be idempotent. `term` stops redelivery and records a dead letter.
 //! * At most `max_in_flight` unacknowledged events are outstanding per consumer.
 //!
-//! Adapters: [`inprocess::InProcessBus`] (embedded, durable, for `sextant serve`). The NATS
-//! JetStream adapter meets the same contract for distributed deployments.
+//! * `term`, and a delivery past `max_deliveries`, record a [`DeadLetter`] that operators can
+//!   list ([`EventBus::dead_letters`]).
+//!
+//! Adapters: [`inprocess::InProcessBus`] (embedded, durable, for `sextant serve`) and, behind
+//! the `nats` feature, [`jetstream::JetStreamBus`] for distributed deployments.
 
 use std::time::Duration;
 
@@ -23,6 +26,10 @@ use async_trait::async_trait;
 use sextant_events::{CodecError, Envelope, Stream};
 
 pub mod inprocess;
+#[cfg(feature = "nats")]
+pub mod jetstream;
+#[cfg(feature = "testsuite")]
+pub mod nats_server;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 
@@ -68,6 +75,16 @@ impl ConsumerSpec {
     pub fn new(durable: impl Into<String>, stream: Stream) -> Self {
         Self { durable: durable.into(), stream, max_in_flight: 4096, ack_wait: Duration::from_secs(30), max_deliveries: 10 }
     }
+}
+
+/// An event that was given up on: terminated by its handler or delivered too often.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub stream: Stream,
+    /// The event's position in its stream.
+    pub sequence: u64,
+    pub consumer: String,
+    pub reason: String,
 }
 
 /// Settles one delivery. Exactly one of the three is called; dropping a delivery without
@@ -138,4 +155,7 @@ pub trait EventBus: Send + Sync + 'static {
     /// Events of `stream` that the named consumer has not settled yet (delivered or not), or
     /// `None` if the consumer does not exist. Used for backpressure and lag metrics.
     async fn pending(&self, durable: &str, stream: Stream) -> Result<Option<u64>, BusError>;
+
+    /// The most recent dead letters, newest first, at most `limit`.
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError>;
 }

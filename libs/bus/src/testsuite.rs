@@ -57,6 +57,10 @@ macro_rules! bus_conformance {
             $crate::testsuite::pending_counts_unsettled_events($new.await).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn term_records_a_dead_letter() {
+            $crate::testsuite::term_records_a_dead_letter($new.await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn streams_are_separate() {
             $crate::testsuite::streams_are_separate($new.await).await
         }
@@ -229,6 +233,32 @@ pub async fn stops_after_max_deliveries(bus: Arc<dyn EventBus>) {
         }
     }
     assert_eq!(deliveries, 2);
+    let dead = bus.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1, "an event given up on is recorded: {dead:?}");
+    assert!(dead[0].reason.contains("deliveries"), "{dead:?}");
+}
+
+pub async fn term_records_a_dead_letter(bus: Arc<dyn EventBus>) {
+    assert!(bus.dead_letters(10).await.unwrap().is_empty());
+    bus.publish(&[event(1), event(2), event(3)]).await.unwrap();
+    let s = spec("deadletter");
+    let mut sub = bus.subscribe(s.clone()).await.unwrap();
+    let mut batch = sub.next_batch(3, WAIT).await.unwrap().into_iter();
+    let first = batch.next().expect("a delivery");
+    let poisoned_seq = first.sequence;
+    first.term("cannot be handled: bad input").await.unwrap();
+    for d in batch {
+        d.ack().await.unwrap();
+    }
+    let dead = bus.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].stream, Stream::Projects);
+    assert_eq!(dead[0].sequence, poisoned_seq);
+    assert_eq!(dead[0].consumer, s.durable);
+    assert_eq!(dead[0].reason, "cannot be handled: bad input");
+    // The stream keeps flowing past the dead letter.
+    bus.publish(&[event(4)]).await.unwrap();
+    assert_eq!(take_acked(&mut sub, 1).await, vec![4]);
 }
 
 pub async fn streams_are_separate(bus: Arc<dyn EventBus>) {

@@ -73,5 +73,5 @@ async fn undecodable_events_are_delivered_as_errors() {
     let d = sub.next_batch(1, Duration::from_secs(2)).await.unwrap().pop().unwrap();
     assert!(d.payload.is_ok());
     d.term("test").await.unwrap();
-    assert_eq!(bus.dead_letters().len(), 1);
+    assert_eq!(bus.dead_letters(10).await.unwrap().len(), 1);
 }

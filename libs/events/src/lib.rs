@@ -14,16 +14,25 @@ pub enum Stream {
     Runs,
     Projects,
     Feedback,
+    /// Dataset and example changes (dataset-curation service).
+    Datasets,
+    /// Prompt commits (prompt-hub service).
+    Prompts,
+    /// Experiments and evaluator results (evaluator service).
+    Evaluations,
 }
 
 impl Stream {
-    pub const ALL: [Stream; 3] = [Stream::Runs, Stream::Projects, Stream::Feedback];
+    pub const ALL: [Stream; 6] = [Stream::Runs, Stream::Projects, Stream::Feedback, Stream::Datasets, Stream::Prompts, Stream::Evaluations];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Runs => "runs",
             Self::Projects => "projects",
             Self::Feedback => "feedback",
+            Self::Datasets => "datasets",
+            Self::Prompts => "prompts",
+            Self::Evaluations => "evaluations",
         }
     }
 
@@ -33,6 +42,9 @@ impl Stream {
             Self::Runs => 1,
             Self::Projects => 2,
             Self::Feedback => 3,
+            Self::Datasets => 4,
+            Self::Prompts => 5,
+            Self::Evaluations => 6,
         }
     }
 }
