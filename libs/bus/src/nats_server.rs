@@ -71,6 +71,8 @@ impl Drop for NatsServer {
     }
 }
 
+// The child is returned to `NatsServer`, whose `kill` waits for it.
+#[allow(clippy::zombie_processes)]
 fn spawn(dir: &Path, port: Option<u16>) -> (Child, u16) {
     let log = dir.join(format!("nats-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
@@ -91,8 +93,8 @@ fn spawn(dir: &Path, port: Option<u16>) -> (Child, u16) {
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let listening = text.lines().find_map(|l| l.split("Listening for client connections on ").nth(1)).map(str::trim);
-        if let (Some(addr), true) = (listening, text.contains("Server is ready")) {
-            let port = addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port in the nats-server log");
+        let port = listening.and_then(|addr| addr.rsplit(':').next()).and_then(|p| p.parse().ok());
+        if let (Some(port), true) = (port, text.contains("Server is ready")) {
             return (child, port);
         }
         // Restarting on a fixed port can race the old process's socket; give up only at the deadline.
