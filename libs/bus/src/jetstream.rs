@@ -308,6 +308,9 @@ impl EventBus for JetStreamBus {
     }
 
     async fn pending(&self, durable: &str, stream: Stream) -> Result<Option<u64>, BusError> {
+        if self.inner.client.connection_state() != State::Connected {
+            return Err(BusError::new(BusErrorKind::Unavailable, "NATS is not connected"));
+        }
         let stream_name = self.inner.config.stream_name(stream);
         match self.inner.js.get_consumer_from_stream::<pull::Config, _, _>(durable, &stream_name).await {
             Ok(c) => {

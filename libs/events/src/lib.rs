@@ -101,9 +101,40 @@ pub struct FeedbackPartReceivedV1 {
     pub json: sextant_core::RawJson,
 }
 
+tokio::task_local! {
+    static TRACEPARENT: String;
+}
+
+/// Runs `f` with `traceparent` (W3C trace context) as the cause of every envelope it creates,
+/// so the events of one request can be followed across services.
+pub async fn with_traceparent<F: std::future::Future>(traceparent: String, f: F) -> F::Output {
+    TRACEPARENT.scope(traceparent, f).await
+}
+
+/// The trace context set by [`with_traceparent`] for the current task, if any.
+pub fn current_traceparent() -> Option<String> {
+    TRACEPARENT.try_with(Clone::clone).ok()
+}
+
+/// The trace id (second field) of a W3C `traceparent`, if it is well-formed.
+pub fn trace_id_of(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.split('-');
+    let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    (parts.next().is_none()
+        && hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && hex(span, 16)
+        && hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0'))
+    .then_some(trace)
+}
+
 impl Envelope {
+    /// A new event, caused by the current task's trace context (see [`with_traceparent`]).
     pub fn new(tenant: TenantId, event: Event) -> Self {
-        Self { id: Uuid::now_v7(), tenant, at_ms: Timestamp::now().millis(), traceparent: None, event }
+        Self { id: Uuid::now_v7(), tenant, at_ms: Timestamp::now().millis(), traceparent: current_traceparent(), event }
     }
 
     pub fn stream(&self) -> Stream {
@@ -157,3 +188,32 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, CodecError> {
 
 #[cfg(test)]
 mod golden;
+
+#[cfg(test)]
+mod trace_context_tests {
+    use super::*;
+
+    #[test]
+    fn trace_ids_are_read_only_from_well_formed_traceparents() {
+        assert_eq!(trace_id_of("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        for bad in [
+            "",
+            "00-4bf92f35-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+        ] {
+            assert_eq!(trace_id_of(bad), None, "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn envelopes_carry_the_task_trace_context() {
+        let tenant = TenantId(Uuid::nil());
+        let event = || Event::ProjectDeletedV1(ProjectDeletedV1 { project_id: ProjectId(Uuid::nil()) });
+        assert_eq!(Envelope::new(tenant, event()).traceparent, None);
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string();
+        let inside = with_traceparent(tp.clone(), async { Envelope::new(tenant, event()) }).await;
+        assert_eq!(inside.traceparent, Some(tp));
+    }
+}

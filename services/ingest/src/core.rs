@@ -30,7 +30,10 @@ pub const DEFAULT_PROJECT: &str = "default";
 /// Events are split so none exceeds this many bytes (JetStream's default message limit is
 /// 1 MiB; one run larger than this travels alone).
 const MAX_EVENT_BYTES: usize = 900 * 1024;
-const PROJECT_CACHE_TTL: Duration = Duration::from_secs(30);
+/// Short, because another replica may rename or delete a project: this bounds how long this
+/// one keeps routing runs by the old name.
+const PROJECT_CACHE_TTL: Duration = Duration::from_secs(5);
+const BACKLOG_PROBE_INTERVAL: Duration = Duration::from_millis(25);
 const PROJECT_CACHE_MAX: usize = 100_000;
 
 #[derive(Debug, Clone)]
@@ -67,6 +70,8 @@ pub struct Ingest {
     store: Arc<dyn Storage>,
     pub limits: IngestLimits,
     project_cache: Mutex<HashMap<(TenantId, String), (ProjectId, Instant)>>,
+    /// The last backlog probe: when, and what it said.
+    backlog_probe: Mutex<Option<(Instant, Option<u64>)>>,
     tenants_with_default: Mutex<HashSet<TenantId>>,
 }
 
@@ -149,7 +154,14 @@ fn compile(which: &str, src: &Option<String>) -> Result<Option<Arc<dyn RunMatche
 
 impl Ingest {
     pub fn new(bus: Arc<dyn EventBus>, store: Arc<dyn Storage>, limits: IngestLimits) -> Self {
-        Self { bus, store, limits, project_cache: Mutex::new(HashMap::new()), tenants_with_default: Mutex::new(HashSet::new()) }
+        Self {
+            bus,
+            store,
+            limits,
+            project_cache: Mutex::new(HashMap::new()),
+            backlog_probe: Mutex::new(None),
+            tenants_with_default: Mutex::new(HashSet::new()),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Storage> {
@@ -211,6 +223,9 @@ impl Ingest {
         }
         self.admit().await?;
         self.bus.publish(&envelopes).await.map_err(bus_error)?;
+        if let Some((_, Some(backlog))) = self.backlog_probe.lock().expect("poisoned").as_mut() {
+            *backlog += envelopes.len() as u64;
+        }
         metrics::counter!("sextant_ingest_runs_total").increment(runs as u64);
         metrics::histogram!("sextant_ingest_batch_runs").record(runs as f64);
         Ok(IngestReceipt { runs, events: envelopes.len() })
@@ -225,10 +240,10 @@ impl Ingest {
         }
         let started = Instant::now();
         loop {
-            let pending = match self.bus.pending(crate::projector::RUN_PROJECTOR, Stream::Runs).await {
-                Ok(Some(p)) => p,
+            let pending = match self.projection_backlog().await {
+                Some(p) => p,
                 // No projector yet (start-up) or the bus cannot say: do not block ingest on it.
-                Ok(None) | Err(_) => return Ok(()),
+                None => return Ok(()),
             };
             metrics::gauge!("sextant_projection_backlog_events").set(pending as f64);
             if pending <= max {
@@ -243,6 +258,21 @@ impl Ingest {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// The run projector's backlog, probed at most every [`BACKLOG_PROBE_INTERVAL`] (with a
+    /// networked bus each probe is a round trip, and every request asks) unless what this
+    /// replica published since the last probe could have crossed the limit.
+    async fn projection_backlog(&self) -> Option<u64> {
+        if let Some((at, backlog)) = *self.backlog_probe.lock().expect("poisoned") {
+            let under_limit = backlog.is_none_or(|b| b <= self.limits.max_projection_backlog);
+            if at.elapsed() < BACKLOG_PROBE_INTERVAL && under_limit {
+                return backlog;
+            }
+        }
+        let backlog = self.bus.pending(crate::projector::RUN_PROJECTOR, Stream::Runs).await.ok().flatten();
+        *self.backlog_probe.lock().expect("poisoned") = Some((Instant::now(), backlog));
+        backlog
     }
 
     async fn resolve_project(&self, tenant: TenantId, r: &ProjectRef, f: &RunFragment) -> Result<ProjectId, ApiError> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tracing::{error, info, instrument, warn};
+use tracing::{debug, error, info, info_span, instrument, warn, Instrument};
 
 use sextant_bus::{ConsumerSpec, Delivery, EventBus};
 use sextant_events::{Event, Stream};
@@ -20,10 +20,20 @@ pub const RUN_PROJECTOR: &str = "ingest-run-projector";
 /// (each event holds up to a request's runs).
 const BATCH: usize = 64;
 
-/// Runs until `shutdown` turns true.
-pub async fn run_projector(bus: Arc<dyn EventBus>, store: Arc<dyn Storage>, mut shutdown: watch::Receiver<bool>) {
+/// How long an event may stay unacknowledged before the bus hands it to another replica: long
+/// enough for a slow batch, short enough that a crashed replica's work resumes soon.
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// Runs until `shutdown` turns true. Any number of replicas may run this against one bus:
+/// they share the durable consumer, so each event is projected by one of them.
+pub async fn run_projector(bus: Arc<dyn EventBus>, store: Arc<dyn Storage>, shutdown: watch::Receiver<bool>) {
+    run_projector_with(bus, store, shutdown, DEFAULT_ACK_WAIT).await
+}
+
+/// [`run_projector`] with a chosen ack wait (tests shorten it to see redelivery quickly).
+pub async fn run_projector_with(bus: Arc<dyn EventBus>, store: Arc<dyn Storage>, mut shutdown: watch::Receiver<bool>, ack_wait: Duration) {
     let mut spec = ConsumerSpec::new(RUN_PROJECTOR, Stream::Runs);
-    spec.ack_wait = Duration::from_secs(60);
+    spec.ack_wait = ack_wait;
     let mut sub = loop {
         match bus.subscribe(spec.clone()).await {
             Ok(s) => break s,
@@ -69,7 +79,12 @@ async fn project_batch(store: &Arc<dyn Storage>, batch: Vec<Delivery>) {
                     // Moved, not cloned: the delivery only needs its sequence from here on.
                     let fragments = std::mem::take(&mut ev.fragments);
                     let count = fragments.len() as u64;
-                    let r = store.apply_run_fragments(env.tenant, ev.project_id, fragments).await;
+                    // The request's trace id, so one request can be followed from ingest to here.
+                    let trace_id = env.traceparent.as_deref().and_then(sextant_events::trace_id_of).unwrap_or_default();
+                    let span =
+                        info_span!("ingest.project_event", tenant = %env.tenant, project = %ev.project_id, seq = d.sequence, trace_id);
+                    let r = store.apply_run_fragments(env.tenant, ev.project_id, fragments).instrument(span.clone()).await;
+                    span.in_scope(|| debug!(runs = count, ok = r.is_ok(), "projected run event"));
                     if r.is_ok() {
                         metrics::counter!("sextant_projected_runs_total").increment(count);
                         metrics::histogram!("sextant_projection_lag_seconds")
@@ -109,8 +124,9 @@ async fn project_batch(store: &Arc<dyn Storage>, batch: Vec<Delivery>) {
         }
         return;
     }
-    for d in applied {
-        if let Err(e) = d.ack().await {
+    // Concurrently: with a networked bus each ack is a confirmed round trip.
+    for r in futures::future::join_all(applied.into_iter().map(Delivery::ack)).await {
+        if let Err(e) = r {
             warn!(error = %e, "ack failed; the event will be redelivered (idempotent)");
         }
     }

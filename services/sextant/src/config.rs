@@ -11,12 +11,35 @@ use serde::{Deserialize, Serialize};
 
 use sextant_auth::ApiKeyConfig;
 
-/// The services a process runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The services a process runs. Any subset can run in one process; in a cluster each runs as
+/// its own horizontally scaled deployment. None keeps state that stops it running as N replicas:
+/// replicas share work through the bus's durable consumers and state through the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// Run ingestion, queries, projects and the run projector.
+    /// The REST and gRPC API for runs and projects: validates, publishes run events, answers
+    /// queries from the store.
     Ingest,
+    /// Consumes run events and folds them into the store (the read model `ingest` queries).
+    Projector,
+}
+
+impl Role {
+    pub const ALL: [Role; 2] = [Role::Ingest, Role::Projector];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Ingest => "ingest",
+            Role::Projector => "projector",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Role, String> {
+        let s = s.trim();
+        Role::ALL.into_iter().find(|r| r.name() == s).ok_or_else(|| {
+            format!("unknown role {s:?}; known roles: {}", Role::ALL.iter().map(|r| r.name()).collect::<Vec<_>>().join(", "))
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,9 +61,11 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum BusConfig {
-    /// Durable embedded event log under `<data_dir>/bus`.
+    /// Durable embedded event log under `<data_dir>/bus` (one process only).
     #[default]
     InProcess,
+    /// NATS JetStream, shared by every replica of every service.
+    Jetstream(sextant_bus::jetstream::JetStreamConfig),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -112,7 +137,7 @@ impl Default for LogConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            roles: vec![Role::Ingest],
+            roles: Role::ALL.to_vec(),
             http: "127.0.0.1:1984".parse().expect("valid address"),
             grpc: "127.0.0.1:1985".parse().expect("valid address"),
             data_dir: PathBuf::from("sextant-data"),
@@ -180,6 +205,13 @@ impl Config {
         }
         if self.limits.max_query_limit == 0 || self.limits.max_runs_per_request == 0 {
             return Err("limits: max_query_limit and max_runs_per_request must be > 0".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = self.roles.iter().find(|r| !seen.insert(**r)) {
+            return Err(format!("roles: {} is listed twice", dup.name()));
+        }
+        if let BusConfig::Jetstream(js) = &self.bus {
+            js.validate()?;
         }
         sextant_auth::Authenticator::new(&self.auth.api_keys).map_err(|e| e.to_string())?;
         if let Some(k) = &self.auth.signing_key {
@@ -252,5 +284,38 @@ mod tests {
             .unwrap();
         assert!(Config::load(Some(&f), &Overrides::default()).unwrap_err().contains("sha256"));
         assert!(Config::load(Some(Path::new("/nonexistent.toml")), &Overrides::default()).is_err());
+        std::fs::write(&f, "[bus]\nkind = \"jetstream\"\nservers = []\n").unwrap();
+        assert!(Config::load(Some(&f), &Overrides::default()).unwrap_err().contains("bus.servers"));
+        std::fs::write(&f, "[bus]\nkind = \"jetstream\"\nsevers = [\"nats://x:4222\"]\n").unwrap();
+        assert!(Config::load(Some(&f), &Overrides::default()).unwrap_err().contains("severs"));
+    }
+
+    #[test]
+    fn jetstream_bus_is_configured_from_file_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s.toml");
+        std::fs::write(
+            &f,
+            "roles = [\"projector\"]\n[bus]\nkind = \"jetstream\"\nservers = [\"nats://nats-1:4222\", \"nats://nats-2:4222\"]\n",
+        )
+        .unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SEXTANT_BUS__STREAM_REPLICAS", "3");
+            let c = Config::load(Some(&f), &Overrides::default()).unwrap();
+            assert_eq!(c.roles, vec![Role::Projector]);
+            let BusConfig::Jetstream(js) = &c.bus else { panic!("expected jetstream, got {:?}", c.bus) };
+            assert_eq!(js.servers, vec!["nats://nats-1:4222", "nats://nats-2:4222"]);
+            assert_eq!(js.stream_replicas, 3);
+            assert_eq!(js.prefix, "sextant");
+            let back: Config = toml::from_str(&c.dump()).unwrap();
+            assert_eq!(back, c);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn roles_parse_by_name() {
+        assert_eq!(Role::parse(" projector").unwrap(), Role::Projector);
+        assert!(Role::parse("feedbak").unwrap_err().contains("known roles: ingest, projector"));
     }
 }

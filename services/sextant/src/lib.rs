@@ -24,6 +24,7 @@ use tracing::{info, info_span, warn};
 
 use sextant_auth::Authenticator;
 use sextant_bus::inprocess::InProcessBus;
+use sextant_bus::jetstream::JetStreamBus;
 use sextant_bus::EventBus;
 use sextant_ingest::http::HttpState;
 use sextant_ingest::signing::UrlSigner;
@@ -45,10 +46,15 @@ pub struct Server {
 
 impl Server {
     /// Opens the bus and the store named by the configuration.
-    pub fn build(config: Config) -> anyhow::Result<Self> {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-        let bus: Arc<dyn EventBus> = match config.bus {
+        let bus: Arc<dyn EventBus> = match &config.bus {
             config::BusConfig::InProcess => Arc::new(InProcessBus::open(&config.data_dir.join("bus"))?),
+            config::BusConfig::Jetstream(js) => {
+                let bus = JetStreamBus::connect(js.clone()).await.context("cannot start the JetStream bus")?;
+                info!(servers = ?js.servers, runs_stream = %bus.stream_name(sextant_events::Stream::Runs), "event bus: NATS JetStream");
+                Arc::new(bus)
+            }
         };
         let store: Arc<dyn Storage> = match config.storage {
             config::StorageConfig::Embedded => Arc::new(EmbeddedStore::open(&config.data_dir.join("store"))?),
@@ -76,10 +82,12 @@ impl Server {
             let state = HttpState { ingest: self.ingest.clone(), signer: self.signer.clone(), bus: self.bus.clone() };
             app = app.merge(sextant_ingest::http::router(state, self.auth.clone()));
         }
-        app.layer(middleware::from_fn(record_http_metrics)).layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default();
-            info_span!("http", method = %req.method(), route = %route, tenant = tracing::field::Empty)
-        }))
+        app.layer(middleware::from_fn(record_http_metrics)).layer(middleware::from_fn(trace_context)).layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default();
+                info_span!("http", method = %req.method(), route = %route, tenant = tracing::field::Empty, trace_id = tracing::field::Empty)
+            }),
+        )
     }
 }
 
@@ -94,6 +102,27 @@ async fn readyz(State(s): State<ReadyState>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "event bus not ready").into_response()
     }
+}
+
+/// W3C trace context: continues the caller's trace (or starts one), logs its id on the request
+/// span, makes it the cause of every event the request publishes (it travels with them to
+/// other services), and returns it in the `traceparent` response header.
+async fn trace_context(req: Request, next: Next) -> Response {
+    let incoming = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).filter(|v| sextant_events::trace_id_of(v).is_some());
+    let span_id = &uuid::Uuid::new_v4().simple().to_string()[..16];
+    let traceparent = match incoming {
+        Some(tp) => {
+            let flags = &tp[tp.len() - 2..];
+            format!("00-{}-{span_id}-{flags}", sextant_events::trace_id_of(tp).unwrap_or_default())
+        }
+        None => format!("00-{}-{span_id}-01", uuid::Uuid::new_v4().simple()),
+    };
+    tracing::Span::current().record("trace_id", sextant_events::trace_id_of(&traceparent).unwrap_or_default());
+    let mut resp = sextant_events::with_traceparent(traceparent.clone(), next.run(req)).await;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&traceparent) {
+        resp.headers_mut().insert("traceparent", v);
+    }
+    resp
 }
 
 async fn record_http_metrics(req: Request, next: Next) -> Response {
@@ -149,7 +178,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
 
-    if server.config.roles.contains(&Role::Ingest) {
+    if server.config.roles.contains(&Role::Projector) {
         tasks.spawn(sextant_ingest::projector::run_projector(server.bus.clone(), server.store.clone(), stop_rx.clone()));
     }
 

@@ -34,7 +34,7 @@ enum Command {
         /// Where the embedded bus and store keep their files (default ./sextant-data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Comma-separated services to run, e.g. `ingest`.
+        /// Comma-separated services to run: `ingest`, `projector` (default: all).
         #[arg(long, value_delimiter = ',')]
         roles: Option<Vec<String>>,
         /// Print the effective configuration and exit.
@@ -53,7 +53,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve { config, http, grpc, data_dir, roles, dump_config } => {
-            let roles = match roles.map(|r| r.iter().map(|s| parse_role(s)).collect::<Result<Vec<_>, _>>()).transpose() {
+            let roles = match roles.map(|r| r.iter().map(|s| Role::parse(s)).collect::<Result<Vec<_>, _>>()).transpose() {
                 Ok(r) => r,
                 Err(e) => return config_error(&e),
             };
@@ -80,13 +80,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_role(s: &str) -> Result<Role, String> {
-    match s.trim() {
-        "ingest" => Ok(Role::Ingest),
-        other => Err(format!("unknown role {other:?}; known roles: ingest")),
-    }
-}
-
 /// Exit code 64 (EX_USAGE) for configuration errors.
 fn config_error(e: &str) -> ExitCode {
     eprintln!("sextant: invalid configuration: {e}");
@@ -97,7 +90,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     // Bind before starting work so a port conflict fails fast.
     let http = TcpListener::bind(cfg.http).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.http))?;
     let grpc = TcpListener::bind(cfg.grpc).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.grpc))?;
-    let server = sextant::Server::build(cfg)?;
+    let server = sextant::Server::build(cfg).await?;
     sextant::serve(server, http, grpc, shutdown_signal()).await
 }
 
