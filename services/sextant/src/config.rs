@@ -246,6 +246,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's signature, not ours
 mod tests {
     use super::*;
 
