@@ -30,12 +30,19 @@ pub struct Sextant {
     pub data_dir: PathBuf,
     config: Option<PathBuf>,
     log: PathBuf,
+    /// Extra environment for the process (applied after the defaults, so it can override them).
+    env: Vec<(String, String)>,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl Sextant {
     /// A server with a fresh data directory and, optionally, a TOML config.
     pub async fn start(config_toml: Option<&str>) -> Self {
+        Self::start_with_env(config_toml, &[]).await
+    }
+
+    /// [`Sextant::start`] with extra environment variables, e.g. a `RUST_LOG`.
+    pub async fn start_with_env(config_toml: Option<&str>, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         let config = config_toml.map(|c| {
@@ -44,7 +51,8 @@ impl Sextant {
             p
         });
         let log = dir.path().join("server.log");
-        let mut s = Self { child: None, url: String::new(), grpc_url: String::new(), data_dir, config, log, _dir: Some(dir) };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut s = Self { child: None, url: String::new(), grpc_url: String::new(), data_dir, config, log, env, _dir: Some(dir) };
         s.launch().await;
         s
     }
@@ -67,6 +75,7 @@ impl Sextant {
         if let Some(c) = &self.config {
             cmd.arg("--config").arg(c);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         self.child = Some(cmd.spawn().expect("start sextant"));
         self.url = format!("http://127.0.0.1:{http}");
         self.grpc_url = format!("http://127.0.0.1:{grpc}");
@@ -84,6 +93,10 @@ impl Sextant {
             assert!(Instant::now() < deadline, "sextant never became ready:\n{}", self.log_tail());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     pub fn log_tail(&self) -> String {

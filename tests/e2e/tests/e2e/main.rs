@@ -5,6 +5,7 @@
 mod harness;
 
 mod bad_input;
+mod distributed;
 mod durability;
 mod grpc;
 mod tenancy;
