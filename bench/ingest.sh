@@ -20,6 +20,10 @@
 #   HTTP_PORT / GRPC_PORT (default: free ports)  READY_TIMEOUT=60s  SERVER_ARGS=""  (extra args)
 #   KEEP_DATA=0         (1: keep the data dirs and server logs)
 #   RESULTS_FILE=       (also append the RESULT JSON lines there)
+#   BUS=in_process      (jetstream: each server publishes through a private nats-server with
+#                        file storage, started here on a free port; NATS_SERVER=path overrides)
+# After each ingest the server's projection lag (publish -> applied and durable) p50/p99 is
+# read from /metrics (sextant_projection_lag_seconds) and shown in the summary.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -48,6 +52,9 @@ READY_TIMEOUT="${READY_TIMEOUT:-60s}"
 SERVER_ARGS="${SERVER_ARGS:-}"
 KEEP_DATA="${KEEP_DATA:-0}"
 RESULTS_FILE="${RESULTS_FILE:-}"
+BUS="${BUS:-in_process}"
+NATS_SERVER="${NATS_SERVER:-$(command -v nats-server || echo /usr/sbin/nats-server)}"
+NATS_PID=""
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
@@ -101,9 +108,27 @@ stop_server() {
   SERVER_PID=""
 }
 
+stop_nats() {
+  if [[ -n "$NATS_PID" ]]; then kill -TERM "$NATS_PID" 2>/dev/null || true; wait "$NATS_PID" 2>/dev/null || true; fi
+  NATS_PID=""
+}
+
+# A private nats-server with JetStream file storage for one server's run.
+start_nats() {
+  local dir="$1" port
+  port="$(free_port)"
+  "$NATS_SERVER" -a 127.0.0.1 -p "$port" -js -sd "$dir/nats" -l "$dir/nats.log" &
+  NATS_PID=$!
+  for _ in $(seq 1 100); do grep -q "Server is ready" "$dir/nats.log" 2>/dev/null && break; sleep 0.1; done
+  grep -q "Server is ready" "$dir/nats.log" || { echo "nats-server did not start" >&2; cat "$dir/nats.log" >&2; exit 1; }
+  printf '[bus]\nkind = "jetstream"\nservers = ["nats://127.0.0.1:%s"]\n' "$port" >"$dir/sextant.toml"
+  log "nats-server pid $NATS_PID on port $port (file storage in $dir/nats)"
+}
+
 cleanup() {
   local rc=$?
   stop_server
+  stop_nats
   if [[ -s "$RESULTS" && -n "$RESULTS_FILE" ]]; then cat "$RESULTS" >>"$RESULTS_FILE"; fi
   if [[ "$KEEP_DATA" == 1 || $rc -ne 0 ]]; then
     echo "work dir kept: $WORK (server logs: $WORK/server-*.log)" >&2
@@ -124,9 +149,11 @@ start_server() {
   while [[ "$grpc_port" == "$http_port" ]]; do grpc_port="$(free_port)"; done
   URL="http://127.0.0.1:$http_port"
   SERVER_LOG="$WORK/server-$SERVER_N.log"
+  local config_args=()
+  if [[ "$BUS" == jetstream ]]; then stop_nats; start_nats "$data"; config_args=(--config "$data/sextant.toml"); fi
   # shellcheck disable=SC2086
   "$SEXTANT_BIN" serve --http "127.0.0.1:$http_port" --grpc "127.0.0.1:$grpc_port" \
-    --data-dir "$data" $SERVER_ARGS >"$SERVER_LOG" 2>&1 &
+    --data-dir "$data" "${config_args[@]}" $SERVER_ARGS >"$SERVER_LOG" 2>&1 &
   SERVER_PID=$!
   log "server #$SERVER_N pid $SERVER_PID on $URL (grpc $grpc_port), data $data"
   if ! "$LOADGEN_BIN" wait --url "$URL" --pid "$SERVER_PID" --timeout "$READY_TIMEOUT"; then
@@ -150,7 +177,20 @@ FAILED=()
 loadgen() {
   local out="$WORK/loadgen.out" rc=0
   "$LOADGEN_BIN" "$@" | tee "$out" || rc=$?
-  grep '^RESULT ' "$out" | sed 's/^RESULT //' >>"$RESULTS" || true
+  local lag=""
+  if [[ "$1" == ingest ]]; then
+    # Projection lag quantiles as the server measured them (seconds), merged into the RESULT line.
+    lag="$(curl -sf "$URL/metrics" | awk '/^sextant_projection_lag_seconds\{quantile="0.5"\}/{p50=$2} /^sextant_projection_lag_seconds\{quantile="0.99"\}/{p99=$2} END{printf "%s %s", p50, p99}')" || true
+  fi
+  grep '^RESULT ' "$out" | sed 's/^RESULT //' | python3 -c '
+import json, sys
+lag = sys.argv[1].split()
+for line in sys.stdin:
+    r = json.loads(line)
+    if len(lag) == 2:
+        r["projection_lag_s"] = {"p50": float(lag[0]), "p99": float(lag[1])}
+    r["bus"] = sys.argv[2]
+    print(json.dumps(r))' "$lag" "$BUS" >>"$RESULTS" || true
   if [[ $rc -ne 0 ]]; then FAILED+=("$1 ${*:2:4} (exit $rc)"); fi
   check_server
 }
@@ -198,7 +238,10 @@ for r in rows:
               f'{r["wire_bytes_per_s"]/1048576:>7.1f} MiB/s  ack p50/p99/max '
               f'{lat.get("p50", 0):.1f}/{lat.get("p99", 0):.1f}/{lat.get("max", 0):.1f} ms  '
               f'queryable {q.get("ms")} ms  non-2xx {r["non_2xx"] or 0}  '
-              f'rss peak {rss/1024 if rss else 0:.0f} MiB  server cpu {r.get("server_cpu_s")}s')
+              f'rss peak {rss/1024 if rss else 0:.0f} MiB  server cpu {r.get("server_cpu_s")}s  bus {r.get("bus")}')
+        lag = r.get("projection_lag_s")
+        if lag:
+            print(f'       projection lag (publish -> queryable) p50 {lag["p50"]*1000:.0f} ms  p99 {lag["p99"]*1000:.0f} ms')
     elif r.get("kind") == "query":
         for f in r["filters"]:
             lat = f["latency_ms"]

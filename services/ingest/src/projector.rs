@@ -87,8 +87,6 @@ async fn project_batch(store: &Arc<dyn Storage>, batch: Vec<Delivery>) {
                     span.in_scope(|| debug!(runs = count, ok = r.is_ok(), "projected run event"));
                     if r.is_ok() {
                         metrics::counter!("sextant_projected_runs_total").increment(count);
-                        metrics::histogram!("sextant_projection_lag_seconds")
-                            .record((sextant_core::Timestamp::now().millis() - env.at_ms).max(0) as f64 / 1000.0);
                     }
                     match r {
                         Ok(()) => Ok(None),
@@ -125,6 +123,13 @@ async fn project_batch(store: &Arc<dyn Storage>, batch: Vec<Delivery>) {
         return;
     }
     // Concurrently: with a networked bus each ack is a confirmed round trip.
+    // Lag from publish to queryable (applied and durable): the figure users feel.
+    let now_ms = sextant_core::Timestamp::now().millis();
+    for d in &applied {
+        if let Ok(env) = &d.payload {
+            metrics::histogram!("sextant_projection_lag_seconds").record((now_ms - env.at_ms).max(0) as f64 / 1000.0);
+        }
+    }
     for r in futures::future::join_all(applied.into_iter().map(Delivery::ack)).await {
         if let Err(e) = r {
             warn!(error = %e, "ack failed; the event will be redelivered (idempotent)");
