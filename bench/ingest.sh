@@ -20,6 +20,8 @@
 #   HTTP_PORT / GRPC_PORT (default: free ports)  READY_TIMEOUT=60s  SERVER_ARGS=""  (extra args)
 #   KEEP_DATA=0         (1: keep the data dirs and server logs)
 #   RESULTS_FILE=       (also append the RESULT JSON lines there)
+#   RATE=0              (offered runs/s; 0: closed loop, as fast as CONNECTIONS allow. With a
+#                        rate, latency counts from each request's scheduled time)
 #   BUS=in_process      (jetstream: each server publishes through a private nats-server with
 #                        file storage, started here on a free port; NATS_SERVER=path overrides)
 # After each ingest the server's projection lag (publish -> applied and durable) p50/p99 is
@@ -195,7 +197,7 @@ for line in sys.stdin:
   check_server
 }
 
-common=(--api-key "$API_KEY" --runs-per-request "$RUNS_PER_REQUEST" --trace-size "$TRACE_SIZE"
+common=(--rate "${RATE:-0}" --api-key "$API_KEY" --runs-per-request "$RUNS_PER_REQUEST" --trace-size "$TRACE_SIZE"
         --run-bytes "$RUN_BYTES" --threads "$LOADGEN_THREADS" --pool-mb "$POOL_MB"
         --split-fraction "$SPLIT_FRACTION" --error-rate "$ERROR_RATE")
 

@@ -58,6 +58,11 @@ pub struct IngestArgs {
     /// RNG seed (default: derived from the clock).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Offered load in runs/s (0: as fast as the connections go). Requests are scheduled at
+    /// this rate and their latency counts from the scheduled time, so a server that falls
+    /// behind shows it in the percentiles (no coordinated omission).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
     /// Memory budget for pre-generated bodies; beyond it bodies are replayed with fresh ids.
     #[arg(long, default_value_t = 256)]
     pub pool_mb: u64,
@@ -118,6 +123,8 @@ struct Plan {
     zstd_level: i32,
     timeout: Duration,
     max_attempts: u32,
+    /// With `--rate`: when the timed phase began and the interval between requests.
+    pace: Option<(Instant, Duration)>,
 }
 
 async fn worker(mut conn: Conn, pool: Arc<Pool>, shared: Arc<Shared>, plan: Arc<Plan>) -> WorkerStats {
@@ -155,6 +162,14 @@ async fn worker(mut conn: Conn, pool: Arc<Pool>, shared: Arc<Shared>, plan: Arc<
                 break;
             }
         }
+        let scheduled = match plan.pace {
+            Some((start, interval)) => {
+                let due = start + interval.mul_f64(i as f64);
+                tokio::time::sleep_until(due.into()).await;
+                Some(due)
+            }
+            None => None,
+        };
         let t = &pool.templates[(i % n) as usize];
         let cycle = i / n;
         let (wire, raw_len) = if cycle == 0 {
@@ -173,7 +188,7 @@ async fn worker(mut conn: Conn, pool: Arc<Pool>, shared: Arc<Shared>, plan: Arc<
         st.sent += 1;
         // Like the SDK: retry connection errors, timeouts, 408/429/5xx with backoff. The ack
         // latency runs from the first attempt, so it includes retries.
-        let first = Instant::now();
+        let first = scheduled.unwrap_or_else(Instant::now);
         let mut done = false;
         for attempt in 0..plan.max_attempts {
             if attempt > 0 {
@@ -324,6 +339,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
         zstd_level: args.zstd_level,
         timeout: args.timeout,
         max_attempts: args.max_attempts.max(1),
+        pace: (args.rate > 0).then(|| (start, Duration::from_secs_f64(args.runs_per_request as f64 / args.rate as f64))),
     });
     let handles: Vec<_> = conns.into_iter().map(|c| tokio::spawn(worker(c, pool.clone(), shared.clone(), plan.clone()))).collect();
     let progress = if args.progress.is_zero() {
@@ -513,6 +529,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
         "url": args.url,
         "project": args.project,
         "connections": args.connections,
+        "offered_runs_per_s": args.rate,
         "threads": args.threads,
         "runs_per_request": args.runs_per_request,
         "trace_size": args.trace_size,
