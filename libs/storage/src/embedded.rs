@@ -116,8 +116,8 @@ fn parse_loc(v: &[u8]) -> Option<(ProjectId, i64)> {
 }
 
 /// Longest metadata key and value the index holds; longer pairs are found by scanning.
-const MAX_INDEXED_KEY: usize = 128;
-const MAX_INDEXED_VALUE: usize = 256;
+pub(crate) const MAX_INDEXED_KEY: usize = 128;
+pub(crate) const MAX_INDEXED_VALUE: usize = 256;
 
 /// `T P len(k) k len(v) v`: the prefix of one metadata pair's index entries.
 fn meta_prefix(t: TenantId, p: ProjectId, k: &str, v: &str) -> Vec<u8> {
@@ -131,7 +131,7 @@ fn meta_prefix(t: TenantId, p: ProjectId, k: &str, v: &str) -> Vec<u8> {
 
 /// Keys the SDK adds to every run (`ls_provider`, `LANGSMITH_PROJECT`, `revision_id`, ...):
 /// few distinct values, so a scan finds them fast, and indexing them would multiply writes.
-fn sdk_generated(key: &str) -> bool {
+pub(crate) fn sdk_generated(key: &str) -> bool {
     key.starts_with("ls_") || key.starts_with("LANGSMITH_") || key.starts_with("LANGCHAIN_") || key == "revision_id"
 }
 
@@ -152,7 +152,7 @@ fn meta_keys(t: TenantId, run: &Run) -> Vec<Vec<u8>> {
 
 /// The start time used for ordering: a run known only from a patch without a start time
 /// sorts at the epoch until its post arrives.
-fn order_time(run: &Run) -> i64 {
+pub(crate) fn order_time(run: &Run) -> i64 {
     run.start_time.map_or(0, Timestamp::micros)
 }
 
@@ -454,39 +454,13 @@ impl Inner {
     }
 
     fn project_stats(&self, t: TenantId, p: ProjectId) -> Result<ProjectStats> {
-        let mut st = ProjectStats::default();
-        let mut latencies = Vec::new();
-        let mut first_tokens = Vec::new();
+        let mut stats = StatsBuilder::default();
         let prefix = Key::new().id(t.as_bytes()).id(p.as_bytes()).0;
         for g in self.runs.prefix(&prefix) {
             let (_, v) = g.into_inner().map_err(|e| backend("scan runs", e))?;
-            let run: Run = dec("run", &v)?;
-            st.run_count += 1;
-            if run.is_root() {
-                st.root_run_count += 1;
-                if let Some(l) = run.latency_secs() {
-                    latencies.push(l);
-                }
-                if let (Some(s), Some(f)) = (run.start_time, run.first_token_time) {
-                    first_tokens.push((f.micros() - s.micros()) as f64 / 1e6);
-                }
-            }
-            if run.status() == sextant_core::RunStatus::Error {
-                st.error_count += 1;
-            }
-            st.prompt_tokens += run.prompt_tokens.unwrap_or(0);
-            st.completion_tokens += run.completion_tokens.unwrap_or(0);
-            st.total_tokens += run.total_tokens.unwrap_or(0);
-            st.prompt_cost += run.prompt_cost.unwrap_or(0.0);
-            st.completion_cost += run.completion_cost.unwrap_or(0.0);
-            st.total_cost += run.total_cost.unwrap_or(0.0);
-            st.last_run_start_time = st.last_run_start_time.max(run.start_time);
+            stats.add(&dec::<Run>("run", &v)?);
         }
-        st.latency_p50 = percentile(&mut latencies, 0.5);
-        st.latency_p99 = percentile(&mut latencies, 0.99);
-        st.first_token_p50 = percentile(&mut first_tokens, 0.5);
-        st.first_token_p99 = percentile(&mut first_tokens, 0.99);
-        Ok(st)
+        Ok(stats.finish())
     }
 
     fn delete_project(&self, t: TenantId, p: ProjectId) -> Result<bool> {
@@ -522,6 +496,48 @@ impl Inner {
     }
 }
 
+/// Aggregates [`ProjectStats`] over runs, one at a time (shared by the adapters).
+#[derive(Default)]
+pub(crate) struct StatsBuilder {
+    st: ProjectStats,
+    latencies: Vec<f64>,
+    first_tokens: Vec<f64>,
+}
+
+impl StatsBuilder {
+    pub(crate) fn add(&mut self, run: &Run) {
+        let st = &mut self.st;
+        st.run_count += 1;
+        if run.is_root() {
+            st.root_run_count += 1;
+            if let Some(l) = run.latency_secs() {
+                self.latencies.push(l);
+            }
+            if let (Some(s), Some(f)) = (run.start_time, run.first_token_time) {
+                self.first_tokens.push((f.micros() - s.micros()) as f64 / 1e6);
+            }
+        }
+        if run.status() == sextant_core::RunStatus::Error {
+            st.error_count += 1;
+        }
+        st.prompt_tokens += run.prompt_tokens.unwrap_or(0);
+        st.completion_tokens += run.completion_tokens.unwrap_or(0);
+        st.total_tokens += run.total_tokens.unwrap_or(0);
+        st.prompt_cost += run.prompt_cost.unwrap_or(0.0);
+        st.completion_cost += run.completion_cost.unwrap_or(0.0);
+        st.total_cost += run.total_cost.unwrap_or(0.0);
+        st.last_run_start_time = st.last_run_start_time.max(run.start_time);
+    }
+
+    pub(crate) fn finish(mut self) -> ProjectStats {
+        self.st.latency_p50 = percentile(&mut self.latencies, 0.5);
+        self.st.latency_p99 = percentile(&mut self.latencies, 0.99);
+        self.st.first_token_p50 = percentile(&mut self.first_tokens, 0.5);
+        self.st.first_token_p99 = percentile(&mut self.first_tokens, 0.99);
+        self.st
+    }
+}
+
 fn percentile(v: &mut [f64], q: f64) -> Option<f64> {
     if v.is_empty() {
         return None;
@@ -529,6 +545,54 @@ fn percentile(v: &mut [f64], q: f64) -> Option<f64> {
     v.sort_by(f64::total_cmp);
     let idx = ((v.len() - 1) as f64 * q).round() as usize;
     Some(v[idx])
+}
+
+/// The conditions of a query that need nothing but the run itself (shared by the adapters).
+pub(crate) fn matches_conditions(q: &RunQuery, run: &Run) -> bool {
+    if let Some(tr) = q.trace {
+        if run.trace() != tr {
+            return false;
+        }
+    }
+    if let Some(p) = q.parent_run {
+        if run.parent_run_id != Some(p) {
+            return false;
+        }
+    }
+    if let Some(root) = q.is_root {
+        if run.is_root() != root {
+            return false;
+        }
+    }
+    if let Some(rt) = &q.run_type {
+        if run.run_type.as_deref() != Some(rt.as_str()) {
+            return false;
+        }
+    }
+    if let Some(err) = q.error {
+        if (run.status() == sextant_core::RunStatus::Error) != err {
+            return false;
+        }
+    }
+    if !q.reference_examples.is_empty() && !run.reference_example_id.is_some_and(|r| q.reference_examples.contains(&r)) {
+        return false;
+    }
+    if let Some(from) = q.start_from {
+        if run.start_time.is_none_or(|s| s < from) {
+            return false;
+        }
+    }
+    if let Some(before) = q.start_before {
+        if run.start_time.is_none_or(|s| s >= before) {
+            return false;
+        }
+    }
+    if let Some(f) = &q.filter {
+        if !f.matches(run) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Evaluates a query's conditions on one run, caching trace lookups within the query.
@@ -541,48 +605,8 @@ struct MatchCtx<'a> {
 
 impl MatchCtx<'_> {
     fn accepts(&mut self, q: &RunQuery, run: &Run) -> Result<bool> {
-        if let Some(tr) = q.trace {
-            if run.trace() != tr {
-                return Ok(false);
-            }
-        }
-        if let Some(p) = q.parent_run {
-            if run.parent_run_id != Some(p) {
-                return Ok(false);
-            }
-        }
-        if let Some(root) = q.is_root {
-            if run.is_root() != root {
-                return Ok(false);
-            }
-        }
-        if let Some(rt) = &q.run_type {
-            if run.run_type.as_deref() != Some(rt.as_str()) {
-                return Ok(false);
-            }
-        }
-        if let Some(err) = q.error {
-            if (run.status() == sextant_core::RunStatus::Error) != err {
-                return Ok(false);
-            }
-        }
-        if !q.reference_examples.is_empty() && !run.reference_example_id.is_some_and(|r| q.reference_examples.contains(&r)) {
+        if !matches_conditions(q, run) {
             return Ok(false);
-        }
-        if let Some(from) = q.start_from {
-            if run.start_time.is_none_or(|s| s < from) {
-                return Ok(false);
-            }
-        }
-        if let Some(before) = q.start_before {
-            if run.start_time.is_none_or(|s| s >= before) {
-                return Ok(false);
-            }
-        }
-        if let Some(f) = &q.filter {
-            if !f.matches(run) {
-                return Ok(false);
-            }
         }
         if let Some(f) = &q.trace_filter {
             let trace = run.trace();
@@ -615,6 +639,34 @@ impl MatchCtx<'_> {
         }
         Ok(true)
     }
+}
+
+/// Whether a project passes a [`ProjectQuery`]'s conditions (shared by the adapters).
+pub(crate) fn project_matches(q: &ProjectQuery, p: &Project) -> bool {
+    if !q.ids.is_empty() && !q.ids.contains(&p.id) {
+        return false;
+    }
+    if q.name.as_ref().is_some_and(|n| *n != p.name) {
+        return false;
+    }
+    if q.name_contains.as_ref().is_some_and(|n| !p.name.to_lowercase().contains(&n.to_lowercase())) {
+        return false;
+    }
+    if !q.reference_dataset.is_empty() && !p.reference_dataset_id.is_some_and(|d| q.reference_dataset.contains(&d)) {
+        return false;
+    }
+    match q.reference_free {
+        Some(true) if p.reference_dataset_id.is_some() => return false,
+        Some(false) if p.reference_dataset_id.is_none() => return false,
+        _ => {}
+    }
+    if !q.metadata.is_empty() {
+        let md = p.metadata();
+        if !q.metadata.iter().all(|(k, v)| md.and_then(|m| m.get(k)) == Some(v)) {
+            return false;
+        }
+    }
+    true
 }
 
 #[async_trait]
@@ -655,28 +707,8 @@ impl ProjectStore for EmbeddedStore {
             for g in s.projects.prefix(tenant.as_bytes()) {
                 let (_, v) = g.into_inner().map_err(|e| backend("scan projects", e))?;
                 let p: Project = dec("project", &v)?;
-                if !q.ids.is_empty() && !q.ids.contains(&p.id) {
+                if !project_matches(&q, &p) {
                     continue;
-                }
-                if q.name.as_ref().is_some_and(|n| *n != p.name) {
-                    continue;
-                }
-                if q.name_contains.as_ref().is_some_and(|n| !p.name.to_lowercase().contains(&n.to_lowercase())) {
-                    continue;
-                }
-                if !q.reference_dataset.is_empty() && !p.reference_dataset_id.is_some_and(|d| q.reference_dataset.contains(&d)) {
-                    continue;
-                }
-                match q.reference_free {
-                    Some(true) if p.reference_dataset_id.is_some() => continue,
-                    Some(false) if p.reference_dataset_id.is_none() => continue,
-                    _ => {}
-                }
-                if !q.metadata.is_empty() {
-                    let md = p.metadata();
-                    if !q.metadata.iter().all(|(k, v)| md.and_then(|m| m.get(k)) == Some(v)) {
-                        continue;
-                    }
                 }
                 all.push(p);
             }

@@ -22,6 +22,8 @@ use uuid::Uuid;
 use sextant_core::{Project, ProjectId, ProjectPatch, Run, RunFragment, RunId, TenantId, Timestamp};
 
 pub mod embedded;
+#[cfg(feature = "scylla")]
+pub mod scylla;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 

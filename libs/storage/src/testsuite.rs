@@ -1,5 +1,6 @@
 //! The storage conformance suite: every adapter runs these against a fresh store per test.
-//! Use [`storage_conformance!`] with an expression that yields a new `Arc<dyn Storage>` (async).
+//! Use [`storage_conformance!`] with an expression that yields a new `Arc<dyn Storage>` (async),
+//! optionally followed by attributes for every test (e.g. `#[ignore = "needs a cluster"]`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -13,48 +14,59 @@ use crate::{CreateOutcome, ProjectQuery, RunCursor, RunQuery, Storage, StorageEr
 
 #[macro_export]
 macro_rules! storage_conformance {
-    ($new:expr) => {
+    ($new:expr $(, #[$attr:meta])* $(,)?) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
         async fn merges_fragments_in_any_order_idempotently() {
             $crate::testsuite::merges_fragments_in_any_order_idempotently($new.await).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
         async fn tenants_are_isolated() {
             $crate::testsuite::tenants_are_isolated($new.await).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
         async fn pages_newest_first_without_gaps_or_duplicates() {
             $crate::testsuite::pages_newest_first_without_gaps_or_duplicates($new.await).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
         async fn structured_conditions_and_matchers_filter() {
             $crate::testsuite::structured_conditions_and_matchers_filter($new.await).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
         async fn traces_come_back_whole_and_ordered() {
             $crate::testsuite::traces_come_back_whole_and_ordered($new.await).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
         async fn project_lifecycle() {
             $crate::testsuite::project_lifecycle($new.await).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
         async fn project_stats_are_exact() {
             $crate::testsuite::project_stats_are_exact($new.await).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
         async fn attachments_round_trip() {
             $crate::testsuite::attachments_round_trip($new.await).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
         async fn children_without_dotted_order_join_their_parents_trace() {
             $crate::testsuite::children_without_dotted_order_join_their_parents_trace($new.await).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
         async fn metadata_pairs_find_runs_and_follow_updates() {
             $crate::testsuite::metadata_pairs_find_runs_and_follow_updates($new.await).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
         async fn late_start_time_moves_the_run() {
             $crate::testsuite::late_start_time_moves_the_run($new.await).await
         }
