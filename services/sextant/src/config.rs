@@ -71,9 +71,11 @@ pub enum BusConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StorageConfig {
-    /// Embedded store under `<data_dir>/store`.
+    /// Embedded store under `<data_dir>/store` (one process only).
     #[default]
     Embedded,
+    /// A ScyllaDB cluster shared by every replica; `sextant migrate` creates its schema.
+    Scylla(sextant_storage::scylla::ScyllaConfig),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -213,6 +215,16 @@ impl Config {
         if let BusConfig::Jetstream(js) = &self.bus {
             js.validate()?;
         }
+        // The in-process bus belongs to one process: split roles could never hand work over.
+        if !self.runs_every_role() && self.bus == BusConfig::InProcess {
+            return Err(format!(
+                "roles: running only {} needs a shared bus (bus.kind = \"jetstream\"): the in-process bus serves a single process",
+                self.roles.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if let StorageConfig::Scylla(sc) = &self.storage {
+            sc.validate().map_err(|e| format!("storage: {e}"))?;
+        }
         sextant_auth::Authenticator::new(&self.auth.api_keys).map_err(|e| e.to_string())?;
         if let Some(k) = &self.auth.signing_key {
             match hex::decode(k) {
@@ -223,11 +235,20 @@ impl Config {
         Ok(())
     }
 
-    /// TOML with secrets (the signing key) redacted.
+    pub fn runs_every_role(&self) -> bool {
+        Role::ALL.iter().all(|r| self.roles.contains(r))
+    }
+
+    /// TOML with secrets (the signing key, the store's password) redacted.
     pub fn dump(&self) -> String {
         let mut c = self.clone();
         if c.auth.signing_key.is_some() {
             c.auth.signing_key = Some("<redacted>".into());
+        }
+        if let StorageConfig::Scylla(sc) = &mut c.storage {
+            if sc.password.is_some() {
+                sc.password = Some("<redacted>".into());
+            }
         }
         toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render config: {e}"))
     }
@@ -289,6 +310,9 @@ mod tests {
         assert!(Config::load(Some(&f), &Overrides::default()).unwrap_err().contains("bus.servers"));
         std::fs::write(&f, "[bus]\nkind = \"jetstream\"\nsevers = [\"nats://x:4222\"]\n").unwrap();
         assert!(Config::load(Some(&f), &Overrides::default()).unwrap_err().contains("severs"));
+        let only_ingest = Overrides { roles: Some(vec![Role::Ingest]), ..Default::default() };
+        std::fs::write(&f, "").unwrap();
+        assert!(Config::load(Some(&f), &only_ingest).unwrap_err().contains("shared bus"));
     }
 
     #[test]
@@ -312,6 +336,26 @@ mod tests {
             assert_eq!(back, c);
             Ok(())
         });
+    }
+
+    #[test]
+    fn scylla_storage_is_configured_with_region_pinned_replication() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s.toml");
+        std::fs::write(
+            &f,
+            "[storage]\nkind = \"scylla\"\ncontact_points = [\"scylla-eu-1:9042\"]\nlocal_datacenter = \"eu-west-1\"\nusername = \"sextant\"\npassword = \"hunter2\"\n\
+             [storage.replication]\nstrategy = \"NetworkTopologyStrategy\"\n[storage.replication.datacenters]\n\"eu-west-1\" = 3\n\"eu-central-1\" = 3\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&f), &Overrides::default()).unwrap();
+        let StorageConfig::Scylla(sc) = &c.storage else { panic!("expected scylla, got {:?}", c.storage) };
+        assert_eq!(sc.local_datacenter.as_deref(), Some("eu-west-1"));
+        let replication = sc.replication_cql();
+        assert!(replication.contains("'eu-west-1': 3") && replication.contains("'eu-central-1': 3"), "{replication}");
+        assert!(!c.dump().contains("hunter2"), "the password is redacted");
+        std::fs::write(&f, "[storage]\nkind = \"scylla\"\n[storage.replication]\nstrategy = \"NetworkTopologyStrategy\"\n").unwrap();
+        assert!(Config::load(Some(&f), &Overrides::default()).unwrap_err().contains("storage"));
     }
 
     #[test]

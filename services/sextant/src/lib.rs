@@ -30,6 +30,7 @@ use sextant_ingest::http::HttpState;
 use sextant_ingest::signing::UrlSigner;
 use sextant_ingest::Ingest;
 use sextant_storage::embedded::EmbeddedStore;
+use sextant_storage::scylla::ScyllaStore;
 use sextant_storage::Storage;
 
 pub use config::{Config, Role};
@@ -56,9 +57,21 @@ impl Server {
                 Arc::new(bus)
             }
         };
-        let store: Arc<dyn Storage> = match config.storage {
+        let store: Arc<dyn Storage> = match &config.storage {
             config::StorageConfig::Embedded => Arc::new(EmbeddedStore::open(&config.data_dir.join("store"))?),
+            config::StorageConfig::Scylla(sc) => {
+                let store = ScyllaStore::connect(sc).await.context("cannot connect to ScyllaDB (has `sextant migrate` run?)")?;
+                info!(contact_points = ?sc.contact_points, keyspace = %sc.keyspace, "store: ScyllaDB");
+                Arc::new(store)
+            }
         };
+        if !config.runs_every_role() && config.storage == config::StorageConfig::Embedded {
+            warn!(
+                roles = ?config.roles,
+                "this process runs only some roles on an embedded store that no other process can read: \
+                 use storage.kind = \"scylla\" to split roles across processes"
+            );
+        }
         let auth = Arc::new(Authenticator::new(&config.auth.api_keys)?);
         if auth.is_open() {
             warn!(

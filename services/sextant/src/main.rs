@@ -41,6 +41,11 @@ enum Command {
         #[arg(long)]
         dump_config: bool,
     },
+    /// Create or update the ScyllaDB schema named by `storage` (idempotent), then exit.
+    Migrate {
+        #[arg(long, env = "SEXTANT_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Print the hash to put in `auth.api_keys` for an API key.
     HashKey { key: String },
 }
@@ -51,6 +56,31 @@ fn main() -> ExitCode {
         Command::HashKey { key } => {
             println!("{}", sextant_auth::hash_key(&key));
             ExitCode::SUCCESS
+        }
+        Command::Migrate { config } => {
+            let cfg = match Config::load(config.as_deref(), &Overrides::default()) {
+                Ok(c) => c,
+                Err(e) => return config_error(&e),
+            };
+            sextant::telemetry::init_logging(&cfg.log);
+            let sextant::config::StorageConfig::Scylla(scylla) = &cfg.storage else {
+                eprintln!("sextant migrate: storage is embedded; it needs no migration");
+                return ExitCode::SUCCESS;
+            };
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match rt.block_on(sextant_storage::scylla::migrate(scylla)) {
+                Ok(applied) => {
+                    for name in &applied {
+                        println!("applied {name}");
+                    }
+                    println!("schema of keyspace {} is up to date ({} applied now)", scylla.keyspace, applied.len());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sextant migrate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Serve { config, http, grpc, data_dir, roles, dump_config } => {
             let roles = match roles.map(|r| r.iter().map(|s| Role::parse(s)).collect::<Result<Vec<_>, _>>()).transpose() {

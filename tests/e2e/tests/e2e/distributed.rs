@@ -161,3 +161,29 @@ async fn a_request_trace_id_reaches_the_projector_logs() {
     let projector_lines: Vec<&str> = log.lines().filter(|l| l.contains("ingest.project_event") && l.contains(trace_id)).collect();
     assert!(!projector_lines.is_empty(), "the projector's log lines carry the request's trace id:\n{}", s.log_tail());
 }
+
+#[test]
+fn migrate_and_serve_name_an_unreachable_scylladb_and_fail() {
+    // No ScyllaDB can run here: what can be checked is that both commands read the storage
+    // configuration and fail clearly (non-zero, naming the cluster) instead of hanging.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("s.toml");
+    std::fs::write(&config, format!("[storage]\nkind = \"scylla\"\ncontact_points = [\"127.0.0.1:{free}\"]\nconnect_timeout_ms = 2000\n"))
+        .unwrap();
+    let migrate = std::process::Command::new(crate::harness::binary()).arg("migrate").arg("--config").arg(&config).output().unwrap();
+    assert!(!migrate.status.success());
+    let err = String::from_utf8_lossy(&migrate.stderr);
+    assert!(err.contains("sextant migrate") && err.contains("scylla: cannot connect"), "{err}");
+
+    let serve = std::process::Command::new(crate::harness::binary())
+        .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!serve.status.success());
+    let err = String::from_utf8_lossy(&serve.stderr);
+    assert!(err.contains("cannot connect to ScyllaDB"), "{err}");
+}
