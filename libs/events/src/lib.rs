@@ -131,6 +131,16 @@ pub fn trace_id_of(traceparent: &str) -> Option<&str> {
     .then_some(trace)
 }
 
+/// The trace context for a request that arrived with `incoming` (its `traceparent` header):
+/// the caller's trace continued with a new span id, or a new trace if it sent none (or garbage).
+pub fn continue_or_start_trace(incoming: Option<&str>) -> String {
+    let span_id = &Uuid::new_v4().simple().to_string()[..16];
+    match incoming.and_then(|tp| trace_id_of(tp).map(|trace| (trace, &tp[tp.len() - 2..]))) {
+        Some((trace, flags)) => format!("00-{trace}-{span_id}-{flags}"),
+        None => format!("00-{}-{span_id}-01", Uuid::new_v4().simple()),
+    }
+}
+
 impl Envelope {
     /// A new event, caused by the current task's trace context (see [`with_traceparent`]).
     pub fn new(tenant: TenantId, event: Event) -> Self {
@@ -204,6 +214,18 @@ mod trace_context_tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
         ] {
             assert_eq!(trace_id_of(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_trace_is_continued_with_a_new_span_or_started() {
+        let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        let next = continue_or_start_trace(Some(incoming));
+        assert_eq!(trace_id_of(&next), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert!(!next.contains("00f067aa0ba902b7") && next.ends_with("-00"), "{next}");
+        for none in [None, Some("garbage")] {
+            let fresh = continue_or_start_trace(none);
+            assert!(trace_id_of(&fresh).is_some() && !fresh.contains("4bf92f35"), "{fresh}");
         }
     }
 

@@ -121,21 +121,47 @@ async fn readyz(State(s): State<ReadyState>) -> Response {
 /// span, makes it the cause of every event the request publishes (it travels with them to
 /// other services), and returns it in the `traceparent` response header.
 async fn trace_context(req: Request, next: Next) -> Response {
-    let incoming = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).filter(|v| sextant_events::trace_id_of(v).is_some());
-    let span_id = &uuid::Uuid::new_v4().simple().to_string()[..16];
-    let traceparent = match incoming {
-        Some(tp) => {
-            let flags = &tp[tp.len() - 2..];
-            format!("00-{}-{span_id}-{flags}", sextant_events::trace_id_of(tp).unwrap_or_default())
-        }
-        None => format!("00-{}-{span_id}-01", uuid::Uuid::new_v4().simple()),
-    };
+    let traceparent = sextant_events::continue_or_start_trace(req.headers().get("traceparent").and_then(|v| v.to_str().ok()));
     tracing::Span::current().record("trace_id", sextant_events::trace_id_of(&traceparent).unwrap_or_default());
     let mut resp = sextant_events::with_traceparent(traceparent.clone(), next.run(req)).await;
     if let Ok(v) = axum::http::HeaderValue::from_str(&traceparent) {
         resp.headers_mut().insert("traceparent", v);
     }
     resp
+}
+
+/// The gRPC side of [`trace_context`]: every call runs in the trace its `traceparent` metadata
+/// names (or a new one), so the events it publishes carry it.
+#[derive(Clone, Copy)]
+struct GrpcTraceContextLayer;
+
+impl<S> tower::Layer<S> for GrpcTraceContextLayer {
+    type Service = GrpcTraceContext<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcTraceContext(inner)
+    }
+}
+
+#[derive(Clone)]
+struct GrpcTraceContext<S>(S);
+
+impl<S, B> tower::Service<axum::http::Request<B>> for GrpcTraceContext<S>
+where
+    S: tower::Service<axum::http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        let traceparent = sextant_events::continue_or_start_trace(req.headers().get("traceparent").and_then(|v| v.to_str().ok()));
+        Box::pin(sextant_events::with_traceparent(traceparent, self.0.call(req)))
+    }
 }
 
 async fn record_http_metrics(req: Request, next: Next) -> Response {
@@ -152,6 +178,27 @@ async fn record_http_metrics(req: Request, next: Next) -> Response {
     metrics::counter!("sextant_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status).increment(1);
     metrics::histogram!("sextant_http_request_seconds", "route" => route, "method" => method).record(started.elapsed().as_secs_f64());
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn grpc_calls_run_in_the_callers_trace() {
+        use tower::{Layer, Service, ServiceExt};
+        let mut svc = GrpcTraceContextLayer.layer(tower::service_fn(|_req: axum::http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(sextant_events::current_traceparent())
+        }));
+        let req = axum::http::Request::builder()
+            .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .body(())
+            .unwrap();
+        let seen = svc.ready().await.unwrap().call(req).await.unwrap().expect("a trace context inside the call");
+        assert_eq!(sextant_events::trace_id_of(&seen), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        let seen = svc.ready().await.unwrap().call(axum::http::Request::new(())).await.unwrap();
+        assert!(seen.as_deref().and_then(sextant_events::trace_id_of).is_some(), "a call without one starts a trace");
+    }
 }
 
 /// The attachment-URL signing key: configured, or generated once and kept in the data dir.
@@ -206,7 +253,7 @@ pub async fn serve(
             .await
     });
     let mut grpc_stop = stop_rx.clone();
-    let mut grpc_server = tonic::transport::Server::builder();
+    let mut grpc_server = tonic::transport::Server::builder().layer(GrpcTraceContextLayer);
     let grpc_router = grpc_server.add_optional_service(
         server.config.roles.contains(&Role::Ingest).then(|| sextant_ingest::grpc::service(server.ingest.clone(), server.auth.clone())),
     );
