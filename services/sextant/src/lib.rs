@@ -180,27 +180,6 @@ async fn record_http_metrics(req: Request, next: Next) -> Response {
     resp
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn grpc_calls_run_in_the_callers_trace() {
-        use tower::{Layer, Service, ServiceExt};
-        let mut svc = GrpcTraceContextLayer.layer(tower::service_fn(|_req: axum::http::Request<()>| async {
-            Ok::<_, std::convert::Infallible>(sextant_events::current_traceparent())
-        }));
-        let req = axum::http::Request::builder()
-            .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-            .body(())
-            .unwrap();
-        let seen = svc.ready().await.unwrap().call(req).await.unwrap().expect("a trace context inside the call");
-        assert_eq!(sextant_events::trace_id_of(&seen), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
-        let seen = svc.ready().await.unwrap().call(axum::http::Request::new(())).await.unwrap();
-        assert!(seen.as_deref().and_then(sextant_events::trace_id_of).is_some(), "a call without one starts a trace");
-    }
-}
-
 /// The attachment-URL signing key: configured, or generated once and kept in the data dir.
 fn signing_key(config: &Config) -> anyhow::Result<Vec<u8>> {
     if let Some(k) = &config.auth.signing_key {
@@ -279,4 +258,25 @@ pub async fn serve(
     }
     info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn grpc_calls_run_in_the_callers_trace() {
+        use tower::{Layer, Service, ServiceExt};
+        let mut svc = GrpcTraceContextLayer.layer(tower::service_fn(|_req: axum::http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(sextant_events::current_traceparent())
+        }));
+        let req = axum::http::Request::builder()
+            .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .body(())
+            .unwrap();
+        let seen = svc.ready().await.unwrap().call(req).await.unwrap().expect("a trace context inside the call");
+        assert_eq!(sextant_events::trace_id_of(&seen), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        let seen = svc.ready().await.unwrap().call(axum::http::Request::new(())).await.unwrap();
+        assert!(seen.as_deref().and_then(sextant_events::trace_id_of).is_some(), "a call without one starts a trace");
+    }
 }
