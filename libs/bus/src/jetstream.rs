@@ -116,7 +116,7 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> BusError {
 }
 
 /// How long a batch waits for one more message once it has one.
-const BATCH_LINGER: Duration = Duration::from_millis(3);
+const BATCH_LINGER: Duration = Duration::from_millis(10);
 
 const HEADER_TRACEPARENT: &str = "traceparent";
 const HEADER_EVENT: &str = "Sextant-Event";
