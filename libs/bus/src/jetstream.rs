@@ -115,7 +115,7 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> BusError {
     BusError::new(BusErrorKind::Unavailable, format!("NATS: {what}: {e}"))
 }
 
-/// How long a batch waits for one more message once it has one.
+/// How long a batch keeps taking messages after its first arrived.
 const BATCH_LINGER: Duration = Duration::from_millis(10);
 
 const HEADER_TRACEPARENT: &str = "traceparent";
@@ -421,6 +421,7 @@ impl Subscription for JsSubscription {
                 Err(_) => return Ok(out),
                 Ok(item) => item,
             };
+            let linger_until = tokio::time::Instant::now() + BATCH_LINGER;
             let mut raw = Vec::new();
             let mut failure = None;
             let mut next = first;
@@ -439,9 +440,10 @@ impl Subscription for JsSubscription {
                 if raw.len() >= max {
                     break;
                 }
-                // Messages of one pull arrive back to back: keep taking them until a short gap,
-                // so a batch holds what is ready rather than just the first.
-                match tokio::time::timeout(BATCH_LINGER, messages.next()).await {
+                // Messages of one pull arrive back to back: keep taking them for a short while
+                // after the first, so a batch holds what is ready rather than just the first,
+                // without holding a batch back for long under a steady trickle.
+                match tokio::time::timeout_at(linger_until, messages.next()).await {
                     Ok(item) => next = item,
                     Err(_) => break,
                 }
