@@ -37,7 +37,9 @@ async fn roles_select_what_a_process_serves() {
     assert_eq!(c.get(format!("{}/readyz", projector.url)).send().await.unwrap().status(), 200);
     assert_eq!(c.get(format!("{}/metrics", projector.url)).send().await.unwrap().status(), 200);
     assert_eq!(c.get(format!("{}/info", projector.url)).send().await.unwrap().status(), 404, "a projector serves no API");
-    assert!(projector.log_tail().contains("run projector started"), "{}", projector.log_tail());
+    // The projector subscribes in the background once serving; give it a moment.
+    let started = wait_until(10, || async { projector.log_tail().contains("run projector started").then_some(()) }).await;
+    assert!(started.is_some(), "{}", projector.log_tail());
 
     let ingest = Sextant::start(Some(&jetstream_config(&nats, "\"ingest\""))).await;
     assert_eq!(c.get(format!("{}/info", ingest.url)).send().await.unwrap().status(), 200);
