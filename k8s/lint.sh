@@ -24,7 +24,13 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CHART="$ROOT/k8s/sextant"
-HELM_LINT="${HELM_LINT:-$ROOT/../shared/tools/helm-lint}"
+# Beside the checkout (../shared), else the workplace's shared folder (a clone elsewhere).
+if [ -z "${HELM_LINT:-}" ]; then
+    for candidate in "$ROOT/../shared/tools/helm-lint" /work/shared/tools/helm-lint; do
+        if [ -x "$candidate" ]; then HELM_LINT="$candidate"; break; fi
+    done
+    HELM_LINT="${HELM_LINT:-$ROOT/../shared/tools/helm-lint}"
+fi
 
 if [ ! -x "$HELM_LINT" ]; then
     echo "k8s/lint.sh: helm-lint not found at $HELM_LINT (set HELM_LINT)" >&2
