@@ -55,6 +55,14 @@ uuid_id!(
     /// A run (one traced call). A trace is identified by its root run's id.
     RunId
 );
+uuid_id!(
+    /// A feedback entry (client-generated, UUIDv7 from the SDK).
+    FeedbackId
+);
+uuid_id!(
+    /// An annotation queue.
+    QueueId
+);
 
 /// Namespace for deriving the ids of projects created implicitly by name, so that every
 /// replica that sees the same unknown name derives the same id.

@@ -2,13 +2,16 @@
 //! that turn the SDK's run fragments (posts and patches, in any order, any number of times)
 //! into one stored run. No I/O lives here.
 
+pub mod annotation;
+pub mod feedback;
 pub mod ids;
 pub mod json;
 pub mod project;
 pub mod run;
 pub mod time;
 
-pub use ids::{ProjectId, RunId, TenantId};
+pub use feedback::{Feedback, FeedbackChange, FeedbackRecord, FeedbackStats};
+pub use ids::{FeedbackId, ProjectId, QueueId, RunId, TenantId};
 pub use json::RawJson;
 pub use project::{Project, ProjectPatch};
 pub use run::{FragmentKind, Run, RunFragment, RunStatus};

@@ -74,6 +74,21 @@ fn samples() -> Vec<(&'static str, Envelope)> {
                 json: RawJson::parse(r#"{"key":"user_rating","score":0.2}"#).unwrap(),
             })),
         ),
+        (
+            "FeedbackChangedV1",
+            env(Event::FeedbackChangedV1(FeedbackChangedV1 {
+                change: sextant_core::FeedbackChange::Patch {
+                    id: sextant_core::FeedbackId(Uuid::from_u128(0x5555)),
+                    fields: vec![
+                        sextant_core::feedback::FeedbackField::Score(Some(sextant_core::feedback::Score::Number(0.25))),
+                        sextant_core::feedback::FeedbackField::Score(Some(sextant_core::feedback::Score::Bool(true))),
+                        sextant_core::feedback::FeedbackField::Comment(None),
+                        sextant_core::feedback::FeedbackField::Correction(Some(RawJson::parse(r#"{"answer":"42"}"#).unwrap())),
+                    ],
+                    modified_at: Timestamp(1_764_037_600_000_000),
+                },
+            })),
+        ),
     ]
 }
 

@@ -68,6 +68,7 @@ pub enum Event {
     ProjectUpdatedV1(ProjectUpdatedV1),
     ProjectDeletedV1(ProjectDeletedV1),
     FeedbackPartReceivedV1(FeedbackPartReceivedV1),
+    FeedbackChangedV1(FeedbackChangedV1),
 }
 
 /// Run fragments (posts and patches) of one project, as acknowledged to a client.
@@ -99,6 +100,14 @@ pub struct ProjectDeletedV1 {
 pub struct FeedbackPartReceivedV1 {
     pub feedback_id: Uuid,
     pub json: sextant_core::RawJson,
+}
+
+/// A feedback entry created, patched or deleted (`POST`/`PATCH`/`DELETE /feedback`, reviews
+/// from annotation queues). Projected with per-field last-writer-wins on the event id, so
+/// redelivered and reordered changes converge.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackChangedV1 {
+    pub change: sextant_core::FeedbackChange,
 }
 
 tokio::task_local! {
@@ -151,7 +160,7 @@ impl Envelope {
         match &self.event {
             Event::RunsIngestedV1(_) => Stream::Runs,
             Event::ProjectCreatedV1(_) | Event::ProjectUpdatedV1(_) | Event::ProjectDeletedV1(_) => Stream::Projects,
-            Event::FeedbackPartReceivedV1(_) => Stream::Feedback,
+            Event::FeedbackPartReceivedV1(_) | Event::FeedbackChangedV1(_) => Stream::Feedback,
         }
     }
 
@@ -164,7 +173,7 @@ impl Envelope {
             Event::ProjectCreatedV1(e) => format!("{stream}.{}.{}", self.tenant, e.project.id),
             Event::ProjectUpdatedV1(e) => format!("{stream}.{}.{}", self.tenant, e.project_id),
             Event::ProjectDeletedV1(e) => format!("{stream}.{}.{}", self.tenant, e.project_id),
-            Event::FeedbackPartReceivedV1(_) => format!("{stream}.{}", self.tenant),
+            Event::FeedbackPartReceivedV1(_) | Event::FeedbackChangedV1(_) => format!("{stream}.{}", self.tenant),
         }
     }
 
@@ -175,6 +184,7 @@ impl Envelope {
             Event::ProjectUpdatedV1(_) => "ProjectUpdatedV1",
             Event::ProjectDeletedV1(_) => "ProjectDeletedV1",
             Event::FeedbackPartReceivedV1(_) => "FeedbackPartReceivedV1",
+            Event::FeedbackChangedV1(_) => "FeedbackChangedV1",
         }
     }
 }
