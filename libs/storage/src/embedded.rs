@@ -15,7 +15,12 @@
 //! * `project_names`  T name    → P
 //! * `attachments`    T R name  → mime NUL bytes
 //!
+//! * feedback and annotation queues: see [`feedback`] and [`queues`].
+//!
 //! All fjall calls block, so every method runs on tokio's blocking pool.
+
+mod feedback;
+mod queues;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,10 +31,16 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, Pers
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use sextant_core::{Project, ProjectId, ProjectPatch, Run, RunFragment, RunId, TenantId, Timestamp};
+use sextant_core::annotation::{Queue, QueueItem};
+use sextant_core::{
+    Feedback, FeedbackChange, FeedbackId, FeedbackStats, Project, ProjectId, ProjectPatch, QueueId, Run, RunFragment, RunId, TenantId,
+    Timestamp,
+};
+use uuid::Uuid;
 
 use crate::{
-    CreateOutcome, ProjectQuery, ProjectStats, ProjectStore, Result, RunCursor, RunPage, RunQuery, RunStore, StorageError, StorageErrorKind,
+    CreateOutcome, FeedbackQuery, FeedbackStore, ItemUpdate, ProjectQuery, ProjectStats, ProjectStore, QueueQuery, QueueStore, Result,
+    RunCursor, RunMatcher, RunPage, RunQuery, RunStore, StorageError, StorageErrorKind,
 };
 
 #[derive(Clone)]
@@ -49,6 +60,12 @@ struct Inner {
     projects: Keyspace,
     project_names: Keyspace,
     attachments: Keyspace,
+    feedback: Keyspace,
+    feedback_idx: Keyspace,
+    feedback_stats: Keyspace,
+    queues: Keyspace,
+    queue_items: Keyspace,
+    queue_runs: Keyspace,
     /// Serialises read-modify-write of runs and project creation. The in-process projector
     /// is the only hot writer, so one lock costs nothing and keeps merges exact.
     write_lock: Mutex<()>,
@@ -184,6 +201,12 @@ impl EmbeddedStore {
                 projects: ks("projects")?,
                 project_names: ks("project_names")?,
                 attachments: ks("attachments")?,
+                feedback: ks("feedback")?,
+                feedback_idx: ks("feedback_idx")?,
+                feedback_stats: ks("feedback_stats")?,
+                queues: ks("queues")?,
+                queue_items: ks("queue_items")?,
+                queue_runs: ks("queue_runs")?,
                 write_lock: Mutex::new(()),
                 db,
             }),
@@ -266,6 +289,7 @@ impl Inner {
                 .push(f);
         }
         let mut batch = self.db.batch();
+        let mut feedback_stats = feedback::StatsCache::default();
         // Runs written earlier in this batch, so a child can find a parent sent alongside it.
         let mut written: HashMap<RunId, Run> = HashMap::new();
         for id in order {
@@ -273,6 +297,10 @@ impl Inner {
                 Some(r) => Some(r.clone()),
                 None => self.get_run(t, id)?,
             };
+            if existing.is_none() {
+                // Feedback may arrive before its run: it counts towards the run's project now.
+                self.adopt_orphan_feedback(t, id, project, &mut batch, &mut feedback_stats)?;
+            }
             let old_pos = existing.as_ref().map(|r| (r.project_id, order_time(r), r.trace(), r.is_root()));
             let old_meta = existing.as_ref().map(|r| meta_keys(t, r)).unwrap_or_default();
             let mut run = existing.unwrap_or_else(|| Run::empty(id, project));
@@ -324,6 +352,7 @@ impl Inner {
             batch.insert(&self.trace_idx, Key::new().id(t.as_bytes()).id(tr.as_bytes()).id(id.as_bytes()).0, loc_value(p, s));
             written.insert(id, run);
         }
+        feedback_stats.write(self, &mut batch);
         batch.commit().map_err(|e| backend("write runs", e))
     }
 
@@ -587,11 +616,6 @@ pub(crate) fn matches_conditions(q: &RunQuery, run: &Run) -> bool {
             return false;
         }
     }
-    if let Some(f) = &q.filter {
-        if !f.matches(run) {
-            return false;
-        }
-    }
     true
 }
 
@@ -604,9 +628,20 @@ struct MatchCtx<'a> {
 }
 
 impl MatchCtx<'_> {
+    /// Evaluates a matcher, loading the run's feedback only if it looks at feedback.
+    fn eval(&self, f: &dyn RunMatcher, run: &Run) -> Result<bool> {
+        let feedback = if f.needs_feedback() { self.store.run_feedback(self.tenant, run.id)? } else { Vec::new() };
+        Ok(f.matches(run, &feedback))
+    }
+
     fn accepts(&mut self, q: &RunQuery, run: &Run) -> Result<bool> {
         if !matches_conditions(q, run) {
             return Ok(false);
+        }
+        if let Some(f) = &q.filter {
+            if !self.eval(f.as_ref(), run)? {
+                return Ok(false);
+            }
         }
         if let Some(f) = &q.trace_filter {
             let trace = run.trace();
@@ -614,7 +649,10 @@ impl MatchCtx<'_> {
                 Some(ok) => *ok,
                 None => {
                     let root = if trace == run.id { Some(run.clone()) } else { self.store.get_run(self.tenant, trace)? };
-                    let ok = root.is_some_and(|r| f.matches(&r));
+                    let ok = match root {
+                        Some(r) => self.eval(f.as_ref(), &r)?,
+                        None => false,
+                    };
                     self.roots.insert(trace, ok);
                     ok
                 }
@@ -628,7 +666,13 @@ impl MatchCtx<'_> {
             let ok = match self.trees.get(&trace) {
                 Some(ok) => *ok,
                 None => {
-                    let ok = self.store.trace_runs(self.tenant, trace)?.iter().any(|r| f.matches(r));
+                    let mut ok = false;
+                    for r in self.store.trace_runs(self.tenant, trace)? {
+                        if self.eval(f.as_ref(), &r)? {
+                            ok = true;
+                            break;
+                        }
+                    }
                     self.trees.insert(trace, ok);
                     ok
                 }
@@ -784,5 +828,104 @@ impl RunStore for EmbeddedStore {
 
     async fn sync(&self) -> Result<()> {
         self.blocking(|s| s.db.persist(PersistMode::SyncData).map_err(|e| backend("sync", e))).await
+    }
+}
+
+#[async_trait]
+impl FeedbackStore for EmbeddedStore {
+    async fn apply_feedback(&self, tenant: TenantId, stamp: Uuid, change: &FeedbackChange) -> Result<()> {
+        let change = change.clone();
+        self.blocking(move |s| s.apply_feedback(tenant, stamp, &change)).await
+    }
+
+    async fn get_feedback(&self, tenant: TenantId, id: FeedbackId) -> Result<Option<Feedback>> {
+        self.blocking(move |s| s.get_feedback(tenant, id)).await
+    }
+
+    async fn list_feedback(&self, tenant: TenantId, q: &FeedbackQuery) -> Result<Vec<Feedback>> {
+        let q = q.clone();
+        self.blocking(move |s| s.list_feedback(tenant, &q)).await
+    }
+
+    async fn run_feedback_stats(&self, tenant: TenantId, runs: &[RunId]) -> Result<HashMap<RunId, FeedbackStats>> {
+        let runs = runs.to_vec();
+        self.blocking(move |s| s.run_feedback_stats(tenant, &runs)).await
+    }
+
+    async fn project_feedback_stats(&self, tenant: TenantId, project: ProjectId) -> Result<FeedbackStats> {
+        self.blocking(move |s| s.project_feedback_stats(tenant, project)).await
+    }
+}
+
+impl Inner {
+    /// Queue state is written directly (not projected): make it durable before answering.
+    fn durable<T>(&self, r: Result<T>) -> Result<T> {
+        let v = r?;
+        self.db.persist(PersistMode::SyncData).map_err(|e| backend("sync", e))?;
+        Ok(v)
+    }
+}
+
+#[async_trait]
+impl QueueStore for EmbeddedStore {
+    async fn create_queue(&self, tenant: TenantId, queue: &Queue) -> Result<Queue> {
+        let queue = queue.clone();
+        self.blocking(move |s| s.durable(s.create_queue(tenant, &queue))).await
+    }
+
+    async fn get_queue(&self, tenant: TenantId, id: QueueId) -> Result<Option<Queue>> {
+        self.blocking(move |s| s.get_queue(tenant, id)).await
+    }
+
+    async fn list_queues(&self, tenant: TenantId, q: &QueueQuery) -> Result<Vec<Queue>> {
+        let q = q.clone();
+        self.blocking(move |s| s.list_queues(tenant, &q)).await
+    }
+
+    async fn put_queue(&self, tenant: TenantId, queue: &Queue) -> Result<Option<Queue>> {
+        let queue = queue.clone();
+        self.blocking(move |s| s.durable(s.put_queue(tenant, &queue))).await
+    }
+
+    async fn delete_queue(&self, tenant: TenantId, id: QueueId) -> Result<bool> {
+        self.blocking(move |s| s.durable(s.delete_queue(tenant, id))).await
+    }
+
+    async fn queues_with_rules(&self) -> Result<Vec<(TenantId, Queue)>> {
+        self.blocking(|s| s.queues_with_rules()).await
+    }
+
+    async fn add_queue_items(&self, tenant: TenantId, queue: QueueId, items: Vec<QueueItem>) -> Result<Vec<QueueItem>> {
+        self.blocking(move |s| s.durable(s.add_queue_items(tenant, queue, items))).await
+    }
+
+    async fn list_queue_items(&self, tenant: TenantId, queue: QueueId) -> Result<Vec<QueueItem>> {
+        self.blocking(move |s| s.list_queue_items(tenant, queue)).await
+    }
+
+    async fn get_queue_item(&self, tenant: TenantId, queue: QueueId, item: Uuid) -> Result<Option<QueueItem>> {
+        self.blocking(move |s| s.get_queue_item(tenant, queue, item)).await
+    }
+
+    async fn update_queue_item(&self, tenant: TenantId, queue: QueueId, item: Uuid, update: ItemUpdate) -> Result<Option<QueueItem>> {
+        self.blocking(move |s| s.durable(s.update_queue_item(tenant, queue, item, update))).await
+    }
+
+    async fn delete_queue_items(&self, tenant: TenantId, queue: QueueId, items: &[Uuid]) -> Result<usize> {
+        let items = items.to_vec();
+        self.blocking(move |s| s.durable(s.delete_queue_items(tenant, queue, &items))).await
+    }
+
+    async fn take_next_item(
+        &self,
+        tenant: TenantId,
+        queue: QueueId,
+        reviewer: &str,
+        now: Timestamp,
+        until: Timestamp,
+        reviewers_needed: u32,
+    ) -> Result<Option<QueueItem>> {
+        let reviewer = reviewer.to_owned();
+        self.blocking(move |s| s.durable(s.take_next_item(tenant, queue, &reviewer, now, until, reviewers_needed))).await
     }
 }

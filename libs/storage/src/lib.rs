@@ -19,7 +19,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use sextant_core::{Project, ProjectId, ProjectPatch, Run, RunFragment, RunId, TenantId, Timestamp};
+use sextant_core::annotation::{Queue, QueueItem};
+use sextant_core::{
+    Feedback, FeedbackChange, FeedbackId, FeedbackStats, Project, ProjectId, ProjectPatch, QueueId, Run, RunFragment, RunId, TenantId,
+    Timestamp,
+};
 
 pub mod embedded;
 #[cfg(feature = "scylla")]
@@ -61,11 +65,17 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 /// A predicate over runs (the compiled filter language lives outside storage).
 pub trait RunMatcher: Send + Sync {
-    fn matches(&self, run: &Run) -> bool;
+    /// `feedback` holds the run's live feedback when [`RunMatcher::needs_feedback`] says so,
+    /// and is empty otherwise.
+    fn matches(&self, run: &Run, feedback: &[Feedback]) -> bool;
+    /// Whether the predicate looks at feedback (so the store loads it).
+    fn needs_feedback(&self) -> bool {
+        false
+    }
 }
 
 impl<F: Fn(&Run) -> bool + Send + Sync> RunMatcher for F {
-    fn matches(&self, run: &Run) -> bool {
+    fn matches(&self, run: &Run, _feedback: &[Feedback]) -> bool {
         self(run)
     }
 }
@@ -213,6 +223,97 @@ pub trait RunStore: Send + Sync + 'static {
     async fn sync(&self) -> Result<()>;
 }
 
-/// Both stores; what a service holds.
-pub trait Storage: ProjectStore + RunStore {}
-impl<T: ProjectStore + RunStore> Storage for T {}
+/// Which feedback `GET /feedback` lists. Empty lists mean "any"; entries are returned in
+/// id order (UUIDv7: creation order), offset-paged.
+#[derive(Debug, Clone, Default)]
+pub struct FeedbackQuery {
+    pub runs: Vec<RunId>,
+    pub keys: Vec<String>,
+    /// `feedback_source.type` values.
+    pub sources: Vec<String>,
+    /// Projects the feedback counts towards (named or resolved from its run).
+    pub projects: Vec<ProjectId>,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+/// Feedback, projected from the feedback stream, with each run's and project's
+/// `feedback_stats` maintained incrementally.
+///
+/// Contract (checked by [`testsuite`]):
+/// * `apply_feedback` applies [`sextant_core::FeedbackRecord::apply`] with the change's event
+///   id as the stamp; re-applying a change, or applying changes in another order, leaves the
+///   same entries and the same stats.
+/// * Stats count live entries only: an update moves its entry's contribution, a delete
+///   removes it.
+/// * Feedback for a run that is not stored yet counts towards the run's project as soon as
+///   the run is stored.
+#[async_trait]
+pub trait FeedbackStore: Send + Sync + 'static {
+    async fn apply_feedback(&self, tenant: TenantId, stamp: Uuid, change: &FeedbackChange) -> Result<()>;
+    async fn get_feedback(&self, tenant: TenantId, id: FeedbackId) -> Result<Option<Feedback>>;
+    async fn list_feedback(&self, tenant: TenantId, q: &FeedbackQuery) -> Result<Vec<Feedback>>;
+    /// `feedback_stats` of each run that has any feedback.
+    async fn run_feedback_stats(&self, tenant: TenantId, runs: &[RunId]) -> Result<std::collections::HashMap<RunId, FeedbackStats>>;
+    async fn project_feedback_stats(&self, tenant: TenantId, project: ProjectId) -> Result<FeedbackStats>;
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct QueueQuery {
+    pub ids: Vec<QueueId>,
+    pub name: Option<String>,
+    pub name_contains: Option<String>,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+/// Changes one queue item inside the store's read-modify-write (an LWT loop in ScyllaDB, so
+/// it may run more than once). Returns `Ok(false)` to leave the item unchanged.
+pub type ItemUpdate = Box<dyn FnMut(&mut QueueItem) -> Result<bool> + Send>;
+
+/// Annotation queues and their items. Queue definitions and item state (leases, reviews) are
+/// written here directly, with compare-and-set: a lease must be exclusive the moment it is
+/// granted, which an eventually consistent projection cannot promise.
+///
+/// Contract (checked by [`testsuite`]):
+/// * `add_queue_items` is idempotent per `(queue, run)`: a run is in a queue at most once.
+/// * `take_next_item` never leases one item to two reviewers at once, even when called
+///   concurrently; an expired lease may be taken over.
+/// * Items list in the order they were added.
+#[async_trait]
+pub trait QueueStore: Send + Sync + 'static {
+    /// Idempotent on the id: an existing queue is returned unchanged.
+    async fn create_queue(&self, tenant: TenantId, queue: &Queue) -> Result<Queue>;
+    async fn get_queue(&self, tenant: TenantId, id: QueueId) -> Result<Option<Queue>>;
+    /// Newest first, offset-paged.
+    async fn list_queues(&self, tenant: TenantId, q: &QueueQuery) -> Result<Vec<Queue>>;
+    /// Replaces the stored queue definition (`Ok(None)` when it does not exist).
+    async fn put_queue(&self, tenant: TenantId, queue: &Queue) -> Result<Option<Queue>>;
+    /// Deletes the queue and its items. `Ok(false)` when it did not exist.
+    async fn delete_queue(&self, tenant: TenantId, id: QueueId) -> Result<bool>;
+    /// Every queue that has routing rules, of every tenant (the router's working set).
+    async fn queues_with_rules(&self) -> Result<Vec<(TenantId, Queue)>>;
+    /// Adds items; for a run already in the queue the existing item is returned instead.
+    async fn add_queue_items(&self, tenant: TenantId, queue: QueueId, items: Vec<QueueItem>) -> Result<Vec<QueueItem>>;
+    /// Every item of the queue in the order added.
+    async fn list_queue_items(&self, tenant: TenantId, queue: QueueId) -> Result<Vec<QueueItem>>;
+    async fn get_queue_item(&self, tenant: TenantId, queue: QueueId, item: Uuid) -> Result<Option<QueueItem>>;
+    /// Read-modify-write of one item; `Ok(None)` when it does not exist.
+    async fn update_queue_item(&self, tenant: TenantId, queue: QueueId, item: Uuid, update: ItemUpdate) -> Result<Option<QueueItem>>;
+    /// Removes items (by item id). Returns how many existed.
+    async fn delete_queue_items(&self, tenant: TenantId, queue: QueueId, items: &[Uuid]) -> Result<usize>;
+    /// Leases the first item (in added order) that `reviewer` may take, until `until`.
+    async fn take_next_item(
+        &self,
+        tenant: TenantId,
+        queue: QueueId,
+        reviewer: &str,
+        now: Timestamp,
+        until: Timestamp,
+        reviewers_needed: u32,
+    ) -> Result<Option<QueueItem>>;
+}
+
+/// Every store; what a service holds.
+pub trait Storage: ProjectStore + RunStore + FeedbackStore + QueueStore {}
+impl<T: ProjectStore + RunStore + FeedbackStore + QueueStore> Storage for T {}

@@ -10,11 +10,45 @@ use uuid::Uuid;
 
 use sextant_core::{FragmentKind, Project, ProjectId, ProjectPatch, RawJson, RunFragment, RunId, TenantId, Timestamp};
 
-use crate::{CreateOutcome, ProjectQuery, RunCursor, RunQuery, Storage, StorageErrorKind};
+use sextant_core::annotation::{Queue, QueueItem, RoutingRule};
+use sextant_core::feedback::{FeedbackField, Score};
+use sextant_core::{Feedback, FeedbackChange, FeedbackId, QueueId};
+
+use crate::{CreateOutcome, FeedbackQuery, ProjectQuery, QueueQuery, RunCursor, RunQuery, Storage, StorageErrorKind};
 
 #[macro_export]
 macro_rules! storage_conformance {
     ($new:expr $(, #[$attr:meta])* $(,)?) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn feedback_stats_stay_exact_under_redelivery_updates_and_deletes() {
+            $crate::testsuite::feedback_stats_stay_exact_under_redelivery_updates_and_deletes($new.await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn feedback_before_its_run_counts_once_the_run_arrives() {
+            $crate::testsuite::feedback_before_its_run_counts_once_the_run_arrives($new.await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn feedback_lists_filter_and_page() {
+            $crate::testsuite::feedback_lists_filter_and_page($new.await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn filters_see_each_runs_feedback() {
+            $crate::testsuite::filters_see_each_runs_feedback($new.await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn queue_items_are_unique_per_run_and_leases_exclusive() {
+            $crate::testsuite::queue_items_are_unique_per_run_and_leases_exclusive($new.await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn queue_lifecycle() {
+            $crate::testsuite::queue_lifecycle($new.await).await
+        }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         $(#[$attr])*
         async fn merges_fragments_in_any_order_idempotently() {
@@ -434,4 +468,270 @@ pub async fn metadata_pairs_find_runs_and_follow_updates(s: Arc<dyn Storage>) {
     assert!(s.query_runs(tenant(), &RunQuery { projects: vec![], ..pair("bob", 100, None) }).await.unwrap().runs.is_empty());
     s.delete_project(t, p).await.unwrap();
     assert!(s.query_runs(t, &pair("bob", 100, None)).await.unwrap().runs.is_empty());
+}
+
+fn feedback(run: Option<RunId>, key: &str, score: Option<f64>, value: Option<&str>) -> Feedback {
+    let mut body = json!({"key": key, "run_id": run.map(|r| r.to_string())});
+    if let Some(sc) = score {
+        body["score"] = json!(sc);
+    }
+    if let Some(v) = value {
+        body["value"] = json!(v);
+    }
+    Feedback::from_wire(&body, FeedbackId(Uuid::now_v7()), Timestamp(T0)).unwrap()
+}
+
+fn stamp() -> Uuid {
+    Uuid::now_v7()
+}
+
+pub async fn feedback_stats_stay_exact_under_redelivery_updates_and_deletes(s: Arc<dyn Storage>) {
+    let t = tenant();
+    let p = new_project(&s, t, "fb-stats").await;
+    let run = root(1, T0);
+    s.apply_run_fragments(t, p, vec![run.clone()]).await.unwrap();
+    let a = feedback(Some(run.id), "correctness", Some(0.1), None);
+    let b = feedback(Some(run.id), "correctness", Some(0.7), Some("good"));
+    let c = feedback(Some(run.id), "thumbs", None, Some("up"));
+    let changes = vec![
+        (stamp(), FeedbackChange::Upsert(a.clone())),
+        (stamp(), FeedbackChange::Upsert(b.clone())),
+        (stamp(), FeedbackChange::Upsert(c.clone())),
+        (
+            stamp(),
+            FeedbackChange::Patch {
+                id: b.id,
+                fields: vec![FeedbackField::Score(Some(Score::Number(0.3)))],
+                modified_at: Timestamp(T0 + 1),
+            },
+        ),
+        (stamp(), FeedbackChange::Delete { id: a.id }),
+    ];
+    // Every change delivered, then everything redelivered in reverse order.
+    for (st, ch) in changes.iter().chain(changes.iter().rev()) {
+        s.apply_feedback(t, *st, ch).await.unwrap();
+    }
+    let stats = s.run_feedback_stats(t, &[run.id]).await.unwrap().remove(&run.id).expect("the run has stats");
+    let corr = &stats.0["correctness"];
+    assert_eq!((corr.n, corr.scored, corr.sum), (1, 1, 3000), "only b, with its patched score");
+    assert_eq!(corr.values.get("good"), Some(&1));
+    assert_eq!(stats.0["thumbs"].values.get("up"), Some(&1));
+    assert_eq!(s.project_feedback_stats(t, p).await.unwrap(), stats, "the project sums its runs");
+    assert_eq!(s.get_feedback(t, a.id).await.unwrap(), None, "deleted");
+    assert_eq!(s.get_feedback(t, b.id).await.unwrap().unwrap().score, Some(Score::Number(0.3)));
+    // Deleting everything leaves no residue.
+    for id in [b.id, c.id] {
+        s.apply_feedback(t, stamp(), &FeedbackChange::Delete { id }).await.unwrap();
+    }
+    assert!(s.run_feedback_stats(t, &[run.id]).await.unwrap().is_empty());
+    assert!(s.project_feedback_stats(t, p).await.unwrap().is_empty());
+}
+
+pub async fn feedback_before_its_run_counts_once_the_run_arrives(s: Arc<dyn Storage>) {
+    let t = tenant();
+    let p = new_project(&s, t, "fb-early").await;
+    let run = root(7, T0);
+    let f = feedback(Some(run.id), "user_rating", Some(1.0), None);
+    s.apply_feedback(t, stamp(), &FeedbackChange::Upsert(f.clone())).await.unwrap();
+    assert_eq!(s.run_feedback_stats(t, &[run.id]).await.unwrap()[&run.id].0["user_rating"].n, 1);
+    assert!(s.project_feedback_stats(t, p).await.unwrap().is_empty(), "no project known yet");
+    s.apply_run_fragments(t, p, vec![run.clone()]).await.unwrap();
+    s.apply_run_fragments(t, p, vec![run.clone()]).await.unwrap();
+    let ps = s.project_feedback_stats(t, p).await.unwrap();
+    assert_eq!(ps.0["user_rating"].n, 1, "counted once, after the run arrived (and was redelivered)");
+    let listed = s.list_feedback(t, &FeedbackQuery { projects: vec![p], limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(listed.iter().map(|f| f.id).collect::<Vec<_>>(), vec![f.id]);
+}
+
+pub async fn feedback_lists_filter_and_page(s: Arc<dyn Storage>) {
+    let (t, other) = (tenant(), tenant());
+    let p = new_project(&s, t, "fb-list").await;
+    let (r1, r2) = (root(11, T0), root(12, T0 + 1));
+    s.apply_run_fragments(t, p, vec![r1.clone(), r2.clone()]).await.unwrap();
+    let mut all = Vec::new();
+    for i in 0..25 {
+        let run = if i % 2 == 0 { r1.id } else { r2.id };
+        let mut f = feedback(Some(run), if i % 3 == 0 { "a" } else { "b" }, Some(f64::from(i) / 100.0), None);
+        if i % 5 == 0 {
+            f.feedback_source = Some(RawJson::parse(r#"{"type":"model"}"#).unwrap());
+        }
+        s.apply_feedback(t, stamp(), &FeedbackChange::Upsert(f.clone())).await.unwrap();
+        all.push(f);
+    }
+    let project_level = feedback(None, "a", None, None);
+    let mut project_level = project_level;
+    project_level.session_id = Some(p);
+    s.apply_feedback(t, stamp(), &FeedbackChange::Upsert(project_level.clone())).await.unwrap();
+    let list = |q: FeedbackQuery| {
+        let s = s.clone();
+        async move { s.list_feedback(t, &q).await.unwrap().into_iter().map(|f| f.id).collect::<Vec<_>>() }
+    };
+    // Offset paging over everything: no gaps, no duplicates, creation order.
+    let mut paged = Vec::new();
+    for page in 0.. {
+        let got = list(FeedbackQuery { limit: 7, offset: page * 7, ..Default::default() }).await;
+        let short = got.len() < 7;
+        paged.extend(got);
+        if short {
+            break;
+        }
+    }
+    let mut expected: Vec<FeedbackId> = all.iter().map(|f| f.id).collect();
+    expected.push(project_level.id);
+    assert_eq!(paged, expected);
+    let want = |pred: &dyn Fn(usize, &Feedback) -> bool| {
+        all.iter().enumerate().filter(|(i, f)| pred(*i, f)).map(|(_, f)| f.id).collect::<Vec<_>>()
+    };
+    assert_eq!(list(FeedbackQuery { runs: vec![r1.id], limit: 100, ..Default::default() }).await, want(&|i, _| i % 2 == 0));
+    assert_eq!(
+        list(FeedbackQuery { runs: vec![r1.id, r2.id], keys: vec!["a".into()], limit: 100, ..Default::default() }).await,
+        want(&|_, f| f.key == "a")
+    );
+    assert_eq!(list(FeedbackQuery { sources: vec!["model".into()], limit: 100, ..Default::default() }).await, want(&|i, _| i % 5 == 0));
+    let in_project = list(FeedbackQuery { projects: vec![p], limit: 100, ..Default::default() }).await;
+    assert_eq!(in_project.len(), 26, "run feedback resolved to the project, plus project-level feedback");
+    assert!(list(FeedbackQuery { limit: 100, ..Default::default() }).await.len() == 26);
+    assert!(s.list_feedback(other, &FeedbackQuery { limit: 100, ..Default::default() }).await.unwrap().is_empty(), "tenant isolation");
+    assert_eq!(s.get_feedback(other, all[0].id).await.unwrap(), None);
+}
+
+/// A matcher on feedback: "has a `key` feedback scored below `below`".
+struct LowScore(&'static str, f64);
+
+impl crate::RunMatcher for LowScore {
+    fn matches(&self, _run: &sextant_core::Run, feedback: &[Feedback]) -> bool {
+        feedback.iter().any(|f| f.key == self.0 && f.score.is_some_and(|s| s.as_f64() < self.1))
+    }
+    fn needs_feedback(&self) -> bool {
+        true
+    }
+}
+
+pub async fn filters_see_each_runs_feedback(s: Arc<dyn Storage>) {
+    let t = tenant();
+    let p = new_project(&s, t, "fb-filter").await;
+    let runs: Vec<RunFragment> = (0..4).map(|i| root(20 + i, T0 + i as i64)).collect();
+    s.apply_run_fragments(t, p, runs.clone()).await.unwrap();
+    for (i, score) in [(0, 0.2), (1, 0.9), (2, 0.3)] {
+        s.apply_feedback(t, stamp(), &FeedbackChange::Upsert(feedback(Some(runs[i].id), "user_rating", Some(score), None))).await.unwrap();
+    }
+    // Run 3 has a low score under another key only.
+    s.apply_feedback(t, stamp(), &FeedbackChange::Upsert(feedback(Some(runs[3].id), "other", Some(0.0), None))).await.unwrap();
+    let m: Arc<dyn crate::RunMatcher> = Arc::new(LowScore("user_rating", 0.4));
+    let got: HashSet<u128> =
+        s.query_runs(t, &RunQuery { filter: Some(m), ..q(vec![p], 100) }).await.unwrap().runs.iter().map(|r| r.id.0.as_u128()).collect();
+    assert_eq!(got, HashSet::from([20, 22]));
+}
+
+fn queue(name: &str) -> Queue {
+    Queue {
+        id: QueueId(Uuid::now_v7()),
+        name: name.into(),
+        description: None,
+        rubric_instructions: Some("be fair".into()),
+        rubric_items: None,
+        num_reviewers_per_item: 1,
+        created_at: Timestamp::now(),
+        updated_at: Timestamp::now(),
+        rules: Vec::new(),
+    }
+}
+
+fn item(q: QueueId, run: RunId) -> QueueItem {
+    QueueItem {
+        id: Uuid::now_v7(),
+        queue_id: q,
+        run_id: run,
+        project_id: None,
+        start_time: None,
+        added_at: Timestamp::now(),
+        last_reviewed_time: None,
+        lease: None,
+        reviews: Vec::new(),
+        done: false,
+    }
+}
+
+pub async fn queue_items_are_unique_per_run_and_leases_exclusive(s: Arc<dyn Storage>) {
+    let t = tenant();
+    let qu = s.create_queue(t, &queue("review")).await.unwrap();
+    let runs: Vec<RunId> = (0..10).map(|i| RunId(Uuid::from_u128(100 + i))).collect();
+    let first = s.add_queue_items(t, qu.id, runs.iter().map(|r| item(qu.id, *r)).collect()).await.unwrap();
+    // Re-adding (a redelivered routing decision, or a user adding twice) returns the same items.
+    let again = s.add_queue_items(t, qu.id, runs.iter().map(|r| item(qu.id, *r)).collect()).await.unwrap();
+    assert_eq!(first.iter().map(|i| i.id).collect::<Vec<_>>(), again.iter().map(|i| i.id).collect::<Vec<_>>());
+    let listed = s.list_queue_items(t, qu.id).await.unwrap();
+    assert_eq!(listed.iter().map(|i| i.run_id).collect::<Vec<_>>(), runs, "added order, each run once");
+    // 16 reviewers ask for the next item at once: each item is leased to exactly one.
+    let now = Timestamp::now();
+    let until = Timestamp(now.micros() + 60_000_000);
+    let mut tasks = Vec::new();
+    for r in 0..16 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move { s.take_next_item(t, qu.id, &format!("rev-{r}"), now, until, 1).await.unwrap() }));
+    }
+    let mut taken = Vec::new();
+    for task in tasks {
+        if let Some(it) = task.await.unwrap() {
+            taken.push(it.id);
+        }
+    }
+    assert_eq!(taken.len(), 10, "ten items for sixteen reviewers");
+    taken.sort();
+    taken.dedup();
+    assert_eq!(taken.len(), 10, "no item leased twice");
+    // After the leases expire, another reviewer may take one over.
+    let later = Timestamp(until.micros() + 1);
+    assert!(s.take_next_item(t, qu.id, "late", later, Timestamp(later.micros() + 1), 1).await.unwrap().is_some());
+    assert_eq!(s.delete_queue_items(t, qu.id, &[first[0].id, Uuid::now_v7()]).await.unwrap(), 1);
+    assert_eq!(s.list_queue_items(t, qu.id).await.unwrap().len(), 9);
+}
+
+pub async fn queue_lifecycle(s: Arc<dyn Storage>) {
+    let (t, other) = (tenant(), tenant());
+    let a = s.create_queue(t, &queue("Refunds")).await.unwrap();
+    assert_eq!(s.create_queue(t, &a).await.unwrap(), a, "idempotent on the id");
+    let mut b = queue("legal");
+    b.rules.push(RoutingRule {
+        id: Uuid::now_v7(),
+        filter: "has(tags, \"x\")".into(),
+        project_ids: vec![],
+        sampling_rate: 1.0,
+        created_at: Timestamp::now(),
+    });
+    let b = s.create_queue(t, &b).await.unwrap();
+    let names = |q: QueueQuery| {
+        let s = s.clone();
+        async move { s.list_queues(t, &q).await.unwrap().into_iter().map(|q| q.name).collect::<Vec<_>>() }
+    };
+    assert_eq!(names(QueueQuery { limit: 10, ..Default::default() }).await, ["legal", "Refunds"], "newest first");
+    assert_eq!(names(QueueQuery { name_contains: Some("refund".into()), limit: 10, ..Default::default() }).await, ["Refunds"]);
+    assert_eq!(names(QueueQuery { ids: vec![b.id], limit: 10, ..Default::default() }).await, ["legal"]);
+    assert!(s.list_queues(other, &QueueQuery { limit: 10, ..Default::default() }).await.unwrap().is_empty());
+    let with_rules = s.queues_with_rules().await.unwrap();
+    assert!(with_rules.iter().any(|(tt, q)| *tt == t && q.id == b.id) && !with_rules.iter().any(|(_, q)| q.id == a.id));
+    let mut renamed = a.clone();
+    renamed.name = "Refunds v2".into();
+    assert_eq!(s.put_queue(t, &renamed).await.unwrap().unwrap().name, "Refunds v2");
+    assert_eq!(s.put_queue(other, &renamed).await.unwrap(), None);
+    s.add_queue_items(t, a.id, vec![item(a.id, RunId(Uuid::now_v7()))]).await.unwrap();
+    let it = s.list_queue_items(t, a.id).await.unwrap().remove(0);
+    let done = s
+        .update_queue_item(
+            t,
+            a.id,
+            it.id,
+            Box::new(|i: &mut QueueItem| {
+                i.done = true;
+                Ok(true)
+            }),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(done.done && s.get_queue_item(t, a.id, it.id).await.unwrap().unwrap().done);
+    assert!(s.delete_queue(t, a.id).await.unwrap());
+    assert!(!s.delete_queue(t, a.id).await.unwrap());
+    assert_eq!(s.get_queue(t, a.id).await.unwrap(), None);
+    assert!(s.list_queue_items(t, a.id).await.unwrap().is_empty(), "items go with their queue");
 }

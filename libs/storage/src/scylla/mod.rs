@@ -51,6 +51,7 @@
 //! over from a serial read, which is safe because merging is idempotent.
 
 mod config;
+mod feedback;
 mod migrate;
 mod shape;
 mod statements;
@@ -753,9 +754,20 @@ struct MatchCtx<'a> {
 }
 
 impl MatchCtx<'_> {
+    /// Evaluates a matcher, loading the run's feedback only if it looks at feedback.
+    async fn eval(&self, f: &dyn crate::RunMatcher, run: &Run) -> Result<bool> {
+        let feedback = if f.needs_feedback() { self.store.run_feedback(self.tenant, run.id).await? } else { Vec::new() };
+        Ok(f.matches(run, &feedback))
+    }
+
     async fn accepts(&mut self, q: &RunQuery, run: &Run) -> Result<bool> {
         if !matches_conditions(q, run) {
             return Ok(false);
+        }
+        if let Some(f) = &q.filter {
+            if !self.eval(f.as_ref(), run).await? {
+                return Ok(false);
+            }
         }
         if let Some(f) = &q.trace_filter {
             let trace = run.trace();
@@ -764,7 +776,10 @@ impl MatchCtx<'_> {
                 None => {
                     let root =
                         if trace == run.id { Some(run.clone()) } else { self.store.head(self.tenant, trace, false).await?.map(|h| h.run) };
-                    let ok = root.is_some_and(|r| f.matches(&r));
+                    let ok = match root {
+                        Some(r) => self.eval(f.as_ref(), &r).await?,
+                        None => false,
+                    };
                     self.roots.insert(trace, ok);
                     ok
                 }
@@ -778,7 +793,13 @@ impl MatchCtx<'_> {
             let ok = match self.trees.get(&trace) {
                 Some(ok) => *ok,
                 None => {
-                    let ok = self.store.trace_runs(self.tenant, trace).await?.iter().any(|r| f.matches(r));
+                    let mut ok = false;
+                    for r in self.store.trace_runs(self.tenant, trace).await? {
+                        if self.eval(f.as_ref(), &r).await? {
+                            ok = true;
+                            break;
+                        }
+                    }
                     self.trees.insert(trace, ok);
                     ok
                 }
