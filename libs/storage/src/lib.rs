@@ -193,6 +193,9 @@ pub struct ProjectStats {
     pub completion_cost: f64,
     pub total_cost: f64,
     pub last_run_start_time: Option<Timestamp>,
+    /// Filled from [`FeedbackStore::project_feedback_stats`] by the service, not by
+    /// `project_stats`.
+    pub feedback: FeedbackStats,
 }
 
 #[async_trait]

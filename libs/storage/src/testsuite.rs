@@ -735,3 +735,139 @@ pub async fn queue_lifecycle(s: Arc<dyn Storage>) {
     assert_eq!(s.get_queue(t, a.id).await.unwrap(), None);
     assert!(s.list_queue_items(t, a.id).await.unwrap().is_empty(), "items go with their queue");
 }
+
+/// Implements [`crate::FeedbackStore`] and [`crate::QueueStore`] for a test wrapper by
+/// delegating to one of its fields (wrappers usually intercept only runs).
+#[macro_export]
+macro_rules! delegate_feedback_and_queues {
+    ($ty:ty, $field:ident) => {
+        #[async_trait::async_trait]
+        impl $crate::FeedbackStore for $ty {
+            async fn apply_feedback(
+                &self,
+                t: sextant_core::TenantId,
+                stamp: uuid::Uuid,
+                c: &sextant_core::FeedbackChange,
+            ) -> $crate::Result<()> {
+                self.$field.apply_feedback(t, stamp, c).await
+            }
+            async fn get_feedback(
+                &self,
+                t: sextant_core::TenantId,
+                id: sextant_core::FeedbackId,
+            ) -> $crate::Result<Option<sextant_core::Feedback>> {
+                self.$field.get_feedback(t, id).await
+            }
+            async fn list_feedback(
+                &self,
+                t: sextant_core::TenantId,
+                q: &$crate::FeedbackQuery,
+            ) -> $crate::Result<Vec<sextant_core::Feedback>> {
+                self.$field.list_feedback(t, q).await
+            }
+            async fn run_feedback_stats(
+                &self,
+                t: sextant_core::TenantId,
+                runs: &[sextant_core::RunId],
+            ) -> $crate::Result<std::collections::HashMap<sextant_core::RunId, sextant_core::FeedbackStats>> {
+                self.$field.run_feedback_stats(t, runs).await
+            }
+            async fn project_feedback_stats(
+                &self,
+                t: sextant_core::TenantId,
+                p: sextant_core::ProjectId,
+            ) -> $crate::Result<sextant_core::FeedbackStats> {
+                self.$field.project_feedback_stats(t, p).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::QueueStore for $ty {
+            async fn create_queue(
+                &self,
+                t: sextant_core::TenantId,
+                q: &sextant_core::annotation::Queue,
+            ) -> $crate::Result<sextant_core::annotation::Queue> {
+                self.$field.create_queue(t, q).await
+            }
+            async fn get_queue(
+                &self,
+                t: sextant_core::TenantId,
+                id: sextant_core::QueueId,
+            ) -> $crate::Result<Option<sextant_core::annotation::Queue>> {
+                self.$field.get_queue(t, id).await
+            }
+            async fn list_queues(
+                &self,
+                t: sextant_core::TenantId,
+                q: &$crate::QueueQuery,
+            ) -> $crate::Result<Vec<sextant_core::annotation::Queue>> {
+                self.$field.list_queues(t, q).await
+            }
+            async fn put_queue(
+                &self,
+                t: sextant_core::TenantId,
+                q: &sextant_core::annotation::Queue,
+            ) -> $crate::Result<Option<sextant_core::annotation::Queue>> {
+                self.$field.put_queue(t, q).await
+            }
+            async fn delete_queue(&self, t: sextant_core::TenantId, id: sextant_core::QueueId) -> $crate::Result<bool> {
+                self.$field.delete_queue(t, id).await
+            }
+            async fn queues_with_rules(&self) -> $crate::Result<Vec<(sextant_core::TenantId, sextant_core::annotation::Queue)>> {
+                self.$field.queues_with_rules().await
+            }
+            async fn add_queue_items(
+                &self,
+                t: sextant_core::TenantId,
+                q: sextant_core::QueueId,
+                items: Vec<sextant_core::annotation::QueueItem>,
+            ) -> $crate::Result<Vec<sextant_core::annotation::QueueItem>> {
+                self.$field.add_queue_items(t, q, items).await
+            }
+            async fn list_queue_items(
+                &self,
+                t: sextant_core::TenantId,
+                q: sextant_core::QueueId,
+            ) -> $crate::Result<Vec<sextant_core::annotation::QueueItem>> {
+                self.$field.list_queue_items(t, q).await
+            }
+            async fn get_queue_item(
+                &self,
+                t: sextant_core::TenantId,
+                q: sextant_core::QueueId,
+                item: uuid::Uuid,
+            ) -> $crate::Result<Option<sextant_core::annotation::QueueItem>> {
+                self.$field.get_queue_item(t, q, item).await
+            }
+            async fn update_queue_item(
+                &self,
+                t: sextant_core::TenantId,
+                q: sextant_core::QueueId,
+                item: uuid::Uuid,
+                update: $crate::ItemUpdate,
+            ) -> $crate::Result<Option<sextant_core::annotation::QueueItem>> {
+                self.$field.update_queue_item(t, q, item, update).await
+            }
+            async fn delete_queue_items(
+                &self,
+                t: sextant_core::TenantId,
+                q: sextant_core::QueueId,
+                items: &[uuid::Uuid],
+            ) -> $crate::Result<usize> {
+                self.$field.delete_queue_items(t, q, items).await
+            }
+            async fn take_next_item(
+                &self,
+                t: sextant_core::TenantId,
+                q: sextant_core::QueueId,
+                reviewer: &str,
+                now: sextant_core::Timestamp,
+                until: sextant_core::Timestamp,
+                needed: u32,
+            ) -> $crate::Result<Option<sextant_core::annotation::QueueItem>> {
+                self.$field.take_next_item(t, q, reviewer, now, until, needed).await
+            }
+        }
+    };
+}

@@ -14,9 +14,9 @@ use tracing::{error, info, instrument, warn};
 
 use sextant_bus::{BusError, BusErrorKind, EventBus};
 use sextant_core::project::validate_project_name;
-use sextant_core::{Project, ProjectId, ProjectPatch, Run, RunFragment, RunId, TenantId, Timestamp};
+use sextant_core::{Feedback, FeedbackStats, Project, ProjectId, ProjectPatch, Run, RunFragment, RunId, TenantId, Timestamp};
 use sextant_events::{Envelope, Event, ProjectCreatedV1, ProjectDeletedV1, ProjectUpdatedV1, RunsIngestedV1, Stream};
-use sextant_filter::{Filter, RunView};
+use sextant_filter::{FeedbackRow, Filter, RunView};
 use sextant_proto::{ApiError, ErrorKind};
 use sextant_storage::{
     CreateOutcome, ProjectQuery, ProjectStats, RunCursor, RunMatcher, RunPage, RunQuery, Storage, StorageError, StorageErrorKind,
@@ -133,12 +133,45 @@ pub struct RunQueryRequest {
     pub cursor: Option<String>,
 }
 
-/// A parsed filter as a storage predicate. Feedback rows come with the feedback service.
-struct FilterMatcher(Filter);
+/// A parsed filter as a storage predicate; the store loads the run's feedback when the
+/// filter has feedback conditions.
+struct FilterMatcher {
+    filter: Filter,
+    needs_feedback: bool,
+}
 
 impl RunMatcher for FilterMatcher {
-    fn matches(&self, run: &Run) -> bool {
-        self.0.matches(&RunView::new(run, &[]))
+    fn matches(&self, run: &Run, feedback: &[Feedback]) -> bool {
+        if !self.needs_feedback {
+            return self.filter.matches(&RunView::new(run, &[]));
+        }
+        let rows: Vec<FeedbackRow> = feedback
+            .iter()
+            .map(|f| FeedbackRow {
+                key: f.key.clone(),
+                score: f.score.map(sextant_core::feedback::Score::as_f64),
+                value: f.value.as_ref().map(sextant_core::RawJson::to_value),
+                source: f.source_type(),
+            })
+            .collect();
+        self.filter.matches(&RunView::new(run, &rows))
+    }
+
+    fn needs_feedback(&self) -> bool {
+        self.needs_feedback
+    }
+}
+
+/// Both filters must hold (`filter` and the free-text `query`).
+struct BothMatchers(Arc<dyn RunMatcher>, Arc<dyn RunMatcher>);
+
+impl RunMatcher for BothMatchers {
+    fn matches(&self, run: &Run, feedback: &[Feedback]) -> bool {
+        self.0.matches(run, feedback) && self.1.matches(run, feedback)
+    }
+
+    fn needs_feedback(&self) -> bool {
+        self.0.needs_feedback() || self.1.needs_feedback()
     }
 }
 
@@ -147,7 +180,8 @@ fn compile(which: &str, src: &Option<String>) -> Result<Option<Arc<dyn RunMatche
         None | Some("") => Ok(None),
         Some(s) => {
             let f = sextant_filter::parse(s).map_err(|e| ApiError::bad_request(format!("{which}: {e}")))?;
-            Ok(Some(Arc::new(FilterMatcher(f))))
+            let needs_feedback = f.needs().feedback;
+            Ok(Some(Arc::new(FilterMatcher { filter: f, needs_feedback })))
         }
     }
 }
@@ -382,7 +416,7 @@ impl Ingest {
             let search = compile("query", &Some(search))?.expect("non-empty");
             filter = Some(match filter {
                 None => search,
-                Some(f) => Arc::new(move |r: &Run| f.matches(r) && search.matches(r)),
+                Some(f) => Arc::new(BothMatchers(f, search)),
             });
         }
         let cursor = req.cursor.as_deref().filter(|c| !c.is_empty()).map(RunCursor::decode).transpose().map_err(storage_error)?;
@@ -462,7 +496,14 @@ impl Ingest {
     }
 
     pub async fn project_stats(&self, tenant: TenantId, id: ProjectId) -> Result<ProjectStats, ApiError> {
-        self.store.project_stats(tenant, id).await.map_err(storage_error)
+        let mut stats = self.store.project_stats(tenant, id).await.map_err(storage_error)?;
+        stats.feedback = self.store.project_feedback_stats(tenant, id).await.map_err(storage_error)?;
+        Ok(stats)
+    }
+
+    /// `feedback_stats` of these runs (those with feedback).
+    pub async fn run_feedback_stats(&self, tenant: TenantId, runs: &[RunId]) -> Result<HashMap<RunId, FeedbackStats>, ApiError> {
+        self.store.run_feedback_stats(tenant, runs).await.map_err(storage_error)
     }
 
     pub async fn update_project(&self, tenant: TenantId, id: ProjectId, patch: ProjectPatch) -> Result<Project, ApiError> {

@@ -99,6 +99,10 @@ async fn runs_multipart(State(s): State<HttpState>, Caller(p): Caller, headers: 
         .map(|(id, bytes)| {
             let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::unprocessable(format!("part feedback.{id}: not UTF-8")))?;
             let json = sextant_core::RawJson::parse(text).map_err(|e| ApiError::unprocessable(format!("part feedback.{id}: {e}")))?;
+            // Checked now, with the rules the feedback projector applies, so the client hears
+            // about bad feedback instead of the event being dead-lettered later.
+            sextant_core::Feedback::from_wire(&json.to_value(), sextant_core::FeedbackId(id), Timestamp::now())
+                .map_err(|e| ApiError::unprocessable(format!("part feedback.{id}: {}", e.0)))?;
             Ok(Envelope::new(p.tenant, Event::FeedbackPartReceivedV1(FeedbackPartReceivedV1 { feedback_id: id, json })))
         })
         .collect::<Result<_, ApiError>>()?;
@@ -162,7 +166,9 @@ fn parse_project_id(s: &str) -> Result<ProjectId, ApiError> {
 async fn read_run(State(s): State<HttpState>, Caller(p): Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
     let run = s.ingest.get_run(p.tenant, parse_run_id(&id)?).await?;
     let select = Select::all();
-    Ok(Json(RunJson { run: &run, tenant: p.tenant, select: &select, signer: &s.signer }).into_response())
+    let stats = s.ingest.run_feedback_stats(p.tenant, &[run.id]).await?;
+    Ok(Json(RunJson { run: &run, tenant: p.tenant, select: &select, signer: &s.signer, feedback_stats: stats.get(&run.id) })
+        .into_response())
 }
 
 /// Accepts a single value or a list (the SDK sends `session_id` as either).
@@ -273,7 +279,17 @@ async fn query_runs(State(s): State<HttpState>, Caller(p): Caller, headers: Head
     };
     let page = s.ingest.query_runs(p.tenant, req).await?;
     let select = Select::only(b.select.unwrap_or_default());
-    let runs: Vec<RunJson> = page.runs.iter().map(|r| RunJson { run: r, tenant: p.tenant, select: &select, signer: &s.signer }).collect();
+    let stats = if select.wants("feedback_stats") {
+        let ids: Vec<sextant_core::RunId> = page.runs.iter().map(|r| r.id).collect();
+        s.ingest.run_feedback_stats(p.tenant, &ids).await?
+    } else {
+        Default::default()
+    };
+    let runs: Vec<RunJson> = page
+        .runs
+        .iter()
+        .map(|r| RunJson { run: r, tenant: p.tenant, select: &select, signer: &s.signer, feedback_stats: stats.get(&r.id) })
+        .collect();
     Ok(Json(json!({
         "runs": runs,
         "cursors": { "next": page.next.map(|c| c.encode()), "prev": null }

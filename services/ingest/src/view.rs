@@ -5,7 +5,7 @@
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Value};
 
-use sextant_core::{Project, Run, TenantId, Timestamp};
+use sextant_core::{FeedbackStats, Project, Run, TenantId, Timestamp};
 use sextant_storage::ProjectStats;
 
 use crate::signing::UrlSigner;
@@ -28,7 +28,7 @@ impl Select {
             Self(Some(fields))
         }
     }
-    fn wants(&self, field: &str) -> bool {
+    pub fn wants(&self, field: &str) -> bool {
         match &self.0 {
             None => true,
             Some(f) => REQUIRED.contains(&field) || f.iter().any(|s| s == field),
@@ -41,6 +41,7 @@ pub struct RunJson<'a> {
     pub tenant: TenantId,
     pub select: &'a Select,
     pub signer: &'a UrlSigner,
+    pub feedback_stats: Option<&'a FeedbackStats>,
 }
 
 fn iso(t: Option<Timestamp>) -> Option<String> {
@@ -85,7 +86,7 @@ impl Serialize for RunJson<'_> {
         field!("prompt_cost", r.prompt_cost);
         field!("completion_cost", r.completion_cost);
         field!("total_cost", r.total_cost);
-        field!("feedback_stats", Option::<Value>::None);
+        field!("feedback_stats", self.feedback_stats.map(FeedbackStats::to_json));
         field!("child_run_ids", Option::<Value>::None);
         field!("in_dataset", false);
         if self.select.wants("app_path") {
@@ -145,7 +146,7 @@ pub fn project_json(p: &Project, stats: Option<&ProjectStats>) -> Value {
         obj.insert("completion_cost".into(), json!(s.completion_cost));
         obj.insert("last_run_start_time".into(), json!(iso(s.last_run_start_time)));
         obj.insert("error_rate".into(), json!(error_rate));
-        obj.insert("feedback_stats".into(), json!({}));
+        obj.insert("feedback_stats".into(), s.feedback.to_json());
         obj.insert("session_feedback_stats".into(), json!({}));
         obj.insert("run_facets".into(), json!([]));
     }

@@ -40,6 +40,8 @@ impl CountingStore {
     }
 }
 
+sextant_storage::delegate_feedback_and_queues!(CountingStore, inner);
+
 #[async_trait]
 impl RunStore for CountingStore {
     async fn apply_run_fragments(&self, tenant: TenantId, project: ProjectId, fragments: Vec<RunFragment>) -> sextant_storage::Result<()> {

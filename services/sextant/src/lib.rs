@@ -26,6 +26,8 @@ use sextant_auth::Authenticator;
 use sextant_bus::inprocess::InProcessBus;
 use sextant_bus::jetstream::JetStreamBus;
 use sextant_bus::EventBus;
+use sextant_feedback::http::FeedbackState;
+use sextant_feedback::{FeedbackService, Queues};
 use sextant_ingest::http::HttpState;
 use sextant_ingest::signing::UrlSigner;
 use sextant_ingest::Ingest;
@@ -41,6 +43,8 @@ pub struct Server {
     pub bus: Arc<dyn EventBus>,
     pub store: Arc<dyn Storage>,
     pub ingest: Arc<Ingest>,
+    pub feedback: Arc<FeedbackService>,
+    pub queues: Arc<Queues>,
     pub auth: Arc<Authenticator>,
     pub signer: UrlSigner,
 }
@@ -79,9 +83,12 @@ impl Server {
                  Configure auth.api_keys before exposing this server."
             );
         }
-        let signer = UrlSigner::new(signing_key(&config)?);
+        let key = signing_key(&config)?;
+        let feedback = Arc::new(FeedbackService::new(bus.clone(), store.clone(), &key));
+        let queues = Arc::new(Queues::new(store.clone(), feedback.clone()));
+        let signer = UrlSigner::new(key);
         let ingest = Arc::new(Ingest::new(bus.clone(), store.clone(), config.ingest_limits()));
-        Ok(Self { config, bus, store, ingest, auth, signer })
+        Ok(Self { config, bus, store, ingest, feedback, queues, auth, signer })
     }
 
     /// The HTTP application: every service's routes plus health and metrics.
@@ -94,6 +101,8 @@ impl Server {
         if self.config.roles.contains(&Role::Ingest) {
             let state = HttpState { ingest: self.ingest.clone(), signer: self.signer.clone(), bus: self.bus.clone() };
             app = app.merge(sextant_ingest::http::router(state, self.auth.clone()));
+            let state = FeedbackState { feedback: self.feedback.clone(), queues: self.queues.clone() };
+            app = app.merge(sextant_feedback::http::router(state, self.auth.clone()));
         }
         app.layer(middleware::from_fn(record_http_metrics)).layer(middleware::from_fn(trace_context)).layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -219,6 +228,13 @@ pub async fn serve(
 
     if server.config.roles.contains(&Role::Projector) {
         tasks.spawn(sextant_ingest::projector::run_projector(server.bus.clone(), server.store.clone(), stop_rx.clone()));
+        tasks.spawn(sextant_feedback::projector::run_feedback_projector(server.bus.clone(), server.store.clone(), stop_rx.clone()));
+        tasks.spawn(sextant_feedback::router::run_annotation_router(
+            server.bus.clone(),
+            server.store.clone(),
+            server.queues.clone(),
+            stop_rx.clone(),
+        ));
     }
 
     let app = server.router();

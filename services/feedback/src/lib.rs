@@ -1,0 +1,20 @@
+//! The feedback service: what the LangSmith SDK's feedback and annotation-queue calls need.
+//!
+//! * [`core::FeedbackService`]: validates feedback and publishes it as `FeedbackChangedV1`
+//!   events; reads come from the projection (entries and `feedback_stats`).
+//! * [`projector`]: folds the feedback stream (`FeedbackChangedV1`, and the
+//!   `FeedbackPartReceivedV1` parts ingest captured from `/runs/multipart`) into the store.
+//! * [`tokens`]: presigned feedback tokens, so a frontend can post a thumbs-up without a key.
+//! * [`queues::Queues`]: annotation queues, leases, reviews (stored as feedback) and
+//!   reviewer agreement; [`router`] adds runs to queues by rule, from the run stream.
+//! * [`http`]: the REST layer over both.
+
+pub mod core;
+pub mod http;
+pub mod projector;
+pub mod queues;
+pub mod router;
+pub mod tokens;
+
+pub use crate::core::FeedbackService;
+pub use crate::queues::Queues;
