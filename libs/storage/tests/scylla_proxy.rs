@@ -3,12 +3,15 @@
 //! the handshake, the PREPARE results (from the same schema the unit tests check) and the
 //! replies or errors of each test, and report the frames they matched.
 //!
-//! These are not storage tests: nothing is stored. They check the adapter's handshake, error
+//! Most are not storage tests: nothing is stored. They check the adapter's handshake, error
 //! mapping and retry decisions; the conformance suite (`scylla_conformance.rs`) checks storage
-//! semantics against a real cluster.
+//! semantics against a real cluster. The tests at the end answer statements from an in-memory
+//! [`Fake`] instead, to run the feedback and queue logic end to end (the conformance tests of
+//! both, and the crash and timeout windows of their compare-and-set protocols) where no cluster
+//! is available; the fake is simple and linearizable, so it checks the adapter, not ScyllaDB.
 #![cfg(feature = "scylla")]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -21,10 +24,14 @@ use scylla_proxy::{
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use sextant_core::{Project, ProjectId, RunId, TenantId};
+use sextant_core::annotation::QueueItem;
+use sextant_core::{
+    Feedback as FeedbackEntry, FeedbackChange, FeedbackId, FragmentKind, Project, ProjectId, QueueId, RunFragment, RunId, TenantId,
+    Timestamp,
+};
 use sextant_storage::scylla::testing;
 use sextant_storage::scylla::{ScyllaConfig, ScyllaStore};
-use sextant_storage::{CreateOutcome, ProjectStore, RunStore, StorageErrorKind};
+use sextant_storage::{testsuite, CreateOutcome, FeedbackStore, ProjectStore, QueueStore, RunStore, Storage, StorageErrorKind};
 
 const KEYSPACE: &str = "sextant_proxy";
 
@@ -368,5 +375,439 @@ async fn proxy_a_dropped_connection_is_unavailable() {
     let (t, r) = ids();
     let err = store.get_run(t, r).await.unwrap_err();
     assert_eq!(err.kind, StorageErrorKind::Unavailable, "{err}");
+    finish(proxy).await;
+}
+
+// ---- an in-memory stand-in for the cluster ----------------------------------------------------
+
+/// Answers the adapter's statements from in-memory tables, well enough to run its feedback and
+/// queue logic end to end through a real driver session: single-row reads and writes, scans of
+/// a whole partition in clustering order, and the conditions of our lightweight transactions.
+/// Range scans (the run indexes) are refused. One lock makes it linearizable: it checks the
+/// adapter's protocol (which statements, in which order, with which conditions and how it
+/// reads their answers), not ScyllaDB's behaviour under concurrency.
+#[derive(Default)]
+struct Fake {
+    /// Table → primary key values (partition, then clustering) → row.
+    tables: HashMap<String, BTreeMap<Vec<Vec<u8>>, FakeRow>>,
+    /// Faults to inject, per statement, one per execution.
+    faults: HashMap<&'static str, VecDeque<Fault>>,
+    /// Executions per statement, and per statement read at `LOCAL_SERIAL` as `NAME@serial`.
+    executed: HashMap<String, usize>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Applies the statement, then answers with a write timeout: the outcome the client cannot
+    /// tell from a lost request.
+    TimeoutAfterApplying,
+    /// Answers with a write timeout without applying.
+    TimeoutBeforeApplying,
+    /// Answers with an error that is not transient: the writer gives up there, as if its
+    /// process died at that point.
+    Crash,
+}
+
+type SharedFake = Arc<std::sync::Mutex<Fake>>;
+/// Column → value (absent: null).
+type FakeRow = HashMap<String, Vec<u8>>;
+/// Columns of a result row and their cells.
+type Cells = (Vec<(String, NativeType)>, Vec<Option<Vec<u8>>>);
+
+fn native(cql_type: &str) -> NativeType {
+    match cql_type {
+        "uuid" => NativeType::Uuid,
+        "bigint" => NativeType::BigInt,
+        "int" => NativeType::Int,
+        "blob" => NativeType::Blob,
+        "text" => NativeType::Text,
+        "timestamp" => NativeType::Timestamp,
+        "boolean" => NativeType::Boolean,
+        other => panic!("no native type {other}"),
+    }
+}
+
+/// The statement name, consistency and bound values of an EXECUTE body (protocol v4, values by
+/// position). Twin statements with the same text (a read and its serial twin) share a name.
+fn execute_values(frame: &RequestFrame) -> (String, u16, Vec<Option<Vec<u8>>>) {
+    assert_eq!(frame.params.version & 0x7f, 4, "the fake reads protocol v4 frames");
+    let take = |b: &mut &[u8], n: usize| {
+        let (head, rest) = b.split_at(n);
+        *b = rest;
+        head.to_vec()
+    };
+    let mut b = &frame.body[..];
+    let id_len = u16::from_be_bytes(take(&mut b, 2).try_into().unwrap()) as usize;
+    let id = String::from_utf8(take(&mut b, id_len)).unwrap();
+    let consistency = u16::from_be_bytes(take(&mut b, 2).try_into().unwrap());
+    let flags = take(&mut b, 1)[0];
+    assert_eq!(flags & 0x40, 0, "values are bound by position");
+    let mut values = Vec::new();
+    if flags & 0x01 != 0 {
+        let n = u16::from_be_bytes(take(&mut b, 2).try_into().unwrap());
+        for _ in 0..n {
+            let len = i32::from_be_bytes(take(&mut b, 4).try_into().unwrap());
+            values.push((len >= 0).then(|| take(&mut b, len as usize)));
+        }
+    }
+    (id.trim_end_matches('#').to_string(), consistency, values)
+}
+
+/// `LOCAL_SERIAL` in the protocol.
+const LOCAL_SERIAL: u16 = 0x0009;
+
+/// The `:marker` names in a piece of CQL, in order.
+fn markers(cql: &str) -> Vec<String> {
+    cql.split(':').skip(1).map(|s| s.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect()).collect()
+}
+
+/// The text between `from` and the first of `to` after it (or the end).
+fn between<'a>(cql: &'a str, from: &str, to: &[&str]) -> &'a str {
+    let Some(start) = cql.find(from).map(|i| i + from.len()) else { return "" };
+    let rest = &cql[start..];
+    let end = to.iter().filter_map(|t| rest.find(t)).min().unwrap_or(rest.len());
+    &rest[..end]
+}
+
+fn void_result(frame: &RequestFrame) -> ResponseFrame {
+    let mut b = BytesMut::new();
+    b.put_i32(0x0001);
+    ResponseFrame::new(frame.params.for_response(), ResponseOpcode::Result, b.freeze())
+}
+
+fn refused(frame: &RequestFrame, why: &str) -> ResponseFrame {
+    ResponseFrame::forged_error(frame.params, example_db_errors::invalid(), Some(why)).unwrap()
+}
+
+impl Fake {
+    fn inject(fake: &SharedFake, statement: &'static str, fault: Fault) {
+        fake.lock().unwrap().faults.entry(statement).or_default().push_back(fault);
+    }
+
+    fn executed(fake: &SharedFake, statement: &str) -> usize {
+        fake.lock().unwrap().executed.get(statement).copied().unwrap_or(0)
+    }
+
+    fn answer(&mut self, frame: RequestFrame) -> ResponseFrame {
+        let (name, consistency, values) = execute_values(&frame);
+        *self.executed.entry(name.clone()).or_default() += 1;
+        if consistency == LOCAL_SERIAL {
+            *self.executed.entry(format!("{name}@serial")).or_default() += 1;
+        }
+        let fault = self.faults.get_mut(name.as_str()).and_then(VecDeque::pop_front);
+        match fault {
+            Some(Fault::Crash) => return refused(&frame, "fake: injected crash"),
+            Some(Fault::TimeoutBeforeApplying) => {
+                return ResponseFrame::forged_error(frame.params, example_db_errors::write_timeout(), None).unwrap()
+            }
+            _ => {}
+        }
+        let answer = self.execute(&frame, &name, values);
+        match fault {
+            Some(Fault::TimeoutAfterApplying) => {
+                ResponseFrame::forged_error(frame.params, example_db_errors::write_timeout(), None).unwrap()
+            }
+            _ => answer,
+        }
+    }
+
+    fn execute(&mut self, frame: &RequestFrame, name: &str, values: Vec<Option<Vec<u8>>>) -> ResponseFrame {
+        let (_, cql) = testing::statements().iter().find(|(n, _)| *n == name).expect("one of our statements");
+        let schema = testing::schema();
+        let binds = testing::bind_specs(&schema, cql).unwrap();
+        assert_eq!(binds.len(), values.len(), "{name}: one value per marker");
+        let bound: HashMap<String, Option<Vec<u8>>> = binds.into_iter().map(|(m, _)| m).zip(values).collect();
+        let verb = cql.split_whitespace().next().unwrap().to_uppercase();
+        let table_name = match verb.as_str() {
+            "SELECT" | "DELETE" => between(cql, " FROM ", &[" "]),
+            "INSERT" => between(cql, "INSERT INTO ", &[" "]),
+            _ => between(cql, "UPDATE ", &[" "]),
+        };
+        let table = schema.table(table_name).unwrap_or_else(|| panic!("{name}: no table {table_name}"));
+        let key_columns: Vec<&String> = table.partition_key.iter().chain(&table.clustering).collect();
+        let is_column = |m: &str| table.column_type(m).is_some();
+        let where_part = between(cql, " WHERE ", &[" IF "]);
+        if where_part.contains('<') || where_part.contains('>') {
+            return refused(frame, &format!("fake: {name} reads a range, which the fake does not serve"));
+        }
+        let condition = between(cql, " IF ", &[]).trim().to_string();
+        // The key: every primary key column bound (INSERT), or a prefix of them (the rest).
+        let given: Vec<String> = if verb == "INSERT" { markers(cql) } else { markers(where_part) };
+        let mut key = Vec::new();
+        for c in &key_columns {
+            match given.iter().find(|m| m == c) {
+                Some(m) => key.push(bound[m].clone().expect("key values are not null")),
+                None => break,
+            }
+        }
+        let full = key.len() == key_columns.len();
+        let rows = self.tables.entry(table_name.to_string()).or_default();
+        let matching: Vec<Vec<Vec<u8>>> = rows.keys().filter(|k| k.starts_with(&key)).cloned().collect();
+        let columns_of =
+            |row: &FakeRow| -> Cells { table.columns.iter().map(|(c, t)| ((c.clone(), native(t)), row.get(c).cloned())).unzip() };
+        let lwt = |applied: bool, extra: Cells| {
+            let mut specs = vec![("[applied]".to_string(), NativeType::Boolean)];
+            specs.extend(extra.0);
+            let mut cells = vec![Some(vec![u8::from(applied)])];
+            cells.extend(extra.1);
+            forged_rows(frame, &specs, &[cells])
+        };
+        let set_values = |row: &mut FakeRow, names: &[String]| {
+            for m in names.iter().filter(|m| is_column(m)) {
+                match &bound[m] {
+                    Some(v) => row.insert(m.clone(), v.clone()),
+                    None => row.remove(m),
+                };
+            }
+        };
+        match verb.as_str() {
+            "SELECT" => {
+                let specs = testing::result_specs(&schema, cql).unwrap();
+                let out: Vec<Vec<Option<Vec<u8>>>> =
+                    matching.iter().map(|k| specs.iter().map(|(c, _)| rows[k].get(c).cloned()).collect()).collect();
+                forged_rows(frame, &specs, &out)
+            }
+            "INSERT" => {
+                assert!(full, "{name}: an insert binds the whole key");
+                if condition == "NOT EXISTS" {
+                    if let Some(existing) = rows.get(&key) {
+                        return lwt(false, columns_of(existing));
+                    }
+                }
+                set_values(rows.entry(key).or_default(), &given);
+                if condition.is_empty() {
+                    void_result(frame)
+                } else {
+                    lwt(true, (vec![], vec![]))
+                }
+            }
+            "UPDATE" | "DELETE" => {
+                // `IF EXISTS`, `IF column = :marker`, or no condition.
+                let check = if condition.is_empty() {
+                    None
+                } else if condition == "EXISTS" {
+                    Some(None)
+                } else {
+                    let (column, marker) = condition.split_once(" = :").unwrap_or_else(|| panic!("{name}: condition {condition}"));
+                    Some(Some((column.to_string(), marker.to_string())))
+                };
+                if let Some(check) = &check {
+                    assert!(full, "{name}: a conditional write names one row");
+                    let current = rows.get(&key);
+                    let holds = match (check, current) {
+                        (_, None) => false,
+                        (None, Some(_)) => true,
+                        (Some((column, marker)), Some(row)) => row.get(column) == bound[marker].as_ref(),
+                    };
+                    if !holds {
+                        let shown = match (check, current) {
+                            (Some((column, _)), Some(row)) => {
+                                let ty = native(table.column_type(column).unwrap());
+                                (vec![(column.clone(), ty)], vec![row.get(column).cloned()])
+                            }
+                            _ => (vec![], vec![]),
+                        };
+                        return lwt(false, shown);
+                    }
+                }
+                if verb == "UPDATE" {
+                    assert!(full, "{name}: an update names one row");
+                    set_values(rows.entry(key).or_default(), &markers(between(cql, " SET ", &[" WHERE "])));
+                } else {
+                    for k in matching {
+                        rows.remove(&k);
+                    }
+                }
+                match check {
+                    Some(_) => lwt(true, (vec![], vec![])),
+                    None => void_result(frame),
+                }
+            }
+            v => refused(frame, &format!("fake: verb {v}")),
+        }
+    }
+}
+
+/// A store whose every statement is answered by a [`Fake`].
+async fn faked() -> (Arc<ScyllaStore>, SharedFake, RunningProxy) {
+    let fake = SharedFake::default();
+    let answering = fake.clone();
+    let rule = RequestRule(
+        Condition::RequestOpcode(RequestOpcode::Execute),
+        RequestReaction::forge_response(Arc::new(move |frame| answering.lock().unwrap().answer(frame))),
+    );
+    let (addr, proxy, _) = start_proxy(vec![rule]).await;
+    let store = ScyllaStore::connect(&config(addr)).await.unwrap();
+    (Arc::new(store), fake, proxy)
+}
+
+/// The storage conformance tests of feedback and queues, through the driver, against the fake.
+#[tokio::test]
+async fn proxy_feedback_and_queue_conformance_against_the_fake() {
+    let (store, _fake, proxy) = faked().await;
+    let s: Arc<dyn Storage> = store;
+    testsuite::feedback_stats_stay_exact_under_redelivery_updates_and_deletes(s.clone()).await;
+    testsuite::feedback_before_its_run_counts_once_the_run_arrives(s.clone()).await;
+    testsuite::feedback_lists_filter_and_page(s.clone()).await;
+    testsuite::queue_items_are_unique_per_run_and_leases_exclusive(s.clone()).await;
+    testsuite::queue_lifecycle(s).await;
+    finish(proxy).await;
+}
+
+fn root_run() -> (RunId, RunFragment) {
+    let id = RunId(Uuid::now_v7());
+    let mut f = RunFragment::new(FragmentKind::Post, id);
+    f.trace_id = Some(id);
+    f.name = Some("root".into());
+    f.start_time = Some(Timestamp(1_700_000_000_000_000));
+    (id, f)
+}
+
+fn scored(run: RunId, key: &str, score: f64) -> FeedbackEntry {
+    let body = serde_json::json!({"key": key, "run_id": run.to_string(), "score": score});
+    FeedbackEntry::from_wire(&body, FeedbackId(Uuid::now_v7()), Timestamp(0)).unwrap()
+}
+
+/// A project with one stored run, through the fake.
+async fn project_with_run(s: &ScyllaStore) -> (TenantId, ProjectId, RunId) {
+    let t = TenantId(Uuid::now_v7());
+    let p = Project::new(t, ProjectId(Uuid::now_v7()), "p".into());
+    s.create_project(&p).await.unwrap();
+    let (run, fragment) = root_run();
+    s.apply_run_fragments(t, p.id, vec![fragment]).await.unwrap();
+    (t, p.id, run)
+}
+
+async fn counted(s: &ScyllaStore, t: TenantId, p: ProjectId, run: RunId, key: &str) -> (i64, i64) {
+    let run_n = s.run_feedback_stats(t, &[run]).await.unwrap().get(&run).map_or(0, |st| st.0[key].n);
+    let project_n = s.project_feedback_stats(t, p).await.unwrap().0.get(key).map_or(0, |k| k.n);
+    (run_n, project_n)
+}
+
+/// The crash windows of a feedback change: a projector that dies after writing the record (and
+/// before the stats), or after the stats (and before recording that they are done), leaves work
+/// that the change's redelivery finishes, counting the entry exactly once.
+#[tokio::test]
+async fn proxy_an_interrupted_feedback_change_is_finished_by_its_redelivery_and_counted_once() {
+    let (s, fake, proxy) = faked().await;
+    for (statement, fault) in [
+        ("GET_STATS", Fault::Crash),       // after the record, before any stats row
+        ("INSERT_STATS", Fault::Crash),    // after the record, while writing the stats
+        ("UPDATE_FEEDBACK", Fault::Crash), // after both stats rows, before the record says so
+    ] {
+        let (t, p, run) = project_with_run(&s).await;
+        let change = FeedbackChange::Upsert(scored(run, "k", 0.5));
+        let stamp = Uuid::now_v7();
+        Fake::inject(&fake, statement, fault);
+        let err = s.apply_feedback(t, stamp, &change).await.unwrap_err();
+        assert_eq!(err.kind, StorageErrorKind::Internal, "{statement}: {err}");
+        for delivery in 1..=3 {
+            s.apply_feedback(t, stamp, &change).await.unwrap();
+            assert_eq!(counted(&s, t, p, run, "k").await, (1, 1), "{statement}: after redelivery {delivery}");
+        }
+        // Settled: a further redelivery reads, and writes nothing.
+        let writes = || ["INSERT_FEEDBACK", "UPDATE_FEEDBACK", "INSERT_STATS", "UPDATE_STATS"].map(|n| Fake::executed(&fake, n));
+        let before = writes();
+        s.apply_feedback(t, stamp, &change).await.unwrap();
+        assert_eq!(writes(), before, "{statement}: a settled change writes nothing on redelivery");
+    }
+    finish(proxy).await;
+}
+
+/// A stats compare-and-set whose answer is lost is neither lost nor counted twice: the writer
+/// re-reads the row through Paxos and finds its mark, or applies the delta again.
+#[tokio::test]
+async fn proxy_a_timed_out_stats_write_counts_once_whether_or_not_it_applied() {
+    let (s, fake, proxy) = faked().await;
+    for fault in [Fault::TimeoutAfterApplying, Fault::TimeoutBeforeApplying] {
+        let (t, p, run) = project_with_run(&s).await;
+        let serial_reads = Fake::executed(&fake, "GET_STATS@serial");
+        Fake::inject(&fake, "INSERT_STATS", fault);
+        s.apply_feedback(t, Uuid::now_v7(), &FeedbackChange::Upsert(scored(run, "k", 0.5))).await.unwrap();
+        assert_eq!(counted(&s, t, p, run, "k").await, (1, 1), "{fault:?}");
+        assert!(Fake::executed(&fake, "GET_STATS@serial") > serial_reads, "{fault:?}: re-read through Paxos");
+    }
+    finish(proxy).await;
+}
+
+/// Feedback that arrived first, for a run whose writer died between storing the run and
+/// adopting the feedback, is adopted by the run's redelivered write.
+#[tokio::test]
+async fn proxy_orphan_feedback_is_adopted_by_a_redelivered_run_write() {
+    let (s, fake, proxy) = faked().await;
+    let t = TenantId(Uuid::now_v7());
+    let p = Project::new(t, ProjectId(Uuid::now_v7()), "p".into());
+    s.create_project(&p).await.unwrap();
+    let (run, fragment) = root_run();
+    s.apply_feedback(t, Uuid::now_v7(), &FeedbackChange::Upsert(scored(run, "k", 1.0))).await.unwrap();
+    assert_eq!(counted(&s, t, p.id, run, "k").await, (1, 0), "no project known yet");
+    Fake::inject(&fake, "SCAN_ORPHANS", Fault::Crash);
+    assert!(s.apply_run_fragments(t, p.id, vec![fragment.clone()]).await.is_err());
+    assert_eq!(counted(&s, t, p.id, run, "k").await, (1, 0), "the run is stored, its feedback not adopted yet");
+    s.apply_run_fragments(t, p.id, vec![fragment.clone()]).await.unwrap();
+    assert_eq!(counted(&s, t, p.id, run, "k").await, (1, 1));
+    s.apply_run_fragments(t, p.id, vec![fragment]).await.unwrap();
+    assert_eq!(counted(&s, t, p.id, run, "k").await, (1, 1), "adopted once");
+    finish(proxy).await;
+}
+
+fn queued(queue: QueueId) -> QueueItem {
+    QueueItem {
+        id: Uuid::now_v7(),
+        queue_id: queue,
+        run_id: RunId(Uuid::now_v7()),
+        project_id: None,
+        start_time: None,
+        added_at: Timestamp(0),
+        last_reviewed_time: None,
+        lease: None,
+        reviews: Vec::new(),
+        done: false,
+    }
+}
+
+/// A lease whose compare-and-set timed out after applying is recognised by the serial re-read
+/// and returned, not sent again and not abandoned for the next item.
+#[tokio::test]
+async fn proxy_a_timed_out_lease_is_recognised_not_resent() {
+    let (s, fake, proxy) = faked().await;
+    let t = TenantId(Uuid::now_v7());
+    let q = QueueId(Uuid::now_v7());
+    let items = s.add_queue_items(t, q, vec![queued(q), queued(q)]).await.unwrap();
+    Fake::inject(&fake, "UPDATE_ITEM", Fault::TimeoutAfterApplying);
+    let (now, until) = (Timestamp(10), Timestamp(20));
+    let taken = s.take_next_item(t, q, "ann", now, until, 1).await.unwrap().expect("an item");
+    assert_eq!(taken.id, items[0].id, "the first item, which the timed-out write did lease");
+    assert_eq!(taken.lease.as_ref().map(|l| (l.reviewer.as_str(), l.until)), Some(("ann", until)));
+    assert_eq!(Fake::executed(&fake, "UPDATE_ITEM"), 1, "not resent");
+    assert_eq!(Fake::executed(&fake, "GET_ITEM@serial"), 1, "recognised by a read through Paxos");
+    // A lease whose write did not apply is tried again.
+    Fake::inject(&fake, "UPDATE_ITEM", Fault::TimeoutBeforeApplying);
+    let taken = s.take_next_item(t, q, "bob", now, until, 1).await.unwrap().expect("an item");
+    assert_eq!(taken.id, items[1].id);
+    assert_eq!(Fake::executed(&fake, "UPDATE_ITEM"), 3);
+    finish(proxy).await;
+}
+
+/// An item update whose compare-and-set timed out is reported, not retried: the caller's
+/// closure may not be safe to run on its own result.
+#[tokio::test]
+async fn proxy_a_timed_out_item_update_is_reported_not_retried() {
+    let (s, fake, proxy) = faked().await;
+    let t = TenantId(Uuid::now_v7());
+    let q = QueueId(Uuid::now_v7());
+    let item = s.add_queue_items(t, q, vec![queued(q)]).await.unwrap().remove(0);
+    Fake::inject(&fake, "UPDATE_ITEM", Fault::TimeoutAfterApplying);
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    let update: sextant_storage::ItemUpdate = Box::new(move |it: &mut QueueItem| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        it.done = true;
+        Ok(true)
+    });
+    let err = s.update_queue_item(t, q, item.id, update).await.unwrap_err();
+    assert_eq!(err.kind, StorageErrorKind::Unavailable, "{err}");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(Fake::executed(&fake, "UPDATE_ITEM"), 1);
     finish(proxy).await;
 }

@@ -3,9 +3,11 @@
 //! * `ingest`: timed ingestion through `/runs/multipart` (plain or zstd) or `/runs/batch`,
 //!   then "time until queryable" of the last acknowledged run.
 //! * `query`: latency of `POST /runs/query` with realistic filters.
+//! * `feedback`: `POST /feedback` throughput, then time until all of it is in `feedback_stats`.
 //! * `wait`: polls `GET /readyz` until it answers 200 (used by bench/ingest.sh).
 
 mod client;
+mod feedback;
 mod gen;
 mod ingest;
 mod query;
@@ -29,6 +31,8 @@ enum Cmd {
     Ingest(ingest::IngestArgs),
     /// POST /runs/query latency for a set of filters.
     Query(query::QueryArgs),
+    /// Feedback write throughput, then time until visible in feedback_stats.
+    Feedback(feedback::FeedbackArgs),
     /// Wait until GET <url>/readyz returns 200.
     Wait(WaitArgs),
     /// Print one generated request body (uncompressed) to stdout, for inspection.
@@ -148,6 +152,7 @@ fn real_main() -> Result<()> {
             Cmd::Ingest(a) => ingest::run(a).await,
             Cmd::Query(a) => query::run(a).await,
             Cmd::Wait(a) => wait_ready(a).await,
+            Cmd::Feedback(a) => feedback::run(a).await,
             Cmd::Dump(_) => unreachable!(),
         }
     })

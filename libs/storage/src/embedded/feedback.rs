@@ -1,12 +1,10 @@
 //! Feedback in the embedded store.
 //!
 //! Keyspaces (T = tenant, F = feedback id, R = run, P = project):
-//! * `feedback`        T F         → FeedbackRecord (entry, field stamps, resolved project)
-//! * `feedback_idx`    'r' T R F   → ()  — a run's feedback
-//! *                   'p' T P F   → ()  — a project's feedback
-//! *                   'o' T R F   → ()  — feedback waiting for its run (no project yet)
-//! * `feedback_stats`  'r' T R     → FeedbackStats
-//! *                   'p' T P     → FeedbackStats
+//! * `feedback`: `T F` → FeedbackRecord (entry, field stamps, resolved project)
+//! * `feedback_idx`: `'r' T R F` (a run's feedback), `'p' T P F` (a project's feedback) and
+//!   `'o' T R F` (feedback waiting for its run, no project yet), all → ()
+//! * `feedback_stats`: `'r' T R` and `'p' T P` → FeedbackStats
 //!
 //! Every change runs under the store's write lock and commits the entry, its index entries
 //! and both stats deltas in one atomic batch, so stats never disagree with the entries.

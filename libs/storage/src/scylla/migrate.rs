@@ -10,14 +10,26 @@ use scylla::value::CqlTimestamp;
 use tracing::info;
 
 use super::config::ScyllaConfig;
+use super::shape::Schema;
 use super::{build_session, driver_error};
 use crate::{Result, StorageError, StorageErrorKind};
 
 pub(crate) const KEYSPACE_CQL: &str = include_str!("../../cql/0001_keyspace.cql");
 pub(crate) const TABLES_CQL: &str = include_str!("../../cql/0002_tables.cql");
+pub(crate) const FEEDBACK_QUEUES_CQL: &str = include_str!("../../cql/0003_feedback_queues.cql");
 
 /// `(file name, text)`, in the order they apply.
-pub(crate) const MIGRATIONS: &[(&str, &str)] = &[("0001_keyspace.cql", KEYSPACE_CQL), ("0002_tables.cql", TABLES_CQL)];
+pub(crate) const MIGRATIONS: &[(&str, &str)] =
+    &[("0001_keyspace.cql", KEYSPACE_CQL), ("0002_tables.cql", TABLES_CQL), ("0003_feedback_queues.cql", FEEDBACK_QUEUES_CQL)];
+
+/// Every table the adapter uses: the schema of all migrations after the keyspace's.
+pub(crate) fn schema() -> Schema {
+    let mut schema = Schema::default();
+    for (_, text) in &MIGRATIONS[1..] {
+        schema.tables.extend(Schema::parse(text).tables);
+    }
+    schema
+}
 
 /// A file with `{keyspace}` and `{replication}` filled in from the (validated) config.
 pub(crate) fn render(cql: &str, cfg: &ScyllaConfig) -> String {
@@ -94,7 +106,6 @@ mod tests {
 
     use super::*;
     use crate::scylla::config::{ReplicationConfig, ReplicationStrategy};
-    use crate::scylla::shape::Schema;
 
     fn eu() -> ScyllaConfig {
         ScyllaConfig {
@@ -138,8 +149,10 @@ mod tests {
 
     #[test]
     fn tables_are_qualified_with_the_keyspace() {
-        let stmts: Vec<_> = split_statements(TABLES_CQL).iter().map(|s| qualify(s, "ks")).collect();
-        assert!(stmts.iter().all(|s| s.starts_with("CREATE TABLE IF NOT EXISTS ks.")), "{stmts:?}");
+        for (_, text) in &MIGRATIONS[1..] {
+            let stmts: Vec<_> = split_statements(text).iter().map(|s| qualify(s, "ks")).collect();
+            assert!(stmts.iter().all(|s| s.starts_with("CREATE TABLE IF NOT EXISTS ks.")), "{stmts:?}");
+        }
         assert_eq!(
             qualify("CREATE TABLE IF NOT EXISTS other.t (a int PRIMARY KEY)", "ks"),
             "CREATE TABLE IF NOT EXISTS other.t (a int PRIMARY KEY)"
@@ -148,12 +161,42 @@ mod tests {
 
     #[test]
     fn the_schema_has_the_tables_the_adapter_uses() {
-        let schema = Schema::parse(TABLES_CQL);
+        let schema = schema();
         let names: Vec<_> = schema.tables.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(
             names,
-            ["run_by_id", "run_buckets", "runs", "roots", "trace_idx", "meta_idx", "projects", "project_names", "attachments"]
+            [
+                "run_by_id",
+                "run_buckets",
+                "runs",
+                "roots",
+                "trace_idx",
+                "meta_idx",
+                "projects",
+                "project_names",
+                "attachments",
+                "feedback_by_id",
+                "feedback_by_run",
+                "feedback_by_project",
+                "feedback_by_tenant",
+                "feedback_orphans",
+                "feedback_stats",
+                "queues",
+                "routed_queues",
+                "queue_items",
+                "queue_runs",
+            ]
         );
+        // Every partition starts with the tenant, except the router's cross-tenant registry.
+        for t in schema.tables.iter().filter(|t| t.name != "routed_queues") {
+            assert_eq!(t.partition_key[0], "tenant", "{}", t.name);
+        }
+        assert_eq!(schema.table("queue_items").unwrap().partition_key, ["tenant", "queue_id"]);
+        assert_eq!(schema.table("queue_items").unwrap().clustering, ["item_id"]);
+        assert_eq!(schema.table("queue_runs").unwrap().partition_key, ["tenant", "queue_id", "run_id"]);
+        assert_eq!(schema.table("feedback_by_id").unwrap().partition_key, ["tenant", "feedback_id"]);
+        assert_eq!(schema.table("feedback_stats").unwrap().partition_key, ["tenant", "kind", "owner"]);
+        assert_eq!(schema.table("feedback_by_project").unwrap().partition_key, ["tenant", "project", "shard"]);
         let runs = schema.table("runs").unwrap();
         assert_eq!(runs.partition_key, ["tenant", "project", "bucket"]);
         assert_eq!(runs.clustering, ["start_us", "run_id"]);
@@ -166,5 +209,18 @@ mod tests {
     fn checksums_differ_with_the_text() {
         assert_ne!(checksum("a"), checksum("b"));
         assert_eq!(checksum(TABLES_CQL), checksum(TABLES_CQL));
+    }
+
+    #[test]
+    fn migrations_are_numbered_in_order_and_define_each_table_once() {
+        for (i, (name, _)) in MIGRATIONS.iter().enumerate() {
+            assert!(name.starts_with(&format!("{:04}_", i + 1)) && name.ends_with(".cql"), "{name}");
+        }
+        let schema = schema();
+        let mut names: Vec<_> = schema.tables.iter().map(|t| t.name.as_str()).collect();
+        names.sort_unstable();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(names.len(), n, "a table is created by two migrations");
     }
 }

@@ -15,6 +15,9 @@
 //! * `meta_idx`    ((T, P, key, value), S↓ R↓) — top-level string metadata
 //! * `projects`    ((T), P) → body, version; `project_names` ((T, name)) → P
 //! * `attachments` ((T, R), name) → mime type, bytes
+//! * feedback and its `feedback_stats`: see `feedback.rs`; annotation queues: see `queues.rs`.
+//!   Every run write also reads the run's `feedback_orphans` partition (almost always empty,
+//!   alongside the index writes) to adopt feedback that arrived before the run.
 //!
 //! Runs partition by hour as well as project: a busy project writes gigabytes a day, far past
 //! what one partition should hold, and `run_buckets` lists the non-empty hours so scans never
@@ -53,6 +56,7 @@
 mod config;
 mod feedback;
 mod migrate;
+mod queues;
 mod shape;
 mod statements;
 
@@ -217,9 +221,9 @@ pub mod testing {
         super::statements::ALL
     }
 
-    /// The schema of `cql/0002_tables.cql`.
+    /// The schema of every migration in `cql/`.
     pub fn schema() -> Schema {
-        Schema::parse(super::migrate::TABLES_CQL)
+        super::migrate::schema()
     }
 
     pub const MAX_ATTEMPTS: u32 = super::MAX_ATTEMPTS;
@@ -330,8 +334,10 @@ impl ScyllaStore {
         }))
         .await?;
         let mut prepared = prepared;
-        // A merge that lost its compare-and-set reads through Paxos, so it sees the winner.
-        prepared[GET_HEAD_SERIAL.index()].set_consistency(Consistency::LocalSerial);
+        // A writer that lost a compare-and-set reads through Paxos, so it sees the winner.
+        for (serial, _) in SERIAL_READS {
+            prepared[*serial as usize].set_consistency(Consistency::LocalSerial);
+        }
         Ok(Self { inner: Arc::new(Inner { session, prepared, permits: Semaphore::new(cfg.max_concurrent_requests), ttl: cfg.ttl() }) })
     }
 
@@ -981,7 +987,9 @@ impl RunStore for ScyllaStore {
         for id in order {
             let frags = by_run.remove(&id).unwrap_or_default();
             let (old, run, write_ts) = self.merge_run(tenant, project, id, &frags, &written).await?;
-            self.write_indexes(tenant, old.as_ref(), &run, &frags, write_ts).await?;
+            // Feedback that arrived before the run counts towards its project from now on. Looked
+            // for on every write, not only the first: see `feedback.rs`.
+            futures::try_join!(self.write_indexes(tenant, old.as_ref(), &run, &frags, write_ts), self.adopt_orphan_feedback(tenant, &run))?;
             written.insert(id, run);
         }
         Ok(())

@@ -119,7 +119,80 @@ statements! {
     GET_PROJECT_NAME: NameKey = "SELECT project FROM project_names WHERE tenant = :tenant AND name = :name";
     CLAIM_NAME: NameClaim = "INSERT INTO project_names (tenant, name, project) VALUES (:tenant, :name, :project) IF NOT EXISTS";
     RELEASE_NAME: NameClaim = "DELETE FROM project_names WHERE tenant = :tenant AND name = :name IF project = :project";
+
+    // Feedback records by id: the source of truth, versioned by compare-and-set.
+    GET_FEEDBACK: FeedbackKey = "SELECT body, version FROM feedback_by_id WHERE tenant = :tenant AND feedback_id = :feedback_id";
+    // The same read through Paxos (LOCAL_SERIAL), after a lost compare-and-set.
+    GET_FEEDBACK_SERIAL: FeedbackKey = "SELECT body, version FROM feedback_by_id WHERE tenant = :tenant AND feedback_id = :feedback_id";
+    INSERT_FEEDBACK: InsertVersioned = "INSERT INTO feedback_by_id (tenant, feedback_id, body, version) \
+        VALUES (:tenant, :feedback_id, :body, :version) IF NOT EXISTS";
+    UPDATE_FEEDBACK: UpdateVersioned = "UPDATE feedback_by_id SET body = :body, version = :version \
+        WHERE tenant = :tenant AND feedback_id = :feedback_id IF version = :expected_version";
+
+    // Feedback indexes (keys only; readers check each entry against its record).
+    SCAN_FEEDBACK_BY_RUN: RunKey = "SELECT feedback_id FROM feedback_by_run WHERE tenant = :tenant AND run_id = :run_id";
+    INSERT_FEEDBACK_BY_RUN: FeedbackRunRow = "INSERT INTO feedback_by_run (tenant, run_id, feedback_id) \
+        VALUES (:tenant, :run_id, :feedback_id)";
+    SCAN_FEEDBACK_BY_PROJECT: FeedbackProjectShard = "SELECT feedback_id FROM feedback_by_project \
+        WHERE tenant = :tenant AND project = :project AND shard = :shard";
+    INSERT_FEEDBACK_BY_PROJECT: FeedbackProjectRow = "INSERT INTO feedback_by_project (tenant, project, shard, feedback_id) \
+        VALUES (:tenant, :project, :shard, :feedback_id)";
+    SCAN_FEEDBACK_BY_TENANT: FeedbackTenantShard = "SELECT feedback_id FROM feedback_by_tenant WHERE tenant = :tenant AND shard = :shard";
+    INSERT_FEEDBACK_BY_TENANT: FeedbackTenantRow = "INSERT INTO feedback_by_tenant (tenant, shard, feedback_id) \
+        VALUES (:tenant, :shard, :feedback_id)";
+
+    // Feedback waiting for its run.
+    SCAN_ORPHANS: RunKey = "SELECT feedback_id FROM feedback_orphans WHERE tenant = :tenant AND run_id = :run_id";
+    INSERT_ORPHAN: OrphanRow = "INSERT INTO feedback_orphans (tenant, run_id, feedback_id) VALUES (:tenant, :run_id, :feedback_id)";
+    DELETE_ORPHAN: OrphanRow = "DELETE FROM feedback_orphans WHERE tenant = :tenant AND run_id = :run_id AND feedback_id = :feedback_id";
+
+    // feedback_stats rows of runs and projects, versioned by compare-and-set.
+    GET_STATS: StatsKey = "SELECT body, version FROM feedback_stats WHERE tenant = :tenant AND kind = :kind AND owner = :owner";
+    GET_STATS_SERIAL: StatsKey = "SELECT body, version FROM feedback_stats WHERE tenant = :tenant AND kind = :kind AND owner = :owner";
+    INSERT_STATS: InsertStats = "INSERT INTO feedback_stats (tenant, kind, owner, body, version) \
+        VALUES (:tenant, :kind, :owner, :body, :version) IF NOT EXISTS";
+    UPDATE_STATS: UpdateStats = "UPDATE feedback_stats SET body = :body, version = :version \
+        WHERE tenant = :tenant AND kind = :kind AND owner = :owner IF version = :expected_version";
+
+    // Annotation queue definitions, written by compare-and-set.
+    GET_QUEUE: QueueKey = "SELECT body FROM queues WHERE tenant = :tenant AND queue_id = :queue_id";
+    LIST_QUEUES: TenantKey = "SELECT body FROM queues WHERE tenant = :tenant";
+    INSERT_QUEUE: QueueRow = "INSERT INTO queues (tenant, queue_id, body) VALUES (:tenant, :queue_id, :body) IF NOT EXISTS";
+    UPDATE_QUEUE: QueueRow = "UPDATE queues SET body = :body WHERE tenant = :tenant AND queue_id = :queue_id IF EXISTS";
+    DELETE_QUEUE: QueueKey = "DELETE FROM queues WHERE tenant = :tenant AND queue_id = :queue_id IF EXISTS";
+
+    // Queues with routing rules, of every tenant.
+    LIST_ROUTED: ScopeKey = "SELECT tenant, queue_id FROM routed_queues WHERE scope = :scope";
+    INSERT_ROUTED: RoutedRow = "INSERT INTO routed_queues (scope, tenant, queue_id) VALUES (:scope, :tenant, :queue_id)";
+    DELETE_ROUTED: RoutedRow = "DELETE FROM routed_queues WHERE scope = :scope AND tenant = :tenant AND queue_id = :queue_id";
+
+    // Queue items in the order added, versioned by compare-and-set.
+    LIST_ITEMS: QueueKey = "SELECT body, version FROM queue_items WHERE tenant = :tenant AND queue_id = :queue_id";
+    GET_ITEM: ItemKey = "SELECT body, version FROM queue_items WHERE tenant = :tenant AND queue_id = :queue_id AND item_id = :item_id";
+    GET_ITEM_SERIAL: ItemKey = "SELECT body, version FROM queue_items \
+        WHERE tenant = :tenant AND queue_id = :queue_id AND item_id = :item_id";
+    INSERT_ITEM: InsertItem = "INSERT INTO queue_items (tenant, queue_id, item_id, body, version) \
+        VALUES (:tenant, :queue_id, :item_id, :body, :version) IF NOT EXISTS";
+    UPDATE_ITEM: UpdateItem = "UPDATE queue_items SET body = :body, version = :version \
+        WHERE tenant = :tenant AND queue_id = :queue_id AND item_id = :item_id IF version = :expected_version";
+    DELETE_ITEM: ItemKey = "DELETE FROM queue_items WHERE tenant = :tenant AND queue_id = :queue_id AND item_id = :item_id IF EXISTS";
+
+    // A run's item in a queue, claimed and released by compare-and-set.
+    CLAIM_RUN: RunClaim = "INSERT INTO queue_runs (tenant, queue_id, run_id, item_id, item) \
+        VALUES (:tenant, :queue_id, :run_id, :item_id, :item) IF NOT EXISTS";
+    RELEASE_RUN: RunRelease = "DELETE FROM queue_runs WHERE tenant = :tenant AND queue_id = :queue_id AND run_id = :run_id \
+        IF item_id = :item_id";
 }
+
+/// Reads through Paxos (`LOCAL_SERIAL`), each the twin of a plain read: a writer that lost a
+/// compare-and-set re-reads with one of these, so it sees the winner (and any proposal a failed
+/// writer left half-done).
+pub(crate) const SERIAL_READS: &[(Id, Id)] = &[
+    (Id::GET_HEAD_SERIAL, Id::GET_HEAD),
+    (Id::GET_FEEDBACK_SERIAL, Id::GET_FEEDBACK),
+    (Id::GET_STATS_SERIAL, Id::GET_STATS),
+    (Id::GET_ITEM_SERIAL, Id::GET_ITEM),
+];
 
 /// Whether a statement is a lightweight transaction (Paxos): never resent blindly, since a
 /// timed-out attempt may have applied.
@@ -345,6 +418,167 @@ pub(crate) struct NameClaim {
     pub project: Uuid,
 }
 
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct FeedbackKey {
+    pub tenant: Uuid,
+    pub feedback_id: Uuid,
+}
+
+/// A new row of a table versioned by compare-and-set (`feedback_by_id`).
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct InsertVersioned {
+    pub tenant: Uuid,
+    pub feedback_id: Uuid,
+    pub body: Vec<u8>,
+    pub version: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct UpdateVersioned {
+    pub tenant: Uuid,
+    pub feedback_id: Uuid,
+    pub body: Vec<u8>,
+    pub version: i64,
+    pub expected_version: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct FeedbackRunRow {
+    pub tenant: Uuid,
+    pub run_id: Uuid,
+    pub feedback_id: Vec<u8>,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct FeedbackProjectShard {
+    pub tenant: Uuid,
+    pub project: Uuid,
+    pub shard: i32,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct FeedbackProjectRow {
+    pub tenant: Uuid,
+    pub project: Uuid,
+    pub shard: i32,
+    pub feedback_id: Vec<u8>,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct FeedbackTenantShard {
+    pub tenant: Uuid,
+    pub shard: i32,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct FeedbackTenantRow {
+    pub tenant: Uuid,
+    pub shard: i32,
+    pub feedback_id: Vec<u8>,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct OrphanRow {
+    pub tenant: Uuid,
+    pub run_id: Uuid,
+    pub feedback_id: Uuid,
+}
+
+/// A `feedback_stats` row: `kind` is `"run"` or `"project"`, `owner` its id.
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct StatsKey {
+    pub tenant: Uuid,
+    pub kind: String,
+    pub owner: Uuid,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct InsertStats {
+    pub tenant: Uuid,
+    pub kind: String,
+    pub owner: Uuid,
+    pub body: Vec<u8>,
+    pub version: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct UpdateStats {
+    pub tenant: Uuid,
+    pub kind: String,
+    pub owner: Uuid,
+    pub body: Vec<u8>,
+    pub version: i64,
+    pub expected_version: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct QueueKey {
+    pub tenant: Uuid,
+    pub queue_id: Uuid,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct QueueRow {
+    pub tenant: Uuid,
+    pub queue_id: Uuid,
+    pub body: Vec<u8>,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct ScopeKey {
+    pub scope: String,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct RoutedRow {
+    pub scope: String,
+    pub tenant: Uuid,
+    pub queue_id: Uuid,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct ItemKey {
+    pub tenant: Uuid,
+    pub queue_id: Uuid,
+    pub item_id: Vec<u8>,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct InsertItem {
+    pub tenant: Uuid,
+    pub queue_id: Uuid,
+    pub item_id: Vec<u8>,
+    pub body: Vec<u8>,
+    pub version: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct UpdateItem {
+    pub tenant: Uuid,
+    pub queue_id: Uuid,
+    pub item_id: Vec<u8>,
+    pub body: Vec<u8>,
+    pub version: i64,
+    pub expected_version: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct RunClaim {
+    pub tenant: Uuid,
+    pub queue_id: Uuid,
+    pub run_id: Uuid,
+    pub item_id: Uuid,
+    pub item: Vec<u8>,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct RunRelease {
+    pub tenant: Uuid,
+    pub queue_id: Uuid,
+    pub run_id: Uuid,
+    pub item_id: Uuid,
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -357,9 +591,16 @@ mod tests {
     use crate::scylla::shape::{self, Schema};
 
     const TTL_TABLES: &[&str] = &["run_by_id", "run_buckets", "runs", "roots", "trace_idx", "meta_idx", "attachments"];
+    /// Rows managed by Paxos: written only by lightweight transactions.
+    const LWT_TABLES: &[&str] =
+        &["run_by_id", "projects", "project_names", "feedback_by_id", "feedback_stats", "queues", "queue_items", "queue_runs"];
+    /// Rows whose write order does not matter: insert-only keys that readers check against the
+    /// source of truth, or entries that any later reader removes when they are stale.
+    const UNORDERED_TABLES: &[&str] =
+        &["feedback_by_run", "feedback_by_project", "feedback_by_tenant", "feedback_orphans", "routed_queues"];
 
     fn schema() -> Schema {
-        Schema::parse(crate::scylla::migrate::TABLES_CQL)
+        crate::scylla::migrate::schema()
     }
 
     #[test]
@@ -450,18 +691,69 @@ mod tests {
 
     #[test]
     fn index_writes_are_timestamped_and_lwt_tables_are_only_written_by_lwt() {
-        // Index rows are ordered by the run's version (USING TIMESTAMP); Paxos-managed rows
-        // (runs by id, projects, names) are never written outside Paxos.
+        // Run index rows are ordered by the run's version (USING TIMESTAMP); Paxos-managed rows
+        // are never written outside Paxos, and nothing else is written through it.
+        let schema = schema();
+        for table in &schema.tables {
+            let classes = [LWT_TABLES, UNORDERED_TABLES].iter().filter(|c| c.contains(&table.name.as_str())).count();
+            assert!(classes <= 1, "{} is in two classes", table.name);
+        }
         for (name, cql) in ALL {
             let s = shape::Statement::parse(cql).unwrap();
-            let write = s.verb != "SELECT";
-            match s.table.as_str() {
-                "projects" | "project_names" | "run_by_id" if write => assert!(is_lwt(cql), "{name} writes {} outside Paxos", s.table),
-                "run_by_id" | "projects" | "project_names" => {}
-                _ if write => assert!(cql.contains("TIMESTAMP :write_ts"), "{name} is not timestamped"),
+            let table = s.table.as_str();
+            if s.verb == "SELECT" {
+                continue;
+            }
+            if LWT_TABLES.contains(&table) {
+                assert!(is_lwt(cql), "{name} writes {table} outside Paxos");
+            } else {
+                assert!(!is_lwt(cql), "{name} writes {table} through Paxos, which mixes with plain writes");
+                if !UNORDERED_TABLES.contains(&table) {
+                    assert!(cql.contains("TIMESTAMP :write_ts"), "{name} is not timestamped");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn compare_and_set_writes_check_the_version_they_read() {
+        // Every update of a versioned row is conditional on the version it replaces, and every
+        // insert of one only creates: a writer can never overwrite a version it has not seen.
+        let schema = schema();
+        for (name, cql) in ALL {
+            let s = shape::Statement::parse(cql).unwrap();
+            let versioned = schema.table(&s.table).unwrap().column_type("version").is_some();
+            match s.verb.as_str() {
+                "UPDATE" if versioned => assert!(cql.ends_with("IF version = :expected_version"), "{name}"),
+                "INSERT" if versioned => assert!(cql.contains(" IF NOT EXISTS"), "{name}"),
                 _ => {}
             }
         }
+    }
+
+    #[test]
+    fn serial_reads_are_twins_of_plain_reads() {
+        for (serial, plain) in SERIAL_READS {
+            let (serial, plain) = (ALL[*serial as usize], ALL[*plain as usize]);
+            assert_eq!(serial.1, plain.1, "{} reads what {} reads", serial.0, plain.0);
+            assert!(serial.0.ends_with("_SERIAL") && !plain.0.ends_with("_SERIAL"));
+            assert!(!is_lwt(serial.1), "a serial read is a read, safe to resend");
+        }
+        let twins = ALL.iter().filter(|(n, _)| n.ends_with("_SERIAL")).count();
+        assert_eq!(twins, SERIAL_READS.len(), "every *_SERIAL statement is read through Paxos");
+    }
+
+    #[test]
+    fn item_and_feedback_scans_read_in_id_order() {
+        // Items list in the order added and feedback in id order: both are the clustering
+        // order of a blob id (raw bytes, as the embedded adapter orders its keys), ascending.
+        let schema = schema();
+        for table in ["queue_items", "feedback_by_run", "feedback_by_project", "feedback_by_tenant"] {
+            let t = schema.table(table).unwrap();
+            let id = t.clustering.last().unwrap();
+            assert_eq!(t.column_type(id), Some("blob"), "{table}.{id}");
+        }
+        assert!(!crate::scylla::migrate::FEEDBACK_QUEUES_CQL.contains("CLUSTERING ORDER"), "ascending ids everywhere");
     }
 
     #[test]
