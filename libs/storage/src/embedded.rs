@@ -834,8 +834,13 @@ impl RunStore for EmbeddedStore {
 #[async_trait]
 impl FeedbackStore for EmbeddedStore {
     async fn apply_feedback(&self, tenant: TenantId, stamp: Uuid, change: &FeedbackChange) -> Result<()> {
-        let change = change.clone();
-        self.blocking(move |s| s.apply_feedback(tenant, stamp, &change)).await
+        let changes = vec![(tenant, stamp, change.clone())];
+        self.blocking(move |s| s.apply_feedback(&changes)).await
+    }
+
+    async fn apply_feedback_batch(&self, changes: &[(TenantId, Uuid, FeedbackChange)]) -> Result<()> {
+        let changes = changes.to_vec();
+        self.blocking(move |s| s.apply_feedback(&changes)).await
     }
 
     async fn get_feedback(&self, tenant: TenantId, id: FeedbackId) -> Result<Option<Feedback>> {

@@ -254,6 +254,14 @@ pub struct FeedbackQuery {
 #[async_trait]
 pub trait FeedbackStore: Send + Sync + 'static {
     async fn apply_feedback(&self, tenant: TenantId, stamp: Uuid, change: &FeedbackChange) -> Result<()>;
+    /// Applies several changes as [`FeedbackStore::apply_feedback`] would one by one, in
+    /// order; adapters may do it in one atomic write. Each element is `(tenant, stamp, change)`.
+    async fn apply_feedback_batch(&self, changes: &[(TenantId, Uuid, FeedbackChange)]) -> Result<()> {
+        for (t, stamp, change) in changes {
+            self.apply_feedback(*t, *stamp, change).await?;
+        }
+        Ok(())
+    }
     async fn get_feedback(&self, tenant: TenantId, id: FeedbackId) -> Result<Option<Feedback>>;
     async fn list_feedback(&self, tenant: TenantId, q: &FeedbackQuery) -> Result<Vec<Feedback>>;
     /// `feedback_stats` of each run that has any feedback.

@@ -507,10 +507,14 @@ pub async fn feedback_stats_stay_exact_under_redelivery_updates_and_deletes(s: A
         ),
         (stamp(), FeedbackChange::Delete { id: a.id }),
     ];
-    // Every change delivered, then everything redelivered in reverse order.
-    for (st, ch) in changes.iter().chain(changes.iter().rev()) {
+    // Every change delivered one by one, then everything redelivered in reverse order as one
+    // batch, then the first half again as a batch.
+    for (st, ch) in &changes {
         s.apply_feedback(t, *st, ch).await.unwrap();
     }
+    let batch: Vec<_> = changes.iter().rev().map(|(st, ch)| (t, *st, ch.clone())).collect();
+    s.apply_feedback_batch(&batch).await.unwrap();
+    s.apply_feedback_batch(&batch[..3]).await.unwrap();
     let stats = s.run_feedback_stats(t, &[run.id]).await.unwrap().remove(&run.id).expect("the run has stats");
     let corr = &stats.0["correctness"];
     assert_eq!((corr.n, corr.scored, corr.sum), (1, 1, 3000), "only b, with its patched score");
@@ -750,6 +754,12 @@ macro_rules! delegate_feedback_and_queues {
                 c: &sextant_core::FeedbackChange,
             ) -> $crate::Result<()> {
                 self.$field.apply_feedback(t, stamp, c).await
+            }
+            async fn apply_feedback_batch(
+                &self,
+                changes: &[(sextant_core::TenantId, uuid::Uuid, sextant_core::FeedbackChange)],
+            ) -> $crate::Result<()> {
+                self.$field.apply_feedback_batch(changes).await
             }
             async fn get_feedback(
                 &self,

@@ -81,23 +81,42 @@ fn change_of(event: &Event, at_ms: i64) -> Result<Option<FeedbackChange>, String
 
 async fn project_batch(store: &Arc<dyn Storage>, batch: Vec<Delivery>) {
     let mut applied = Vec::with_capacity(batch.len());
+    let mut pending: Vec<(Delivery, Option<(sextant_core::TenantId, uuid::Uuid, FeedbackChange)>)> = Vec::with_capacity(batch.len());
     for d in batch {
-        let outcome = match &d.payload {
+        let decoded = match &d.payload {
             Err(e) => Err(format!("undecodable: {e}")),
-            Ok(env) => match change_of(&env.event, env.at_ms) {
-                Err(reason) => Err(reason),
-                Ok(None) => Ok(None),
-                Ok(Some(change)) => {
-                    let trace_id = env.traceparent.as_deref().and_then(sextant_events::trace_id_of).unwrap_or_default();
-                    let span =
-                        info_span!("feedback.project_event", tenant = %env.tenant, feedback = %change.id(), seq = d.sequence, trace_id);
-                    match store.apply_feedback(env.tenant, env.id, &change).instrument(span).await {
-                        Ok(()) => Ok(None),
-                        Err(e) if e.kind == StorageErrorKind::Invalid => Err(format!("rejected by the store: {e}")),
-                        Err(e) => Ok(Some(e)),
-                    }
+            Ok(env) => change_of(&env.event, env.at_ms).map(|c| c.map(|c| (env.tenant, env.id, c))),
+        };
+        match decoded {
+            Ok(c) => pending.push((d, c)),
+            Err(reason) => {
+                error!(seq = d.sequence, %reason, "feedback event cannot be projected; dead-lettering");
+                let _ = d.term(&reason).await;
+            }
+        }
+    }
+    // The whole batch in one atomic write; on failure, one by one to find the culprit.
+    let changes: Vec<_> = pending.iter().filter_map(|(_, c)| c.clone()).collect();
+    let batch_ok = changes.is_empty() || store.apply_feedback_batch(&changes).await.is_ok();
+    for (d, change) in pending {
+        let outcome = match change {
+            None => Ok(None),
+            Some(_) if batch_ok => Ok(None),
+            Some((tenant, stamp, change)) => {
+                let trace_id = d
+                    .payload
+                    .as_ref()
+                    .ok()
+                    .and_then(|e| e.traceparent.as_deref())
+                    .and_then(sextant_events::trace_id_of)
+                    .unwrap_or_default();
+                let span = info_span!("feedback.project_event", tenant = %tenant, feedback = %change.id(), seq = d.sequence, trace_id);
+                match store.apply_feedback(tenant, stamp, &change).instrument(span).await {
+                    Ok(()) => Ok(None),
+                    Err(e) if e.kind == StorageErrorKind::Invalid => Err(format!("rejected by the store: {e}")),
+                    Err(e) => Ok(Some(e)),
                 }
-            },
+            }
         };
         match outcome {
             Ok(None) => applied.push(d),

@@ -86,11 +86,37 @@ impl Inner {
         }
     }
 
-    pub(super) fn apply_feedback(&self, t: TenantId, stamp: Uuid, change: &FeedbackChange) -> Result<()> {
+    pub(super) fn apply_feedback(&self, changes: &[(TenantId, Uuid, FeedbackChange)]) -> Result<()> {
         let _guard = self.write_lock.lock().expect("poisoned");
+        let mut batch = self.db.batch();
+        let mut stats = StatsCache::default();
+        // Records changed earlier in this batch: later changes build on them.
+        let mut records: HashMap<(TenantId, FeedbackId), FeedbackRecord> = HashMap::new();
+        for (t, stamp, change) in changes {
+            self.apply_one(*t, *stamp, change, &mut records, &mut stats, &mut batch)?;
+        }
+        for ((t, id), record) in records {
+            batch.insert(&self.feedback, record_key(t, id), enc(&record));
+        }
+        stats.write(self, &mut batch);
+        batch.commit().map_err(|e| backend("write feedback", e))
+    }
+
+    fn apply_one(
+        &self,
+        t: TenantId,
+        stamp: Uuid,
+        change: &FeedbackChange,
+        records: &mut HashMap<(TenantId, FeedbackId), FeedbackRecord>,
+        stats: &mut StatsCache,
+        batch: &mut OwnedWriteBatch,
+    ) -> Result<()> {
         let id = change.id();
-        let mut record = self.feedback_record(t, id)?.unwrap_or_else(FeedbackRecord::empty);
-        let before = record.clone();
+        let before = match records.get(&(t, id)) {
+            Some(r) => r.clone(),
+            None => self.feedback_record(t, id)?.unwrap_or_else(FeedbackRecord::empty),
+        };
+        let mut record = before.clone();
         record.apply(stamp, change);
         if record == before {
             return Ok(()); // a redelivery, or a change older than what is stored
@@ -100,8 +126,6 @@ impl Inner {
                 record.project = self.resolve_project(t, f)?;
             }
         }
-        let mut batch = self.db.batch();
-        let mut stats = StatsCache::default();
         let old = before.alive().map(|f| (f.contribution(), f.run_id, before.project));
         let new = record.alive().map(|f| (f.contribution(), f.run_id, record.project));
         // Index entries: keyed by the (immutable) run; the project is set once resolved.
@@ -134,9 +158,8 @@ impl Inner {
                 stats.get(self, stats_key(PROJECT, t, p.as_bytes()))?.add(c, sign);
             }
         }
-        stats.write(self, &mut batch);
-        batch.insert(&self.feedback, record_key(t, id), enc(&record));
-        batch.commit().map_err(|e| backend("write feedback", e))
+        records.insert((t, id), record);
+        Ok(())
     }
 
     /// Called while a run is first stored (under the write lock, in its batch): feedback that
