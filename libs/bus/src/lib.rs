@@ -159,3 +159,25 @@ pub trait EventBus: Send + Sync + 'static {
     /// The most recent dead letters, newest first, at most `limit`.
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError>;
 }
+
+/// Subscribes, retrying every second while the bus refuses (NATS still starting, a stream not
+/// created yet), until `shutdown` turns true (then `None`). Every long-running consumer starts
+/// this way.
+pub async fn subscribe_until_ready(
+    bus: &dyn EventBus,
+    spec: ConsumerSpec,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<Box<dyn Subscription>> {
+    loop {
+        match bus.subscribe(spec.clone()).await {
+            Ok(s) => return Some(s),
+            Err(e) => {
+                tracing::warn!(consumer = %spec.durable, error = %e, "cannot subscribe yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.changed() => return None,
+                }
+            }
+        }
+    }
+}

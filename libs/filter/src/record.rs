@@ -20,6 +20,17 @@ pub struct FeedbackRow {
     pub source: Option<String>,
 }
 
+impl From<&sextant_core::Feedback> for FeedbackRow {
+    fn from(f: &sextant_core::Feedback) -> Self {
+        Self {
+            key: f.key.clone(),
+            score: f.score.map(sextant_core::feedback::Score::as_f64),
+            value: f.value.as_ref().map(RawJson::to_value),
+            source: f.source_type(),
+        }
+    }
+}
+
 /// A feedback score as the SDK sends it (number or boolean) to the number filters compare.
 pub fn score_from_json(score: &Value) -> Option<f64> {
     match score {

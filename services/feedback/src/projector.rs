@@ -32,18 +32,7 @@ pub async fn run_feedback_projector_with(
 ) {
     let mut spec = ConsumerSpec::new(FEEDBACK_PROJECTOR, Stream::Feedback);
     spec.ack_wait = ack_wait;
-    let mut sub = loop {
-        match bus.subscribe(spec.clone()).await {
-            Ok(s) => break s,
-            Err(e) => {
-                warn!(error = %e, "feedback projector cannot subscribe yet; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = shutdown.changed() => return,
-                }
-            }
-        }
-    };
+    let Some(mut sub) = sextant_bus::subscribe_until_ready(bus.as_ref(), spec, &mut shutdown).await else { return };
     info!(consumer = FEEDBACK_PROJECTOR, "feedback projector started");
     loop {
         if *shutdown.borrow() {

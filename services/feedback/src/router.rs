@@ -74,18 +74,7 @@ pub async fn run_annotation_router(
 ) {
     let mut spec = ConsumerSpec::new(ANNOTATION_ROUTER, Stream::Runs);
     spec.max_deliveries = MAX_DELIVERIES;
-    let mut sub = loop {
-        match bus.subscribe(spec.clone()).await {
-            Ok(s) => break s,
-            Err(e) => {
-                warn!(error = %e, "annotation router cannot subscribe yet; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = shutdown.changed() => return,
-                }
-            }
-        }
-    };
+    let Some(mut sub) = sextant_bus::subscribe_until_ready(bus.as_ref(), spec, &mut shutdown).await else { return };
     info!(consumer = ANNOTATION_ROUTER, "annotation router started");
     let mut rules = RuleCache { loaded: None, by_tenant: HashMap::new() };
     loop {
@@ -157,15 +146,7 @@ async fn route(store: &Arc<dyn Storage>, queues: &Queues, rules: &RuleCache, d: 
         } else {
             Vec::new()
         };
-        let rows: Vec<sextant_filter::FeedbackRow> = feedback
-            .iter()
-            .map(|f| sextant_filter::FeedbackRow {
-                key: f.key.clone(),
-                score: f.score.map(sextant_core::feedback::Score::as_f64),
-                value: f.value.as_ref().map(sextant_core::RawJson::to_value),
-                source: f.source_type(),
-            })
-            .collect();
+        let rows: Vec<sextant_filter::FeedbackRow> = feedback.iter().map(sextant_filter::FeedbackRow::from).collect();
         for r in applicable {
             if r.filter.matches(&RunView::new(&run, &rows)) {
                 if let Err(e) = queues.add_routed(env.tenant, r.queue.id, &run).await {

@@ -145,15 +145,7 @@ impl RunMatcher for FilterMatcher {
         if !self.needs_feedback {
             return self.filter.matches(&RunView::new(run, &[]));
         }
-        let rows: Vec<FeedbackRow> = feedback
-            .iter()
-            .map(|f| FeedbackRow {
-                key: f.key.clone(),
-                score: f.score.map(sextant_core::feedback::Score::as_f64),
-                value: f.value.as_ref().map(sextant_core::RawJson::to_value),
-                source: f.source_type(),
-            })
-            .collect();
+        let rows: Vec<FeedbackRow> = feedback.iter().map(FeedbackRow::from).collect();
         self.filter.matches(&RunView::new(run, &rows))
     }
 

@@ -34,18 +34,7 @@ pub async fn run_projector(bus: Arc<dyn EventBus>, store: Arc<dyn Storage>, shut
 pub async fn run_projector_with(bus: Arc<dyn EventBus>, store: Arc<dyn Storage>, mut shutdown: watch::Receiver<bool>, ack_wait: Duration) {
     let mut spec = ConsumerSpec::new(RUN_PROJECTOR, Stream::Runs);
     spec.ack_wait = ack_wait;
-    let mut sub = loop {
-        match bus.subscribe(spec.clone()).await {
-            Ok(s) => break s,
-            Err(e) => {
-                warn!(error = %e, "projector cannot subscribe yet; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = shutdown.changed() => return,
-                }
-            }
-        }
-    };
+    let Some(mut sub) = sextant_bus::subscribe_until_ready(bus.as_ref(), spec, &mut shutdown).await else { return };
     info!(consumer = RUN_PROJECTOR, "run projector started");
     loop {
         if *shutdown.borrow() {
