@@ -3,12 +3,14 @@
 //! gRPC status.
 
 pub mod error;
+pub mod grpc;
 pub mod http;
 
-/// Messages, the `RunService` server trait and its client, generated from
-/// `proto/sextant/v1/*.proto` (package `sextant.v1`).
+/// Messages, server traits and clients (`RunService`, `FeedbackService`,
+/// `AnnotationQueueService`), generated from `proto/sextant/v1/*.proto` (package `sextant.v1`).
 pub mod pb {
     tonic::include_proto!("sextant.v1");
 }
 
 pub use error::{ApiError, ErrorKind};
+pub use grpc::truncate;

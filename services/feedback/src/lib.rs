@@ -7,9 +7,10 @@
 //! * [`tokens`]: presigned feedback tokens, so a frontend can post a thumbs-up without a key.
 //! * [`queues::Queues`]: annotation queues, leases, reviews (stored as feedback) and
 //!   reviewer agreement; [`router`] adds runs to queues by rule, from the run stream.
-//! * [`http`]: the REST layer over both.
+//! * [`http`] and [`grpc`]: the REST and gRPC layers over both.
 
 pub mod core;
+pub mod grpc;
 pub mod http;
 pub mod projector;
 pub mod queues;

@@ -12,14 +12,15 @@ use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 use tracing::{field, instrument, Span};
 
-use sextant_auth::{AuthError, Authenticator, Principal};
-use sextant_core::{FragmentKind, ProjectId, Run, RunFragment, RunId, Timestamp};
+use sextant_auth::Authenticator;
+use sextant_core::{FragmentKind, ProjectId, RunFragment, RunId};
+use sextant_proto::grpc::{authenticate, non_empty, opt_uuid, required_uuid, run_to_pb, time, uuids};
 use sextant_proto::pb;
 use sextant_proto::pb::run_service_server::{RunService, RunServiceServer};
-use sextant_proto::{ApiError, ErrorKind};
+use sextant_proto::ApiError;
 
 use crate::core::{Ingest, RunQueryRequest};
-use crate::wire::{truncate, ProjectRef, WireRun};
+use crate::wire::{ProjectRef, WireRun};
 
 /// Responses (a query page, a streamed run) may be larger than requests: one stored run can
 /// be the merge of several requests. Beyond this a client should ask for fewer runs per page.
@@ -43,22 +44,6 @@ pub fn service(ingest: Arc<Ingest>, auth: Arc<Authenticator>) -> RunServiceServe
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Gzip)
-}
-
-/// Authenticates a request from its metadata, as REST does from its headers: `x-api-key`
-/// (or `authorization: Bearer <key>`) and an optional `x-tenant-id`. Records the tenant on
-/// the current span.
-pub fn authenticate<T>(auth: &Authenticator, req: &Request<T>) -> Result<Principal, ApiError> {
-    let md = req.metadata();
-    let get = |name: &str| md.get(name).and_then(|v| v.to_str().ok());
-    let key =
-        get("x-api-key").or_else(|| get("authorization").and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))));
-    let principal = auth.authenticate(key, get("x-tenant-id")).map_err(|e| match e {
-        AuthError::MissingKey | AuthError::InvalidKey => ApiError::new(ErrorKind::Unauthenticated, e.to_string()),
-        AuthError::TenantMismatch(_) => ApiError::new(ErrorKind::Forbidden, e.to_string()),
-    })?;
-    Span::current().record("tenant", field::display(principal.tenant));
-    Ok(principal)
 }
 
 #[tonic::async_trait]
@@ -87,7 +72,7 @@ impl RunService for RunGrpc {
         let p = authenticate(&self.auth, &req)?;
         let id = run_id("id", &req.get_ref().id)?;
         let run = self.ingest.get_run(p.tenant, id).await?;
-        Ok(Response::new(to_pb(run)))
+        Ok(Response::new(run_to_pb(run)))
     }
 
     #[instrument(name = "grpc.query_runs", skip_all, fields(tenant = field::Empty))]
@@ -96,7 +81,7 @@ impl RunService for RunGrpc {
         let q = to_query(req.into_inner())?;
         let page = self.ingest.query_runs(p.tenant, q).await?;
         Ok(Response::new(pb::QueryRunsResponse {
-            runs: page.runs.into_iter().map(to_pb).collect(),
+            runs: page.runs.into_iter().map(run_to_pb).collect(),
             next_cursor: page.next.map(|c| c.encode()).unwrap_or_default(),
         }))
     }
@@ -111,7 +96,7 @@ impl RunService for RunGrpc {
         let trace = run_id("trace_id", &req.get_ref().trace_id)?;
         let runs = self.ingest.trace_runs(p.tenant, trace).await?;
         Span::current().record("runs", runs.len());
-        Ok(Response::new(Box::pin(futures::stream::iter(runs.into_iter().map(|r| Ok(to_pb(r)))))))
+        Ok(Response::new(Box::pin(futures::stream::iter(runs.into_iter().map(|r| Ok(run_to_pb(r)))))))
     }
 }
 
@@ -193,43 +178,12 @@ fn raw_json<'a>(where_: &str, field: &str, v: &'a Option<String>) -> Result<Opti
         .transpose()
 }
 
-fn uuid(field: &str, v: &str) -> Result<uuid::Uuid, ApiError> {
-    uuid::Uuid::parse_str(v).map_err(|_| ApiError::unprocessable(format!("{field}: {:?} is not a UUID", truncate(v))))
-}
-
 fn run_id(field: &str, v: &str) -> Result<RunId, ApiError> {
-    if v.is_empty() {
-        return Err(ApiError::unprocessable(format!("{field} is required")));
-    }
-    uuid(field, v).map(RunId)
+    required_uuid(field, v).map(RunId)
 }
 
-/// An optional id: the empty string means not given.
 fn opt_run_id(field: &str, v: &str) -> Result<Option<RunId>, ApiError> {
-    if v.is_empty() {
-        Ok(None)
-    } else {
-        uuid(field, v).map(|u| Some(RunId(u)))
-    }
-}
-
-fn uuids(field: &str, values: &[String]) -> Result<Vec<uuid::Uuid>, ApiError> {
-    values.iter().map(|v| uuid(field, v)).collect()
-}
-
-fn time(field: &str, v: &str) -> Result<Option<Timestamp>, ApiError> {
-    if v.is_empty() {
-        return Ok(None);
-    }
-    Timestamp::parse(v).map(Some).map_err(|e| ApiError::unprocessable(format!("{field}: {e}")))
-}
-
-fn non_empty(s: String) -> Option<String> {
-    if s.is_empty() {
-        None
-    } else {
-        Some(s)
-    }
+    Ok(opt_uuid(field, v)?.map(RunId))
 }
 
 /// Mirrors REST's `QueryBody` → [`RunQueryRequest`]; the core validates the limit and the
@@ -255,55 +209,10 @@ fn to_query(q: pb::QueryRunsRequest) -> Result<RunQueryRequest, ApiError> {
     })
 }
 
-// ---- the domain into responses ----
-
-/// RFC 3339 in UTC, microseconds.
-fn rfc3339(t: Timestamp) -> String {
-    format!("{}Z", t.to_iso())
-}
-
-/// A stored run as the proto `Run`. Trace id and dotted order are filled as REST fills them.
-fn to_pb(r: Run) -> pb::Run {
-    let json = |j: &Option<sextant_core::RawJson>| j.as_ref().map(|j| j.as_str().to_owned());
-    pb::Run {
-        id: r.id.to_string(),
-        trace_id: Some(r.trace().to_string()),
-        parent_run_id: r.parent_run_id.map(|p| p.to_string()),
-        dotted_order: Some(r.dotted_order_or_default()),
-        parent_run_ids: r.parent_run_ids().iter().map(ToString::to_string).collect(),
-        session_id: Some(r.project_id.to_string()),
-        session_name: None,
-        name: r.name.clone(),
-        run_type: r.run_type.clone(),
-        start_time: r.start_time.map(rfc3339),
-        end_time: r.end_time.map(rfc3339),
-        first_token_time: r.first_token_time.map(rfc3339),
-        inputs_json: json(&r.inputs),
-        outputs_json: json(&r.outputs),
-        error: r.error.clone(),
-        extra_json: Some(serde_json::to_string(&r.extra).expect("a JSON map serialises")),
-        events_json: json(&r.events),
-        serialized_json: json(&r.serialized),
-        reference_example_id: r.reference_example_id.map(|u| u.to_string()),
-        status: Some(r.status().as_str().to_string()),
-        prompt_tokens: r.prompt_tokens,
-        completion_tokens: r.completion_tokens,
-        total_tokens: r.total_tokens,
-        prompt_cost: r.prompt_cost,
-        completion_cost: r.completion_cost,
-        total_cost: r.total_cost,
-        attachments: r
-            .attachments
-            .iter()
-            .map(|a| pb::Attachment { name: a.name.clone(), mime_type: a.mime_type.clone(), size: a.size })
-            .collect(),
-        tags: r.tags,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sextant_core::{Run, Timestamp};
 
     const ID: &str = "01a21085-dddd-7ab9-9494-115de01cbb17";
 
@@ -352,7 +261,7 @@ mod tests {
         let mut stored = Run::empty(f.id, ProjectId(uuid::Uuid::nil()));
         stored.apply(&f);
         stored.derive();
-        let out = to_pb(stored);
+        let out = run_to_pb(stored);
         assert_eq!(out.id, ID);
         assert_eq!(out.trace_id.as_deref(), Some(ID));
         assert_eq!(out.start_time.as_deref(), Some("2026-11-25T02:25:38.269290Z"));

@@ -156,11 +156,11 @@ async fn update_run(
 }
 
 fn parse_run_id(s: &str) -> Result<RunId, ApiError> {
-    s.parse().map_err(|_| ApiError::unprocessable(format!("{:?} is not a run id (UUID)", crate::wire::truncate(s))))
+    s.parse().map_err(|_| ApiError::unprocessable(format!("{:?} is not a run id (UUID)", sextant_proto::truncate(s))))
 }
 
 fn parse_project_id(s: &str) -> Result<ProjectId, ApiError> {
-    s.parse().map_err(|_| ApiError::unprocessable(format!("{:?} is not a project id (UUID)", crate::wire::truncate(s))))
+    s.parse().map_err(|_| ApiError::unprocessable(format!("{:?} is not a project id (UUID)", sextant_proto::truncate(s))))
 }
 
 async fn read_run(State(s): State<HttpState>, Caller(p): Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -234,7 +234,8 @@ fn uuids(field: &str, values: Vec<String>) -> Result<Vec<uuid::Uuid>, ApiError> 
     values
         .iter()
         .map(|v| {
-            uuid::Uuid::parse_str(v).map_err(|_| ApiError::unprocessable(format!("{field}: {:?} is not a UUID", crate::wire::truncate(v))))
+            uuid::Uuid::parse_str(v)
+                .map_err(|_| ApiError::unprocessable(format!("{field}: {:?} is not a UUID", sextant_proto::truncate(v))))
         })
         .collect()
 }

@@ -13,7 +13,8 @@ use sextant_core::run::Attachment;
 use sextant_core::{FragmentKind, RawJson, RunFragment, RunId};
 use sextant_proto::{ApiError, ErrorKind};
 
-use crate::wire::{parse_json, truncate, ProjectRef, WireRun};
+use crate::wire::{parse_json, ProjectRef, WireRun};
+use sextant_proto::truncate;
 
 /// A parsed multipart request, in the order its runs first appeared.
 #[derive(Debug, Default)]

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use sextant_core::run::validate_dotted_order;
 use sextant_core::{FragmentKind, RawJson, RunFragment, RunId, Timestamp};
-use sextant_proto::ApiError;
+use sextant_proto::{truncate, ApiError};
 
 pub const MAX_TAGS: usize = 1000;
 pub const MAX_SHORT_STRING: usize = 4096;
@@ -111,14 +111,6 @@ fn raw(where_: &str, field: &str, v: Option<&RawValue>) -> Result<Option<RawJson
     v.filter(|r| r.get() != "null")
         .map(|r| RawJson::from_raw(r).map_err(|e| ApiError::unprocessable(format!("{where_}.{field}: {e}"))))
         .transpose()
-}
-
-pub fn truncate(s: &str) -> String {
-    let mut t: String = s.chars().take(60).collect();
-    if t.len() < s.len() {
-        t.push('…');
-    }
-    t
 }
 
 impl WireRun<'_> {

@@ -249,9 +249,12 @@ pub async fn serve(
     });
     let mut grpc_stop = stop_rx.clone();
     let mut grpc_server = tonic::transport::Server::builder().layer(GrpcTraceContextLayer);
-    let grpc_router = grpc_server.add_optional_service(
-        server.config.roles.contains(&Role::Ingest).then(|| sextant_ingest::grpc::service(server.ingest.clone(), server.auth.clone())),
-    );
+    // The API role serves every service's gRPC surface, as it serves their REST routes.
+    let api = server.config.roles.contains(&Role::Ingest);
+    let grpc_router = grpc_server
+        .add_optional_service(api.then(|| sextant_ingest::grpc::service(server.ingest.clone(), server.auth.clone())))
+        .add_optional_service(api.then(|| sextant_feedback::grpc::feedback_service(server.feedback.clone(), server.auth.clone())))
+        .add_optional_service(api.then(|| sextant_feedback::grpc::queue_service(server.queues.clone(), server.auth.clone())));
     let grpc_task = tokio::spawn(async move {
         grpc_router
             .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc), async move {

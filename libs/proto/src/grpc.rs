@@ -1,0 +1,133 @@
+//! Glue every service's gRPC layer shares: authentication from metadata (the REST headers'
+//! rules), field parsing with errors that name the field, and the domain types every API
+//! returns ([`run_to_pb`]).
+
+use serde_json::Value;
+use tonic::Request;
+use tracing::{field, Span};
+use uuid::Uuid;
+
+use sextant_auth::{AuthError, Authenticator, Principal};
+use sextant_core::{RawJson, Run, Timestamp};
+
+use crate::error::{ApiError, ErrorKind};
+use crate::pb;
+
+/// Authenticates a request from its metadata, as REST does from its headers: `x-api-key`
+/// (or `authorization: Bearer <key>`) and an optional `x-tenant-id`. Records the tenant on
+/// the current span.
+pub fn authenticate<T>(auth: &Authenticator, req: &Request<T>) -> Result<Principal, ApiError> {
+    let md = req.metadata();
+    let get = |name: &str| md.get(name).and_then(|v| v.to_str().ok());
+    let key =
+        get("x-api-key").or_else(|| get("authorization").and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))));
+    let principal = auth.authenticate(key, get("x-tenant-id")).map_err(|e| match e {
+        AuthError::MissingKey | AuthError::InvalidKey => ApiError::new(ErrorKind::Unauthenticated, e.to_string()),
+        AuthError::TenantMismatch(_) => ApiError::new(ErrorKind::Forbidden, e.to_string()),
+    })?;
+    Span::current().record("tenant", field::display(principal.tenant));
+    Ok(principal)
+}
+
+/// The first 60 characters of a value quoted in an error.
+pub fn truncate(s: &str) -> String {
+    let mut t: String = s.chars().take(60).collect();
+    if t.len() < s.len() {
+        t.push('…');
+    }
+    t
+}
+
+pub fn uuid(field: &str, v: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(v).map_err(|_| ApiError::unprocessable(format!("{field}: {:?} is not a UUID", truncate(v))))
+}
+
+/// A required id: the empty string is an error naming the field.
+pub fn required_uuid(field: &str, v: &str) -> Result<Uuid, ApiError> {
+    if v.is_empty() {
+        return Err(ApiError::unprocessable(format!("{field} is required")));
+    }
+    uuid(field, v)
+}
+
+/// An optional id: the empty string means not given.
+pub fn opt_uuid(field: &str, v: &str) -> Result<Option<Uuid>, ApiError> {
+    if v.is_empty() {
+        Ok(None)
+    } else {
+        uuid(field, v).map(Some)
+    }
+}
+
+pub fn uuids(field: &str, values: &[String]) -> Result<Vec<Uuid>, ApiError> {
+    values.iter().enumerate().map(|(i, v)| uuid(&format!("{field}[{i}]"), v)).collect()
+}
+
+/// An optional time: the empty string means not given.
+pub fn time(field: &str, v: &str) -> Result<Option<Timestamp>, ApiError> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    Timestamp::parse(v).map(Some).map_err(|e| ApiError::unprocessable(format!("{field}: {e}")))
+}
+
+/// JSON text carried in a `*_json` field, parsed so the core validates it as it validates a
+/// REST body.
+pub fn json_text(field: &str, v: &str) -> Result<Value, ApiError> {
+    serde_json::from_str(v).map_err(|e| ApiError::unprocessable(format!("{field}: invalid JSON: {e}")))
+}
+
+pub fn non_empty(s: String) -> Option<String> {
+    if s.is_empty() {
+        None
+    } else {
+        Some(s)
+    }
+}
+
+/// RFC 3339 in UTC, microseconds.
+pub fn rfc3339(t: Timestamp) -> String {
+    format!("{}Z", t.to_iso())
+}
+
+fn json_field(j: &Option<RawJson>) -> Option<String> {
+    j.as_ref().map(|j| j.as_str().to_owned())
+}
+
+/// A stored run as the proto `Run`. Trace id and dotted order are filled as REST fills them.
+pub fn run_to_pb(r: Run) -> pb::Run {
+    pb::Run {
+        id: r.id.to_string(),
+        trace_id: Some(r.trace().to_string()),
+        parent_run_id: r.parent_run_id.map(|p| p.to_string()),
+        dotted_order: Some(r.dotted_order_or_default()),
+        parent_run_ids: r.parent_run_ids().iter().map(ToString::to_string).collect(),
+        session_id: Some(r.project_id.to_string()),
+        session_name: None,
+        name: r.name.clone(),
+        run_type: r.run_type.clone(),
+        start_time: r.start_time.map(rfc3339),
+        end_time: r.end_time.map(rfc3339),
+        first_token_time: r.first_token_time.map(rfc3339),
+        inputs_json: json_field(&r.inputs),
+        outputs_json: json_field(&r.outputs),
+        error: r.error.clone(),
+        extra_json: Some(serde_json::to_string(&r.extra).expect("a JSON map serialises")),
+        events_json: json_field(&r.events),
+        serialized_json: json_field(&r.serialized),
+        reference_example_id: r.reference_example_id.map(|u| u.to_string()),
+        status: Some(r.status().as_str().to_string()),
+        prompt_tokens: r.prompt_tokens,
+        completion_tokens: r.completion_tokens,
+        total_tokens: r.total_tokens,
+        prompt_cost: r.prompt_cost,
+        completion_cost: r.completion_cost,
+        total_cost: r.total_cost,
+        attachments: r
+            .attachments
+            .iter()
+            .map(|a| pb::Attachment { name: a.name.clone(), mime_type: a.mime_type.clone(), size: a.size })
+            .collect(),
+        tags: r.tags,
+    }
+}
