@@ -63,6 +63,14 @@ uuid_id!(
     /// An annotation queue.
     QueueId
 );
+uuid_id!(
+    /// A dataset (a versioned set of examples).
+    DatasetId
+);
+uuid_id!(
+    /// An example of a dataset; the same id across the example's versions.
+    ExampleId
+);
 
 /// Namespace for deriving the ids of projects created implicitly by name, so that every
 /// replica that sees the same unknown name derives the same id.

@@ -1,8 +1,9 @@
 //! Sextant's domain: tenants, projects (LangSmith "sessions") and runs, plus the pure rules
 //! that turn the SDK's run fragments (posts and patches, in any order, any number of times)
-//! into one stored run. No I/O lives here.
+//! into one stored run; feedback, annotation queues, and versioned datasets. No I/O lives here.
 
 pub mod annotation;
+pub mod dataset;
 pub mod feedback;
 pub mod ids;
 pub mod json;
@@ -11,7 +12,8 @@ pub mod run;
 pub mod time;
 
 pub use feedback::{Feedback, FeedbackChange, FeedbackRecord, FeedbackStats};
-pub use ids::{FeedbackId, ProjectId, QueueId, RunId, TenantId};
+pub use dataset::{Dataset, Example};
+pub use ids::{DatasetId, ExampleId, FeedbackId, ProjectId, QueueId, RunId, TenantId};
 pub use json::RawJson;
 pub use project::{Project, ProjectPatch};
 pub use run::{FragmentKind, Run, RunFragment, RunStatus};

@@ -89,6 +89,34 @@ fn samples() -> Vec<(&'static str, Envelope)> {
                 },
             })),
         ),
+        (
+            "DatasetChangedV1",
+            env(Event::DatasetChangedV1(DatasetChangedV1 {
+                change: sextant_core::dataset::DatasetChange::Examples {
+                    dataset_id: sextant_core::DatasetId(Uuid::from_u128(0x6666)),
+                    as_of: Timestamp(1_764_037_700_000_000),
+                    changes: vec![
+                        sextant_core::dataset::ExampleChange::Put(sextant_core::Example {
+                            id: sextant_core::ExampleId(Uuid::from_u128(0x7777)),
+                            dataset_id: sextant_core::DatasetId(Uuid::from_u128(0x6666)),
+                            inputs: RawJson::parse(r#"{"question":"can I get a refund?"}"#).unwrap(),
+                            outputs: Some(RawJson::parse(r#"{"answer":"within 30 days"}"#).unwrap()),
+                            metadata: RawJson::parse(r#"{"dataset_split":["test"]}"#).unwrap(),
+                            source_run_id: Some(RunId(Uuid::from_u128(0x8888))),
+                            attachments: vec![sextant_core::dataset::ExampleAttachment {
+                                name: "receipt".into(),
+                                mime_type: "image/png".into(),
+                                size: 3,
+                                sha256: "039058c6f2c0cb492c533b0a4d14ef77cc0f78abccced5287d84a1a2011cfb81".into(),
+                            }],
+                            created_at: Timestamp(1_764_037_600_000_000),
+                            modified_at: Timestamp(1_764_037_700_000_000),
+                        }),
+                        sextant_core::dataset::ExampleChange::Delete(sextant_core::ExampleId(Uuid::from_u128(0x9999))),
+                    ],
+                },
+            })),
+        ),
     ]
 }
 

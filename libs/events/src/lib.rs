@@ -69,6 +69,7 @@ pub enum Event {
     ProjectDeletedV1(ProjectDeletedV1),
     FeedbackPartReceivedV1(FeedbackPartReceivedV1),
     FeedbackChangedV1(FeedbackChangedV1),
+    DatasetChangedV1(DatasetChangedV1),
 }
 
 /// Run fragments (posts and patches) of one project, as acknowledged to a client.
@@ -108,6 +109,14 @@ pub struct FeedbackPartReceivedV1 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FeedbackChangedV1 {
     pub change: sextant_core::FeedbackChange,
+}
+
+/// A dataset created, redefined or deleted, a new version of its examples, or a tag moved.
+/// Projected idempotently: an example version is keyed by (example, `as_of`), definitions and
+/// tags are last-writer-wins by their time, so redelivered and reordered changes converge.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DatasetChangedV1 {
+    pub change: sextant_core::dataset::DatasetChange,
 }
 
 tokio::task_local! {
@@ -161,6 +170,7 @@ impl Envelope {
             Event::RunsIngestedV1(_) => Stream::Runs,
             Event::ProjectCreatedV1(_) | Event::ProjectUpdatedV1(_) | Event::ProjectDeletedV1(_) => Stream::Projects,
             Event::FeedbackPartReceivedV1(_) | Event::FeedbackChangedV1(_) => Stream::Feedback,
+            Event::DatasetChangedV1(_) => Stream::Datasets,
         }
     }
 
@@ -174,6 +184,7 @@ impl Envelope {
             Event::ProjectUpdatedV1(e) => format!("{stream}.{}.{}", self.tenant, e.project_id),
             Event::ProjectDeletedV1(e) => format!("{stream}.{}.{}", self.tenant, e.project_id),
             Event::FeedbackPartReceivedV1(_) | Event::FeedbackChangedV1(_) => format!("{stream}.{}", self.tenant),
+            Event::DatasetChangedV1(e) => format!("{stream}.{}.{}", self.tenant, e.change.dataset_id()),
         }
     }
 
@@ -185,6 +196,7 @@ impl Envelope {
             Event::ProjectDeletedV1(_) => "ProjectDeletedV1",
             Event::FeedbackPartReceivedV1(_) => "FeedbackPartReceivedV1",
             Event::FeedbackChangedV1(_) => "FeedbackChangedV1",
+            Event::DatasetChangedV1(_) => "DatasetChangedV1",
         }
     }
 }

@@ -15,10 +15,11 @@
 //! * `project_names`  T name    → P
 //! * `attachments`    T R name  → mime NUL bytes
 //!
-//! * feedback and annotation queues: see [`feedback`] and [`queues`].
+//! * feedback, annotation queues and datasets: see [`feedback`], [`queues`] and [`datasets`].
 //!
 //! All fjall calls block, so every method runs on tokio's blocking pool.
 
+mod datasets;
 mod feedback;
 mod queues;
 
@@ -32,15 +33,17 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use sextant_core::annotation::{Queue, QueueItem};
+use sextant_core::dataset::{CurationJob, ExampleChange};
 use sextant_core::{
-    Feedback, FeedbackChange, FeedbackId, FeedbackStats, Project, ProjectId, ProjectPatch, QueueId, Run, RunFragment, RunId, TenantId,
-    Timestamp,
+    Dataset, DatasetId, Example, ExampleId, Feedback, FeedbackChange, FeedbackId, FeedbackStats, Project, ProjectId, ProjectPatch, QueueId,
+    Run, RunFragment, RunId, TenantId, Timestamp,
 };
 use uuid::Uuid;
 
 use crate::{
-    CreateOutcome, FeedbackQuery, FeedbackStore, ItemUpdate, ProjectQuery, ProjectStats, ProjectStore, QueueQuery, QueueStore, Result,
-    RunCursor, RunMatcher, RunPage, RunQuery, RunStore, StorageError, StorageErrorKind,
+    CreateOutcome, DatasetCreate, DatasetQuery, DatasetStore, ExampleQuery, FeedbackQuery, FeedbackStore, ItemUpdate, ProjectQuery,
+    ProjectStats, ProjectStore, QueueQuery, QueueStore, Result, RunCursor, RunMatcher, RunPage, RunQuery, RunStore, StorageError,
+    StorageErrorKind,
 };
 
 #[derive(Clone)]
@@ -66,6 +69,14 @@ struct Inner {
     queues: Keyspace,
     queue_items: Keyspace,
     queue_runs: Keyspace,
+    datasets: Keyspace,
+    dataset_names: Keyspace,
+    example_versions: Keyspace,
+    example_loc: Keyspace,
+    dataset_versions: Keyspace,
+    dataset_tags: Keyspace,
+    blobs: Keyspace,
+    curation_jobs: Keyspace,
     /// Serialises read-modify-write of runs and project creation. The in-process projector
     /// is the only hot writer, so one lock costs nothing and keeps merges exact.
     write_lock: Mutex<()>,
@@ -191,6 +202,15 @@ impl EmbeddedStore {
                 KeyspaceCreateOptions::default().max_memtable_size(32 << 20).with_kv_separation(Some(KvSeparationOptions::default()))
             })
             .map_err(|e| backend("open keyspace", e))?;
+        // Examples (documents of KBs) and attachments are written once and read by scans.
+        let separated = |name: &str| {
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(16 << 20).with_kv_separation(Some(KvSeparationOptions::default()))
+            })
+            .map_err(|e| backend("open keyspace", e))
+        };
+        let example_versions = separated("example_versions")?;
+        let blobs = separated("blobs")?;
         Ok(Self {
             inner: Arc::new(Inner {
                 runs,
@@ -207,6 +227,14 @@ impl EmbeddedStore {
                 queues: ks("queues")?,
                 queue_items: ks("queue_items")?,
                 queue_runs: ks("queue_runs")?,
+                datasets: ks("datasets")?,
+                dataset_names: ks("dataset_names")?,
+                example_versions,
+                example_loc: ks("example_loc")?,
+                dataset_versions: ks("dataset_versions")?,
+                dataset_tags: ks("dataset_tags")?,
+                blobs,
+                curation_jobs: ks("curation_jobs")?,
                 write_lock: Mutex::new(()),
                 db,
             }),
@@ -932,5 +960,90 @@ impl QueueStore for EmbeddedStore {
     ) -> Result<Option<QueueItem>> {
         let reviewer = reviewer.to_owned();
         self.blocking(move |s| s.durable(s.take_next_item(tenant, queue, &reviewer, now, until, reviewers_needed))).await
+    }
+}
+
+#[async_trait]
+impl DatasetStore for EmbeddedStore {
+    async fn create_dataset(&self, tenant: TenantId, dataset: &Dataset) -> Result<DatasetCreate> {
+        let d = dataset.clone();
+        self.blocking(move |s| s.create_dataset(tenant, &d)).await
+    }
+
+    async fn put_dataset(&self, tenant: TenantId, dataset: &Dataset) -> Result<bool> {
+        let d = dataset.clone();
+        self.blocking(move |s| s.put_dataset(tenant, &d)).await
+    }
+
+    async fn get_dataset(&self, tenant: TenantId, id: DatasetId) -> Result<Option<Dataset>> {
+        self.blocking(move |s| s.get_dataset(tenant, id)).await
+    }
+
+    async fn dataset_by_name(&self, tenant: TenantId, name: &str) -> Result<Option<Dataset>> {
+        let name = name.to_owned();
+        self.blocking(move |s| s.dataset_by_name(tenant, &name)).await
+    }
+
+    async fn list_datasets(&self, tenant: TenantId, q: &DatasetQuery) -> Result<Vec<Dataset>> {
+        let q = q.clone();
+        self.blocking(move |s| s.list_datasets(tenant, &q)).await
+    }
+
+    async fn delete_dataset(&self, tenant: TenantId, id: DatasetId) -> Result<bool> {
+        self.blocking(move |s| s.delete_dataset(tenant, id)).await
+    }
+
+    async fn datasets_with_rules(&self) -> Result<Vec<(TenantId, Dataset)>> {
+        self.blocking(|s| s.datasets_with_rules()).await
+    }
+
+    async fn apply_example_changes(&self, tenant: TenantId, dataset: DatasetId, as_of: Timestamp, changes: &[ExampleChange]) -> Result<()> {
+        let changes = changes.to_vec();
+        self.blocking(move |s| s.apply_example_changes(tenant, dataset, as_of, &changes)).await
+    }
+
+    async fn list_examples(&self, tenant: TenantId, dataset: DatasetId, q: &ExampleQuery) -> Result<Vec<Example>> {
+        let q = q.clone();
+        self.blocking(move |s| s.list_examples(tenant, dataset, &q)).await
+    }
+
+    async fn count_examples(&self, tenant: TenantId, dataset: DatasetId, as_of: Option<Timestamp>) -> Result<u64> {
+        self.blocking(move |s| s.count_examples(tenant, dataset, as_of)).await
+    }
+
+    async fn get_example(&self, tenant: TenantId, id: ExampleId, as_of: Option<Timestamp>) -> Result<Option<Example>> {
+        self.blocking(move |s| s.get_example(tenant, id, as_of)).await
+    }
+
+    async fn list_versions(&self, tenant: TenantId, dataset: DatasetId) -> Result<Vec<Timestamp>> {
+        self.blocking(move |s| s.list_versions(tenant, dataset)).await
+    }
+
+    async fn set_tag(&self, tenant: TenantId, dataset: DatasetId, tag: &str, as_of: Timestamp, at: Timestamp) -> Result<()> {
+        let tag = tag.to_owned();
+        self.blocking(move |s| s.set_tag(tenant, dataset, &tag, as_of, at)).await
+    }
+
+    async fn tags(&self, tenant: TenantId, dataset: DatasetId) -> Result<Vec<(String, Timestamp)>> {
+        self.blocking(move |s| s.tags(tenant, dataset)).await
+    }
+
+    async fn put_blob(&self, tenant: TenantId, sha256: &str, bytes: &[u8]) -> Result<()> {
+        let (sha, bytes) = (sha256.to_owned(), bytes.to_vec());
+        self.blocking(move |s| s.put_blob(tenant, &sha, &bytes)).await
+    }
+
+    async fn get_blob(&self, tenant: TenantId, sha256: &str) -> Result<Option<Vec<u8>>> {
+        let sha = sha256.to_owned();
+        self.blocking(move |s| s.get_blob(tenant, &sha)).await
+    }
+
+    async fn put_curation_job(&self, tenant: TenantId, job: &CurationJob) -> Result<()> {
+        let job = job.clone();
+        self.blocking(move |s| s.put_curation_job(tenant, &job)).await
+    }
+
+    async fn get_curation_job(&self, tenant: TenantId, id: Uuid) -> Result<Option<CurationJob>> {
+        self.blocking(move |s| s.get_curation_job(tenant, id)).await
     }
 }

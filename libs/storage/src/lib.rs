@@ -20,9 +20,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use sextant_core::annotation::{Queue, QueueItem};
+use sextant_core::dataset::{CurationJob, DataType, ExampleChange};
 use sextant_core::{
-    Feedback, FeedbackChange, FeedbackId, FeedbackStats, Project, ProjectId, ProjectPatch, QueueId, Run, RunFragment, RunId, TenantId,
-    Timestamp,
+    Dataset, DatasetId, Example, ExampleId, Feedback, FeedbackChange, FeedbackId, FeedbackStats, Project, ProjectId, ProjectPatch, QueueId,
+    Run, RunFragment, RunId, TenantId, Timestamp,
 };
 
 pub mod embedded;
@@ -325,6 +326,88 @@ pub trait QueueStore: Send + Sync + 'static {
     ) -> Result<Option<QueueItem>>;
 }
 
+#[derive(Debug, Clone, Default)]
+pub struct DatasetQuery {
+    pub ids: Vec<DatasetId>,
+    pub name: Option<String>,
+    pub name_contains: Option<String>,
+    pub data_type: Option<DataType>,
+    /// Datasets whose `metadata` has every one of these keys with an equal value.
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+/// Which examples of one dataset, as of which version. Examples come in id order.
+#[derive(Debug, Clone, Default)]
+pub struct ExampleQuery {
+    /// The version to read; `None` means the newest.
+    pub as_of: Option<Timestamp>,
+    pub ids: Vec<ExampleId>,
+    /// Examples in any of these splits.
+    pub splits: Vec<String>,
+    /// Examples whose metadata has every one of these keys with an equal value.
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Keyset paging (exports): only examples with a greater id.
+    pub after: Option<ExampleId>,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+/// Outcome of creating a dataset.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DatasetCreate {
+    Created(Dataset),
+    /// A dataset with this id already exists (a redelivered create): it is returned.
+    AlreadyExists(Dataset),
+    /// Another dataset already has this name.
+    NameTaken(Dataset),
+}
+
+/// Datasets, their versioned examples, tags, attachment blobs and curation jobs, projected
+/// from the dataset stream (and written through by the service, so a write is readable as
+/// soon as it is acknowledged).
+///
+/// Contract (checked by [`testsuite`]):
+/// * `apply_example_changes` is idempotent per (example, `as_of`) and order-independent: the
+///   state as of a time is each example's newest version at or before it.
+/// * `put_dataset` keeps the definition with the newest `modified_at`; `set_tag` the newest `at`.
+/// * Examples list in id order, and a page is never short while more examples match.
+/// * Dataset names are unique per tenant.
+#[async_trait]
+pub trait DatasetStore: Send + Sync {
+    async fn create_dataset(&self, tenant: TenantId, dataset: &Dataset) -> Result<DatasetCreate>;
+    /// Replaces the definition unless the stored one is newer. `Ok(false)` when it does not
+    /// exist; a name another dataset has is a `Conflict`.
+    async fn put_dataset(&self, tenant: TenantId, dataset: &Dataset) -> Result<bool>;
+    async fn get_dataset(&self, tenant: TenantId, id: DatasetId) -> Result<Option<Dataset>>;
+    async fn dataset_by_name(&self, tenant: TenantId, name: &str) -> Result<Option<Dataset>>;
+    /// Newest first.
+    async fn list_datasets(&self, tenant: TenantId, q: &DatasetQuery) -> Result<Vec<Dataset>>;
+    /// Deletes the dataset with its examples, versions and tags. `Ok(false)` if it did not exist.
+    async fn delete_dataset(&self, tenant: TenantId, id: DatasetId) -> Result<bool>;
+    /// Every dataset that has curation rules, of every tenant (the rule consumer's working set).
+    async fn datasets_with_rules(&self) -> Result<Vec<(TenantId, Dataset)>>;
+    /// Records the version `as_of` of these examples.
+    async fn apply_example_changes(&self, tenant: TenantId, dataset: DatasetId, as_of: Timestamp, changes: &[ExampleChange]) -> Result<()>;
+    async fn list_examples(&self, tenant: TenantId, dataset: DatasetId, q: &ExampleQuery) -> Result<Vec<Example>>;
+    /// Examples present as of the version (`None`: the newest).
+    async fn count_examples(&self, tenant: TenantId, dataset: DatasetId, as_of: Option<Timestamp>) -> Result<u64>;
+    /// One example as of a version, wherever it is (`GET /examples/{id}`).
+    async fn get_example(&self, tenant: TenantId, id: ExampleId, as_of: Option<Timestamp>) -> Result<Option<Example>>;
+    /// Every version of the dataset (the `as_of` of each change), newest first.
+    async fn list_versions(&self, tenant: TenantId, dataset: DatasetId) -> Result<Vec<Timestamp>>;
+    /// Points `tag` at `as_of` unless a newer move (`at`) is stored.
+    async fn set_tag(&self, tenant: TenantId, dataset: DatasetId, tag: &str, as_of: Timestamp, at: Timestamp) -> Result<()>;
+    /// `(tag, as_of)` of every tag of the dataset.
+    async fn tags(&self, tenant: TenantId, dataset: DatasetId) -> Result<Vec<(String, Timestamp)>>;
+    /// Stores bytes under their SHA-256 (idempotent).
+    async fn put_blob(&self, tenant: TenantId, sha256: &str, bytes: &[u8]) -> Result<()>;
+    async fn get_blob(&self, tenant: TenantId, sha256: &str) -> Result<Option<Vec<u8>>>;
+    async fn put_curation_job(&self, tenant: TenantId, job: &CurationJob) -> Result<()>;
+    async fn get_curation_job(&self, tenant: TenantId, id: Uuid) -> Result<Option<CurationJob>>;
+}
+
 /// Every store; what a service holds.
-pub trait Storage: ProjectStore + RunStore + FeedbackStore + QueueStore {}
-impl<T: ProjectStore + RunStore + FeedbackStore + QueueStore> Storage for T {}
+pub trait Storage: ProjectStore + RunStore + FeedbackStore + QueueStore + DatasetStore {}
+impl<T: ProjectStore + RunStore + FeedbackStore + QueueStore + DatasetStore> Storage for T {}

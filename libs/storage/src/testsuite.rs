@@ -104,6 +104,21 @@ macro_rules! storage_conformance {
         async fn late_start_time_moves_the_run() {
             $crate::testsuite::late_start_time_moves_the_run($new.await).await
         }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn datasets_versions_replay_in_any_order() {
+            $crate::testsuite::datasets_versions_replay_in_any_order($new.await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn datasets_lifecycle_names_tags_blobs_jobs() {
+            $crate::testsuite::datasets_lifecycle_names_tags_blobs_jobs($new.await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn datasets_list_examples_filters_and_pages() {
+            $crate::testsuite::datasets_list_examples_filters_and_pages($new.await).await
+        }
     };
 }
 
@@ -740,10 +755,213 @@ pub async fn queue_lifecycle(s: Arc<dyn Storage>) {
     assert!(s.list_queue_items(t, a.id).await.unwrap().is_empty(), "items go with their queue");
 }
 
-/// Implements [`crate::FeedbackStore`] and [`crate::QueueStore`] for a test wrapper by
-/// delegating to one of its fields (wrappers usually intercept only runs).
+fn dataset(name: &str) -> sextant_core::Dataset {
+    let now = Timestamp::now();
+    sextant_core::Dataset {
+        id: sextant_core::DatasetId(Uuid::now_v7()),
+        name: name.into(),
+        description: None,
+        data_type: sextant_core::dataset::DataType::Kv,
+        inputs_schema: None,
+        outputs_schema: None,
+        transformations: None,
+        metadata: Some(sextant_core::RawJson::parse(r#"{"team":"support"}"#).unwrap()),
+        created_at: now,
+        modified_at: now,
+        rules: Vec::new(),
+    }
+}
+
+fn example(d: sextant_core::DatasetId, n: u128, question: &str, split: &str, version: i64) -> sextant_core::Example {
+    sextant_core::Example {
+        id: sextant_core::ExampleId(Uuid::from_u128(n)),
+        dataset_id: d,
+        inputs: sextant_core::RawJson::from_value(&serde_json::json!({"question": question})),
+        outputs: Some(sextant_core::RawJson::from_value(&serde_json::json!({"answer": format!("a{n}")}))),
+        metadata: sextant_core::RawJson::from_value(&serde_json::json!({"dataset_split": [split], "n": n as u64})),
+        source_run_id: None,
+        attachments: Vec::new(),
+        created_at: Timestamp(version),
+        modified_at: Timestamp(version),
+    }
+}
+
+fn ids_of(v: &[sextant_core::Example]) -> Vec<u128> {
+    v.iter().map(|e| e.id.0.as_u128()).collect()
+}
+
+pub async fn datasets_versions_replay_in_any_order(s: Arc<dyn Storage>) {
+    use sextant_core::dataset::ExampleChange::{Delete, Put};
+    let t = tenant();
+    let d = dataset("versions");
+    let crate::DatasetCreate::Created(_) = s.create_dataset(t, &d).await.unwrap() else { panic!("a fresh dataset is created") };
+    let (v1, v2, v3) = (1_000_000, 2_000_000, 3_000_000);
+    let versions = vec![
+        (
+            Timestamp(v1),
+            vec![Put(example(d.id, 1, "q1", "base", v1)), Put(example(d.id, 2, "q2", "base", v1)), Put(example(d.id, 3, "q3", "test", v1))],
+        ),
+        (Timestamp(v2), vec![Put(example(d.id, 2, "q2 edited", "base", v2)), Delete(sextant_core::ExampleId(Uuid::from_u128(3)))]),
+        (Timestamp(v3), vec![Put(example(d.id, 4, "q4", "test", v3)), Delete(sextant_core::ExampleId(Uuid::from_u128(1)))]),
+    ];
+    // Newest first, then everything again: a redelivery in the wrong order.
+    for (as_of, changes) in versions.iter().rev().chain(versions.iter()) {
+        s.apply_example_changes(t, d.id, *as_of, changes).await.unwrap();
+    }
+    let at = |v: Option<i64>| crate::ExampleQuery { as_of: v.map(Timestamp), limit: 100, ..Default::default() };
+    assert_eq!(ids_of(&s.list_examples(t, d.id, &at(Some(v1 - 1))).await.unwrap()), Vec::<u128>::new(), "nothing before the first version");
+    assert_eq!(ids_of(&s.list_examples(t, d.id, &at(Some(v1))).await.unwrap()), [1, 2, 3]);
+    assert_eq!(ids_of(&s.list_examples(t, d.id, &at(Some(v2 + 5))).await.unwrap()), [1, 2]);
+    assert_eq!(ids_of(&s.list_examples(t, d.id, &at(None)).await.unwrap()), [2, 4]);
+    assert_eq!(s.count_examples(t, d.id, Some(Timestamp(v1))).await.unwrap(), 3);
+    assert_eq!(s.count_examples(t, d.id, None).await.unwrap(), 2);
+    let q2 = sextant_core::ExampleId(Uuid::from_u128(2));
+    let old = s.get_example(t, q2, Some(Timestamp(v1))).await.unwrap().unwrap();
+    assert_eq!(old.inputs.to_value()["question"], "q2");
+    let new = s.get_example(t, q2, None).await.unwrap().unwrap();
+    assert_eq!(new.inputs.to_value()["question"], "q2 edited");
+    assert!(s.get_example(t, sextant_core::ExampleId(Uuid::from_u128(1)), None).await.unwrap().is_none(), "deleted");
+    assert!(s.get_example(t, sextant_core::ExampleId(Uuid::from_u128(1)), Some(Timestamp(v2))).await.unwrap().is_some(), "present then");
+    assert_eq!(s.list_versions(t, d.id).await.unwrap(), [Timestamp(v3), Timestamp(v2), Timestamp(v1)]);
+    // Another tenant sees none of it.
+    let other = tenant();
+    assert!(s.get_dataset(other, d.id).await.unwrap().is_none());
+    assert!(s.get_example(other, q2, None).await.unwrap().is_none());
+    assert!(s.list_examples(other, d.id, &at(None)).await.unwrap().is_empty());
+}
+
+pub async fn datasets_lifecycle_names_tags_blobs_jobs(s: Arc<dyn Storage>) {
+    let t = tenant();
+    let d = dataset("golden");
+    assert!(matches!(s.create_dataset(t, &d).await.unwrap(), crate::DatasetCreate::Created(_)));
+    assert!(matches!(s.create_dataset(t, &d).await.unwrap(), crate::DatasetCreate::AlreadyExists(_)), "a redelivered create");
+    let same_name = dataset("golden");
+    assert!(matches!(s.create_dataset(t, &same_name).await.unwrap(), crate::DatasetCreate::NameTaken(x) if x.id == d.id));
+    assert_eq!(s.dataset_by_name(t, "golden").await.unwrap().unwrap().id, d.id);
+
+    // Last writer wins on the definition; renames move the name.
+    let mut renamed = d.clone();
+    renamed.name = "golden-v2".into();
+    renamed.modified_at = Timestamp(d.modified_at.micros() + 10);
+    assert!(s.put_dataset(t, &renamed).await.unwrap());
+    let mut stale = d.clone();
+    stale.description = Some("stale".into());
+    assert!(s.put_dataset(t, &stale).await.unwrap());
+    let got = s.get_dataset(t, d.id).await.unwrap().unwrap();
+    assert_eq!(got.name, "golden-v2");
+    assert_eq!(got.description, None, "an older definition does not win");
+    assert!(s.dataset_by_name(t, "golden").await.unwrap().is_none());
+    let other = dataset("other");
+    s.create_dataset(t, &other).await.unwrap();
+    let mut clash = other.clone();
+    clash.name = "golden-v2".into();
+    clash.modified_at = Timestamp(other.modified_at.micros() + 10);
+    assert_eq!(s.put_dataset(t, &clash).await.unwrap_err().kind, StorageErrorKind::Conflict);
+    let q = crate::DatasetQuery { name_contains: Some("GOLD".into()), limit: 10, ..Default::default() };
+    assert_eq!(s.list_datasets(t, &q).await.unwrap().iter().map(|d| d.id).collect::<Vec<_>>(), [d.id]);
+    let md = serde_json::json!({"team": "support"}).as_object().unwrap().clone();
+    let q = crate::DatasetQuery { metadata: Some(md), limit: 10, ..Default::default() };
+    assert_eq!(s.list_datasets(t, &q).await.unwrap().len(), 2);
+
+    // Tags: the newest move wins, whatever order moves arrive in.
+    s.set_tag(t, d.id, "prod", Timestamp(2), Timestamp(200)).await.unwrap();
+    s.set_tag(t, d.id, "prod", Timestamp(1), Timestamp(100)).await.unwrap();
+    s.set_tag(t, d.id, "staging", Timestamp(1), Timestamp(100)).await.unwrap();
+    let mut tags = s.tags(t, d.id).await.unwrap();
+    tags.sort();
+    assert_eq!(tags, [("prod".to_string(), Timestamp(2)), ("staging".to_string(), Timestamp(1))]);
+
+    s.put_blob(t, "abc", b"bytes").await.unwrap();
+    s.put_blob(t, "abc", b"bytes").await.unwrap();
+    assert_eq!(s.get_blob(t, "abc").await.unwrap().as_deref(), Some(&b"bytes"[..]));
+    assert!(s.get_blob(tenant(), "abc").await.unwrap().is_none());
+
+    let job = sextant_core::dataset::CurationJob {
+        id: Uuid::now_v7(),
+        dataset_id: d.id,
+        selection: sextant_core::dataset::RunSelection {
+            filter: "eq(error, true)".into(),
+            project_ids: Vec::new(),
+            start_time: None,
+            end_time: None,
+            root_only: true,
+        },
+        state: sextant_core::dataset::JobState::Running,
+        scanned: 5,
+        matched: 2,
+        added: 1,
+        skipped_no_io: 1,
+        skipped_duplicate: 0,
+        error: None,
+        created_at: Timestamp::now(),
+        updated_at: Timestamp::now(),
+        finished_at: None,
+        as_of: None,
+    };
+    s.put_curation_job(t, &job).await.unwrap();
+    assert_eq!(s.get_curation_job(t, job.id).await.unwrap(), Some(job.clone()));
+
+    let mut with_rule = s.get_dataset(t, d.id).await.unwrap().unwrap();
+    with_rule.rules.push(sextant_core::dataset::CurationRule {
+        id: Uuid::now_v7(),
+        selection: job.selection.clone(),
+        created_at: Timestamp::now(),
+    });
+    with_rule.modified_at = Timestamp(with_rule.modified_at.micros() + 10);
+    s.put_dataset(t, &with_rule).await.unwrap();
+    assert!(s.datasets_with_rules().await.unwrap().iter().any(|(tt, x)| *tt == t && x.id == d.id));
+
+    s.apply_example_changes(t, d.id, Timestamp(5), &[sextant_core::dataset::ExampleChange::Put(example(d.id, 9, "q", "base", 5))])
+        .await
+        .unwrap();
+    assert!(s.delete_dataset(t, d.id).await.unwrap());
+    assert!(!s.delete_dataset(t, d.id).await.unwrap());
+    assert!(s.get_dataset(t, d.id).await.unwrap().is_none());
+    assert!(s.dataset_by_name(t, "golden-v2").await.unwrap().is_none(), "the name is free again");
+    assert!(s.get_example(t, sextant_core::ExampleId(Uuid::from_u128(9)), None).await.unwrap().is_none(), "examples go with it");
+    assert!(s.list_versions(t, d.id).await.unwrap().is_empty());
+}
+
+pub async fn datasets_list_examples_filters_and_pages(s: Arc<dyn Storage>) {
+    let t = tenant();
+    let d = dataset("pages");
+    s.create_dataset(t, &d).await.unwrap();
+    let changes: Vec<_> = (1..=25u128)
+        .map(|n| {
+            sextant_core::dataset::ExampleChange::Put(example(d.id, n, &format!("q{n}"), if n % 5 == 0 { "test" } else { "train" }, 10))
+        })
+        .collect();
+    s.apply_example_changes(t, d.id, Timestamp(10), &changes).await.unwrap();
+    // Offset pages of 7: every example once, in id order, no short page while more remain.
+    let mut seen = Vec::new();
+    loop {
+        let q = crate::ExampleQuery { offset: seen.len(), limit: 7, ..Default::default() };
+        let page = s.list_examples(t, d.id, &q).await.unwrap();
+        seen.extend(ids_of(&page));
+        if page.len() < 7 {
+            break;
+        }
+    }
+    assert_eq!(seen, (1..=25).collect::<Vec<_>>());
+    // Keyset pages.
+    let q = crate::ExampleQuery { after: Some(sextant_core::ExampleId(Uuid::from_u128(22))), limit: 100, ..Default::default() };
+    assert_eq!(ids_of(&s.list_examples(t, d.id, &q).await.unwrap()), [23, 24, 25]);
+    let q = crate::ExampleQuery { splits: vec!["test".into()], limit: 100, ..Default::default() };
+    assert_eq!(ids_of(&s.list_examples(t, d.id, &q).await.unwrap()), [5, 10, 15, 20, 25]);
+    let q = crate::ExampleQuery { splits: vec!["test".into()], offset: 1, limit: 2, ..Default::default() };
+    assert_eq!(ids_of(&s.list_examples(t, d.id, &q).await.unwrap()), [10, 15]);
+    let md = serde_json::json!({"n": 7}).as_object().unwrap().clone();
+    let q = crate::ExampleQuery { metadata: Some(md), limit: 100, ..Default::default() };
+    assert_eq!(ids_of(&s.list_examples(t, d.id, &q).await.unwrap()), [7]);
+    let ids = [3u128, 1, 99].iter().map(|n| sextant_core::ExampleId(Uuid::from_u128(*n))).collect();
+    let q = crate::ExampleQuery { ids, limit: 100, ..Default::default() };
+    assert_eq!(ids_of(&s.list_examples(t, d.id, &q).await.unwrap()), [1, 3], "by id, unknown ids ignored");
+}
+
+/// Implements [`crate::FeedbackStore`], [`crate::QueueStore`] and [`crate::DatasetStore`] for
+/// a test wrapper by delegating to one of its fields (wrappers usually intercept only runs).
 #[macro_export]
-macro_rules! delegate_feedback_and_queues {
+macro_rules! delegate_feedback_queues_datasets {
     ($ty:ty, $field:ident) => {
         #[async_trait::async_trait]
         impl $crate::FeedbackStore for $ty {
@@ -877,6 +1095,112 @@ macro_rules! delegate_feedback_and_queues {
                 needed: u32,
             ) -> $crate::Result<Option<sextant_core::annotation::QueueItem>> {
                 self.$field.take_next_item(t, q, reviewer, now, until, needed).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::DatasetStore for $ty {
+            async fn create_dataset(&self, t: sextant_core::TenantId, d: &sextant_core::Dataset) -> $crate::Result<$crate::DatasetCreate> {
+                self.$field.create_dataset(t, d).await
+            }
+            async fn put_dataset(&self, t: sextant_core::TenantId, d: &sextant_core::Dataset) -> $crate::Result<bool> {
+                self.$field.put_dataset(t, d).await
+            }
+            async fn get_dataset(
+                &self,
+                t: sextant_core::TenantId,
+                id: sextant_core::DatasetId,
+            ) -> $crate::Result<Option<sextant_core::Dataset>> {
+                self.$field.get_dataset(t, id).await
+            }
+            async fn dataset_by_name(&self, t: sextant_core::TenantId, name: &str) -> $crate::Result<Option<sextant_core::Dataset>> {
+                self.$field.dataset_by_name(t, name).await
+            }
+            async fn list_datasets(
+                &self,
+                t: sextant_core::TenantId,
+                q: &$crate::DatasetQuery,
+            ) -> $crate::Result<Vec<sextant_core::Dataset>> {
+                self.$field.list_datasets(t, q).await
+            }
+            async fn delete_dataset(&self, t: sextant_core::TenantId, id: sextant_core::DatasetId) -> $crate::Result<bool> {
+                self.$field.delete_dataset(t, id).await
+            }
+            async fn datasets_with_rules(&self) -> $crate::Result<Vec<(sextant_core::TenantId, sextant_core::Dataset)>> {
+                self.$field.datasets_with_rules().await
+            }
+            async fn apply_example_changes(
+                &self,
+                t: sextant_core::TenantId,
+                d: sextant_core::DatasetId,
+                as_of: sextant_core::Timestamp,
+                changes: &[sextant_core::dataset::ExampleChange],
+            ) -> $crate::Result<()> {
+                self.$field.apply_example_changes(t, d, as_of, changes).await
+            }
+            async fn list_examples(
+                &self,
+                t: sextant_core::TenantId,
+                d: sextant_core::DatasetId,
+                q: &$crate::ExampleQuery,
+            ) -> $crate::Result<Vec<sextant_core::Example>> {
+                self.$field.list_examples(t, d, q).await
+            }
+            async fn count_examples(
+                &self,
+                t: sextant_core::TenantId,
+                d: sextant_core::DatasetId,
+                as_of: Option<sextant_core::Timestamp>,
+            ) -> $crate::Result<u64> {
+                self.$field.count_examples(t, d, as_of).await
+            }
+            async fn get_example(
+                &self,
+                t: sextant_core::TenantId,
+                id: sextant_core::ExampleId,
+                as_of: Option<sextant_core::Timestamp>,
+            ) -> $crate::Result<Option<sextant_core::Example>> {
+                self.$field.get_example(t, id, as_of).await
+            }
+            async fn list_versions(
+                &self,
+                t: sextant_core::TenantId,
+                d: sextant_core::DatasetId,
+            ) -> $crate::Result<Vec<sextant_core::Timestamp>> {
+                self.$field.list_versions(t, d).await
+            }
+            async fn set_tag(
+                &self,
+                t: sextant_core::TenantId,
+                d: sextant_core::DatasetId,
+                tag: &str,
+                as_of: sextant_core::Timestamp,
+                at: sextant_core::Timestamp,
+            ) -> $crate::Result<()> {
+                self.$field.set_tag(t, d, tag, as_of, at).await
+            }
+            async fn tags(
+                &self,
+                t: sextant_core::TenantId,
+                d: sextant_core::DatasetId,
+            ) -> $crate::Result<Vec<(String, sextant_core::Timestamp)>> {
+                self.$field.tags(t, d).await
+            }
+            async fn put_blob(&self, t: sextant_core::TenantId, sha: &str, bytes: &[u8]) -> $crate::Result<()> {
+                self.$field.put_blob(t, sha, bytes).await
+            }
+            async fn get_blob(&self, t: sextant_core::TenantId, sha: &str) -> $crate::Result<Option<Vec<u8>>> {
+                self.$field.get_blob(t, sha).await
+            }
+            async fn put_curation_job(&self, t: sextant_core::TenantId, job: &sextant_core::dataset::CurationJob) -> $crate::Result<()> {
+                self.$field.put_curation_job(t, job).await
+            }
+            async fn get_curation_job(
+                &self,
+                t: sextant_core::TenantId,
+                id: uuid::Uuid,
+            ) -> $crate::Result<Option<sextant_core::dataset::CurationJob>> {
+                self.$field.get_curation_job(t, id).await
             }
         }
     };

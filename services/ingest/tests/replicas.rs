@@ -40,7 +40,7 @@ impl CountingStore {
     }
 }
 
-sextant_storage::delegate_feedback_and_queues!(CountingStore, inner);
+sextant_storage::delegate_feedback_queues_datasets!(CountingStore, inner);
 
 #[async_trait]
 impl RunStore for CountingStore {
