@@ -94,6 +94,12 @@ impl Filter {
     }
 
     /// Whether the record satisfies the filter.
+    /// Whether a stored run with this feedback matches.
+    pub fn matches_run(&self, run: &sextant_core::Run, feedback: &[sextant_core::Feedback]) -> bool {
+        let rows: Vec<FeedbackRow> = feedback.iter().map(FeedbackRow::from).collect();
+        self.matches(&RunView::new(run, &rows))
+    }
+
     pub fn matches<R: Record + ?Sized>(&self, record: &R) -> bool {
         self.plan.eval(record)
     }

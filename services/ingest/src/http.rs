@@ -67,7 +67,7 @@ async fn info() -> Json<Value> {
         },
         "instance_flags": {
             "zstd_compression_enabled": true,
-            "dataset_examples_multipart_enabled": false,
+            "dataset_examples_multipart_enabled": true,
             "examples_multipart_enabled": false
         }
     }))

@@ -26,6 +26,8 @@ use sextant_auth::Authenticator;
 use sextant_bus::inprocess::InProcessBus;
 use sextant_bus::jetstream::JetStreamBus;
 use sextant_bus::EventBus;
+use sextant_dataset_curation::http::DatasetState;
+use sextant_dataset_curation::Datasets;
 use sextant_feedback::http::FeedbackState;
 use sextant_feedback::{FeedbackService, Queues};
 use sextant_ingest::http::HttpState;
@@ -45,8 +47,11 @@ pub struct Server {
     pub ingest: Arc<Ingest>,
     pub feedback: Arc<FeedbackService>,
     pub queues: Arc<Queues>,
+    pub datasets: Arc<Datasets>,
     pub auth: Arc<Authenticator>,
     pub signer: UrlSigner,
+    /// Signs dataset attachment URLs.
+    pub url_key: Arc<Vec<u8>>,
 }
 
 impl Server {
@@ -86,9 +91,11 @@ impl Server {
         let key = signing_key(&config)?;
         let feedback = Arc::new(FeedbackService::new(bus.clone(), store.clone(), &key));
         let queues = Arc::new(Queues::new(store.clone(), feedback.clone()));
+        let datasets = Arc::new(Datasets::new(bus.clone(), store.clone()));
+        let url_key = Arc::new(key.clone());
         let signer = UrlSigner::new(key);
         let ingest = Arc::new(Ingest::new(bus.clone(), store.clone(), config.ingest_limits()));
-        Ok(Self { config, bus, store, ingest, feedback, queues, auth, signer })
+        Ok(Self { config, bus, store, ingest, feedback, queues, datasets, auth, signer, url_key })
     }
 
     /// The HTTP application: every service's routes plus health and metrics.
@@ -103,6 +110,8 @@ impl Server {
             app = app.merge(sextant_ingest::http::router(state, self.auth.clone()));
             let state = FeedbackState { feedback: self.feedback.clone(), queues: self.queues.clone() };
             app = app.merge(sextant_feedback::http::router(state, self.auth.clone()));
+            let state = DatasetState { datasets: self.datasets.clone(), url_key: self.url_key.clone() };
+            app = app.merge(sextant_dataset_curation::http::router(state, self.auth.clone()));
         }
         app.layer(middleware::from_fn(record_http_metrics)).layer(middleware::from_fn(trace_context)).layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -229,6 +238,7 @@ pub async fn serve(
     if server.config.roles.contains(&Role::Projector) {
         tasks.spawn(sextant_ingest::projector::run_projector(server.bus.clone(), server.store.clone(), stop_rx.clone()));
         tasks.spawn(sextant_feedback::projector::run_feedback_projector(server.bus.clone(), server.store.clone(), stop_rx.clone()));
+        tasks.spawn(sextant_dataset_curation::projector::run_dataset_projector(server.bus.clone(), server.store.clone(), stop_rx.clone()));
         tasks.spawn(sextant_feedback::router::run_annotation_router(
             server.bus.clone(),
             server.store.clone(),

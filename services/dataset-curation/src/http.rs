@@ -1,0 +1,651 @@
+//! The REST layer: the dataset and example routes the LangSmith SDK calls (spec §7), both
+//! example write paths (JSON and multipart with attachments), and signed attachment downloads.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{middleware, Json, Router};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Map, Value};
+use sha2::Sha256;
+use uuid::Uuid;
+
+use sextant_auth::Authenticator;
+use sextant_core::dataset::{DataType, DatasetVersion, ExampleAttachment};
+use sextant_core::{Dataset, DatasetId, Example, ExampleId, RawJson, TenantId, Timestamp};
+use sextant_proto::http::{read_body, require_principal, Caller, QueryParams};
+use sextant_proto::{truncate, ApiError, ErrorKind};
+use sextant_storage::{DatasetQuery, ExampleQuery};
+
+use crate::core::{Datasets, ExampleInput, VersionRef};
+
+/// Largest JSON body (a bulk write of examples).
+const MAX_JSON_BYTES: usize = 64 * 1024 * 1024;
+/// Largest multipart body (examples with attachments).
+const MAX_MULTIPART_BYTES: usize = 256 * 1024 * 1024;
+const MAX_PARTS: usize = 100_000;
+/// How long a signed attachment URL works.
+const URL_LIFETIME_SECS: i64 = 3600;
+
+#[derive(Clone)]
+pub struct DatasetState {
+    pub datasets: Arc<Datasets>,
+    /// Signs attachment URLs (the SDK downloads them without credentials).
+    pub url_key: Arc<Vec<u8>>,
+}
+
+pub fn router(state: DatasetState, auth: Arc<Authenticator>) -> Router {
+    let api = Router::new()
+        .route("/datasets", post(create_dataset).get(list_datasets))
+        .route("/datasets/{id}", get(read_dataset).patch(update_dataset).delete(delete_dataset))
+        .route("/datasets/{id}/tags", put(set_tag))
+        .route("/datasets/{id}/versions", get(list_versions))
+        .route("/datasets/{id}/version", get(read_version))
+        .route("/datasets/{id}/versions/diff", get(diff_versions))
+        .route("/datasets/{id}/splits", get(list_splits).put(update_splits))
+        .route("/examples", post(create_example).get(list_examples).delete(delete_examples))
+        .route("/examples/bulk", post(create_examples_bulk).patch(update_examples_bulk))
+        .route("/examples/{id}", get(read_example).patch(update_example).delete(delete_example))
+        .route_layer(middleware::from_fn_with_state(auth.clone(), require_principal))
+        .with_state(state.clone());
+    let platform = Router::new()
+        .route("/platform/datasets/{id}/examples", post(multipart_create).patch(multipart_update))
+        .route("/platform/datasets/examples/delete", post(platform_delete_examples))
+        .route_layer(middleware::from_fn_with_state(auth, require_principal))
+        .with_state(state.clone());
+    let public = Router::new().route("/public/dataset-attachments/{tenant}/{sha}", get(download)).with_state(state);
+    Router::new()
+        .merge(api.clone())
+        .nest("/api/v1", api)
+        .nest("/v1", platform.clone())
+        .nest("/api/v1", platform)
+        .merge(public.clone())
+        .nest("/api/v1", public)
+}
+
+async fn json_body(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+    let raw = read_body(headers, body, MAX_JSON_BYTES).await?;
+    if raw.is_empty() {
+        return Err(ApiError::unprocessable("body: expected JSON, got nothing"));
+    }
+    serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))
+}
+
+fn uuid_param(what: &str, s: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(s).map_err(|_| ApiError::unprocessable(format!("{what}: {:?} is not a UUID", truncate(s))))
+}
+
+fn dataset_id(s: &str) -> Result<DatasetId, ApiError> {
+    uuid_param("dataset id", s).map(DatasetId)
+}
+
+fn raw(j: &Option<RawJson>) -> Value {
+    j.as_ref().map_or(Value::Null, RawJson::to_value)
+}
+
+// ---- JSON shapes the SDK parses ----
+
+fn dataset_json(tenant: TenantId, d: &Dataset, example_count: Option<u64>) -> Value {
+    json!({
+        "id": d.id,
+        "name": d.name,
+        "description": d.description,
+        "data_type": d.data_type.as_str(),
+        "created_at": d.created_at.to_iso(),
+        "modified_at": d.modified_at.to_iso(),
+        "tenant_id": tenant,
+        "inputs_schema_definition": raw(&d.inputs_schema),
+        "outputs_schema_definition": raw(&d.outputs_schema),
+        "transformations": raw(&d.transformations),
+        "metadata": raw(&d.metadata),
+        "example_count": example_count,
+        "session_count": 0,
+    })
+}
+
+fn sign(key: &[u8], tenant: TenantId, sha: &str, mime: &str, expires: i64) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(format!("dataset-attachment/{tenant}/{sha}/{mime}/{expires}").as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn example_json(s: &DatasetState, tenant: TenantId, e: &Example) -> Value {
+    let expires = Timestamp::now().millis() / 1000 + URL_LIFETIME_SECS;
+    let urls: Map<String, Value> = e
+        .attachments
+        .iter()
+        .map(|a| {
+            let sig = sign(&s.url_key, tenant, &a.sha256, &a.mime_type, expires);
+            let url = format!(
+                "/public/dataset-attachments/{tenant}/{}?mime={}&expires={expires}&signature={sig}",
+                a.sha256,
+                query_escape(&a.mime_type)
+            );
+            (format!("attachment.{}", a.name), json!({"presigned_url": url, "mime_type": a.mime_type}))
+        })
+        .collect();
+    json!({
+        "id": e.id,
+        "dataset_id": e.dataset_id,
+        "inputs": e.inputs.to_value(),
+        "outputs": raw(&e.outputs),
+        "metadata": e.metadata.to_value(),
+        "created_at": e.created_at.to_iso(),
+        "modified_at": e.modified_at.to_iso(),
+        "source_run_id": e.source_run_id,
+        "attachment_urls": if urls.is_empty() { Value::Null } else { Value::Object(urls) },
+    })
+}
+
+fn version_json(v: &DatasetVersion) -> Value {
+    json!({"as_of": v.as_of.to_iso(), "tags": v.tags})
+}
+
+// ---- datasets ----
+
+async fn create_dataset(State(s): State<DatasetState>, Caller(p): Caller, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let body = json_body(&headers, body).await?;
+    let d = s.datasets.create_dataset(p.tenant, &body).await?;
+    Ok(Json(dataset_json(p.tenant, &d, Some(0))).into_response())
+}
+
+async fn read_dataset(State(s): State<DatasetState>, Caller(p): Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = dataset_id(&id)?;
+    let d = s.datasets.get_dataset(p.tenant, id).await?;
+    let n = s.datasets.example_count(p.tenant, id).await?;
+    Ok(Json(dataset_json(p.tenant, &d, Some(n))).into_response())
+}
+
+async fn list_datasets(State(s): State<DatasetState>, Caller(p): Caller, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let q = QueryParams::parse(q.as_deref());
+    let metadata = match q.get("metadata") {
+        None => None,
+        Some(m) => Some(
+            serde_json::from_str::<Map<String, Value>>(m)
+                .map_err(|e| ApiError::unprocessable(format!("metadata: expected a JSON object: {e}")))?,
+        ),
+    };
+    let data_type = match q.get("data_type") {
+        None => None,
+        Some(t) => Some(
+            DataType::parse(t).ok_or_else(|| ApiError::unprocessable(format!("data_type: {:?} is not kv, llm or chat", truncate(t))))?,
+        ),
+    };
+    let query = DatasetQuery {
+        ids: q.uuids("id")?.into_iter().map(DatasetId).collect(),
+        name: q.get("name").map(str::to_owned),
+        name_contains: q.get("name_contains").map(str::to_owned),
+        data_type,
+        metadata,
+        offset: q.usize("offset")?.unwrap_or(0),
+        limit: q.usize("limit")?.unwrap_or(100),
+    };
+    let list = s.datasets.list_datasets(p.tenant, query).await?;
+    let mut out = Vec::with_capacity(list.len());
+    for d in &list {
+        let n = s.datasets.example_count(p.tenant, d.id).await?;
+        out.push(dataset_json(p.tenant, d, Some(n)));
+    }
+    Ok(Json(out).into_response())
+}
+
+async fn update_dataset(
+    State(s): State<DatasetState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = json_body(&headers, body).await?;
+    let d = s.datasets.update_dataset(p.tenant, dataset_id(&id)?, &body).await?;
+    Ok(Json(dataset_json(p.tenant, &d, None)).into_response())
+}
+
+async fn delete_dataset(State(s): State<DatasetState>, Caller(p): Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+    s.datasets.delete_dataset(p.tenant, dataset_id(&id)?).await?;
+    Ok(Json(json!({})).into_response())
+}
+
+// ---- versions, tags, splits ----
+
+async fn set_tag(
+    State(s): State<DatasetState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = json_body(&headers, body).await?;
+    let id = dataset_id(&id)?;
+    let tag = body.get("tag").and_then(Value::as_str).ok_or_else(|| ApiError::unprocessable("tag: required (a string)"))?;
+    let as_of =
+        body.get("as_of").and_then(Value::as_str).ok_or_else(|| ApiError::unprocessable("as_of: required (an ISO time or a tag)"))?;
+    let as_of = s.datasets.resolve_str(p.tenant, id, as_of).await?;
+    let v = s.datasets.set_tag(p.tenant, id, tag, VersionRef::Time(as_of)).await?;
+    Ok(Json(version_json(&v)).into_response())
+}
+
+async fn list_versions(
+    State(s): State<DatasetState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = QueryParams::parse(q.as_deref());
+    let offset = q.usize("offset")?.unwrap_or(0);
+    let limit = q.usize("limit")?.unwrap_or(100).clamp(1, 1000);
+    let search = q.get("search");
+    let versions = s.datasets.versions(p.tenant, dataset_id(&id)?).await?;
+    let out: Vec<Value> = versions
+        .iter()
+        .filter(|v| search.is_none_or(|s| v.tags.iter().any(|t| t.contains(s))))
+        .skip(offset)
+        .take(limit)
+        .map(version_json)
+        .collect();
+    Ok(Json(out).into_response())
+}
+
+async fn read_version(
+    State(s): State<DatasetState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = QueryParams::parse(q.as_deref());
+    let id = dataset_id(&id)?;
+    let v = match (q.get("as_of"), q.get("tag")) {
+        (Some(a), None) => {
+            let t = Timestamp::parse(a).map_err(|e| ApiError::unprocessable(format!("as_of: {e}")))?;
+            s.datasets.version_at(p.tenant, id, VersionRef::Time(t)).await?
+        }
+        (None, Some(tag)) => s.datasets.version_at(p.tenant, id, VersionRef::Tag(tag)).await?,
+        _ => return Err(ApiError::unprocessable("give exactly one of as_of and tag")),
+    };
+    Ok(Json(version_json(&v)).into_response())
+}
+
+async fn diff_versions(
+    State(s): State<DatasetState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = QueryParams::parse(q.as_deref());
+    let id = dataset_id(&id)?;
+    let from = q.get("from_version").ok_or_else(|| ApiError::unprocessable("from_version: required (an ISO time or a tag)"))?;
+    let to = q.get("to_version").ok_or_else(|| ApiError::unprocessable("to_version: required (an ISO time or a tag)"))?;
+    let from = s.datasets.resolve_str(p.tenant, id, from).await?;
+    let to = s.datasets.resolve_str(p.tenant, id, to).await?;
+    let d = s.datasets.diff(p.tenant, id, from, to).await?;
+    Ok(Json(json!({"examples_added": d.added, "examples_removed": d.removed, "examples_modified": d.modified})).into_response())
+}
+
+async fn list_splits(
+    State(s): State<DatasetState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = QueryParams::parse(q.as_deref());
+    let id = dataset_id(&id)?;
+    let as_of = match q.get("as_of") {
+        Some(a) => Some(s.datasets.resolve_str(p.tenant, id, a).await?),
+        None => None,
+    };
+    Ok(Json(s.datasets.splits(p.tenant, id, as_of).await?).into_response())
+}
+
+async fn update_splits(
+    State(s): State<DatasetState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = json_body(&headers, body).await?;
+    let split = body.get("split_name").and_then(Value::as_str).ok_or_else(|| ApiError::unprocessable("split_name: required (a string)"))?;
+    let examples = uuid_list(body.get("examples"), "examples")?;
+    let remove = body.get("remove").and_then(Value::as_bool).unwrap_or(false);
+    s.datasets.update_splits(p.tenant, dataset_id(&id)?, split, &examples, remove).await?;
+    Ok(Json(json!({})).into_response())
+}
+
+fn uuid_list(v: Option<&Value>, what: &str) -> Result<Vec<ExampleId>, ApiError> {
+    let a = v.and_then(Value::as_array).ok_or_else(|| ApiError::unprocessable(format!("{what}: required (a list of example ids)")))?;
+    a.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.as_str()
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .map(ExampleId)
+                .ok_or_else(|| ApiError::unprocessable(format!("{what}[{i}]: expected an example id (UUID)")))
+        })
+        .collect()
+}
+
+// ---- examples: JSON path ----
+
+fn inputs_for(body: &Value, where_: &str, dataset: Option<DatasetId>) -> Result<(ExampleInput, DatasetId), ApiError> {
+    let (input, d) = ExampleInput::from_json(body, where_)?;
+    let d = d.or(dataset).ok_or_else(|| ApiError::unprocessable(format!("{where_}.dataset_id: required")))?;
+    Ok((input, d))
+}
+
+async fn create_example(State(s): State<DatasetState>, Caller(p): Caller, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let body = json_body(&headers, body).await?;
+    let (input, d) = inputs_for(&body, "example", None)?;
+    let (mut created, _) = s.datasets.create_examples(p.tenant, d, vec![input]).await?;
+    Ok(Json(example_json(&s, p.tenant, &created.remove(0))).into_response())
+}
+
+async fn create_examples_bulk(
+    State(s): State<DatasetState>,
+    Caller(p): Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = json_body(&headers, body).await?;
+    let list = body.as_array().ok_or_else(|| ApiError::unprocessable("body: expected a list of examples"))?;
+    if list.is_empty() {
+        return Ok(Json(json!([])).into_response());
+    }
+    let mut inputs = Vec::with_capacity(list.len());
+    let mut dataset = None;
+    for (i, v) in list.iter().enumerate() {
+        let (input, d) = inputs_for(v, &format!("examples[{i}]"), dataset)?;
+        if dataset.is_some_and(|x| x != d) {
+            return Err(ApiError::unprocessable(format!("examples[{i}].dataset_id: one request writes to one dataset")));
+        }
+        dataset = Some(d);
+        inputs.push(input);
+    }
+    let (created, _) = s.datasets.create_examples(p.tenant, dataset.expect("non-empty"), inputs).await?;
+    Ok(Json(created.iter().map(|e| example_json(&s, p.tenant, e)).collect::<Vec<_>>()).into_response())
+}
+
+async fn update_example(
+    State(s): State<DatasetState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = json_body(&headers, body).await?;
+    let id = ExampleId(uuid_param("example id", &id)?);
+    let (mut input, _) = ExampleInput::from_json(&body, "example")?;
+    if input.id.is_some_and(|i| i != id) {
+        return Err(ApiError::unprocessable("id: differs from the id in the path"));
+    }
+    input.id = Some(id);
+    let (updated, _) = s.datasets.update_examples(p.tenant, vec![input]).await?;
+    Ok(Json(example_json(&s, p.tenant, &updated[0])).into_response())
+}
+
+async fn update_examples_bulk(
+    State(s): State<DatasetState>,
+    Caller(p): Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = json_body(&headers, body).await?;
+    let list = body.as_array().ok_or_else(|| ApiError::unprocessable("body: expected a list of example updates"))?;
+    let updates = list
+        .iter()
+        .enumerate()
+        .map(|(i, v)| ExampleInput::from_json(v, &format!("examples[{i}]")).map(|(u, _)| u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (updated, as_of) = s.datasets.update_examples(p.tenant, updates).await?;
+    Ok(Json(json!({"example_ids": updated.iter().map(|e| e.id).collect::<Vec<_>>(), "count": updated.len(), "as_of": as_of.to_iso()}))
+        .into_response())
+}
+
+async fn read_example(
+    State(s): State<DatasetState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = QueryParams::parse(q.as_deref());
+    let e = s.datasets.get_example(p.tenant, ExampleId(uuid_param("example id", &id)?), q.get("as_of")).await?;
+    Ok(Json(example_json(&s, p.tenant, &e)).into_response())
+}
+
+async fn list_examples(State(s): State<DatasetState>, Caller(p): Caller, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let q = QueryParams::parse(q.as_deref());
+    let dataset = match q.get("dataset") {
+        Some(d) => dataset_id(d)?,
+        None => return Err(ApiError::unprocessable("dataset: required (listing examples across datasets is not supported)")),
+    };
+    let as_of = match q.get("as_of") {
+        Some(a) => Some(s.datasets.resolve_str(p.tenant, dataset, a).await?),
+        None => None,
+    };
+    let metadata = match q.get("metadata") {
+        None => None,
+        Some(m) => Some(
+            serde_json::from_str::<Map<String, Value>>(m)
+                .map_err(|e| ApiError::unprocessable(format!("metadata: expected a JSON object: {e}")))?,
+        ),
+    };
+    if q.get("filter").is_some() {
+        return Err(ApiError::unprocessable("filter: example filters are not supported; use metadata, splits or id"));
+    }
+    let query = ExampleQuery {
+        as_of,
+        ids: q.uuids("id")?.into_iter().map(ExampleId).collect(),
+        splits: q.all("splits").to_vec(),
+        metadata,
+        after: None,
+        offset: q.usize("offset")?.unwrap_or(0),
+        limit: q.usize("limit")?.unwrap_or(100),
+    };
+    let list = s.datasets.list_examples(p.tenant, dataset, query).await?;
+    Ok(Json(list.iter().map(|e| example_json(&s, p.tenant, e)).collect::<Vec<_>>()).into_response())
+}
+
+async fn delete_example(State(s): State<DatasetState>, Caller(p): Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+    s.datasets.delete_examples(p.tenant, &[ExampleId(uuid_param("example id", &id)?)]).await?;
+    Ok(Json(json!({})).into_response())
+}
+
+async fn delete_examples(State(s): State<DatasetState>, Caller(p): Caller, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let q = QueryParams::parse(q.as_deref());
+    let ids: Vec<ExampleId> = q.uuids("example_ids")?.into_iter().map(ExampleId).collect();
+    s.datasets.delete_examples(p.tenant, &ids).await?;
+    Ok(Json(json!({})).into_response())
+}
+
+async fn platform_delete_examples(
+    State(s): State<DatasetState>,
+    Caller(p): Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = json_body(&headers, body).await?;
+    let ids = uuid_list(body.get("example_ids"), "example_ids")?;
+    s.datasets.delete_examples(p.tenant, &ids).await?;
+    Ok(Json(json!({})).into_response())
+}
+
+// ---- examples: multipart path ----
+
+/// One example assembled from its parts.
+#[derive(Default)]
+struct PartsOf {
+    body: Option<Value>,
+    inputs: Option<Value>,
+    outputs: Option<Value>,
+    attachments: Vec<(String, String, Bytes)>,
+    operations: Option<Value>,
+}
+
+async fn parse_multipart(headers: &HeaderMap, body: Body) -> Result<Vec<(ExampleId, PartsOf)>, ApiError> {
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::new(ErrorKind::UnsupportedMediaType, "Content-Type multipart/form-data with a boundary is required"))?;
+    let boundary = multer::parse_boundary(ct).map_err(|_| {
+        ApiError::new(
+            ErrorKind::UnsupportedMediaType,
+            format!("Content-Type {:?} is not multipart/form-data with a boundary", truncate(ct)),
+        )
+    })?;
+    let raw = read_body(headers, body, MAX_MULTIPART_BYTES).await?;
+    let stream = futures::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(raw) });
+    let mut mp = multer::Multipart::new(stream, boundary);
+    let mut order: Vec<ExampleId> = Vec::new();
+    let mut parts: std::collections::HashMap<ExampleId, PartsOf> = std::collections::HashMap::new();
+    let mut n = 0;
+    let bad = ApiError::bad_request;
+    while let Some(field) = mp.next_field().await.map_err(|e| bad(format!("malformed multipart body: {e}")))? {
+        n += 1;
+        if n > MAX_PARTS {
+            return Err(ApiError::new(ErrorKind::PayloadTooLarge, format!("more than {MAX_PARTS} parts in one request")));
+        }
+        let name = field.name().map(str::to_owned).ok_or_else(|| bad(format!("part {n} has no name")))?;
+        let shown = truncate(&name);
+        let mime = field.content_type().map(|m| m.essence_str().to_owned()).unwrap_or_else(|| "application/octet-stream".into());
+        let data = field.bytes().await.map_err(|e| bad(format!("part {shown}: {e}")))?;
+        let (id_str, rest) = match name.split_once('.') {
+            Some((a, b)) => (a, Some(b)),
+            None => (name.as_str(), None),
+        };
+        let id = ExampleId(
+            Uuid::parse_str(id_str).map_err(|_| bad(format!("part {shown}: {:?} is not an example id (UUID)", truncate(id_str))))?,
+        );
+        if !parts.contains_key(&id) {
+            order.push(id);
+        }
+        let slot = parts.entry(id).or_default();
+        let json = |what: &str| -> Result<Value, ApiError> {
+            serde_json::from_slice(&data).map_err(|e| ApiError::unprocessable(format!("part {shown}: {what} is not valid JSON: {e}")))
+        };
+        match rest {
+            None => slot.body = Some(json("the example")?),
+            Some("inputs") => slot.inputs = Some(json("inputs")?),
+            Some("outputs") => slot.outputs = Some(json("outputs")?),
+            Some("attachments_operations") => slot.operations = Some(json("attachments_operations")?),
+            Some(r) if r.starts_with("attachment.") && r.len() > "attachment.".len() => {
+                slot.attachments.push((r["attachment.".len()..].to_owned(), mime, data));
+            }
+            Some(_) => {
+                return Err(bad(format!(
+                    "part {shown}: expected <id>, <id>.inputs, <id>.outputs, <id>.attachment.<name> or <id>.attachments_operations"
+                )))
+            }
+        }
+    }
+    Ok(order.into_iter().map(|id| (id, parts.remove(&id).expect("inserted above"))).collect())
+}
+
+async fn multipart_inputs(s: &DatasetState, tenant: TenantId, parsed: Vec<(ExampleId, PartsOf)>) -> Result<Vec<ExampleInput>, ApiError> {
+    let mut out = Vec::with_capacity(parsed.len());
+    for (i, (id, p)) in parsed.into_iter().enumerate() {
+        let where_ = format!("example {id}");
+        let mut body = match p.body {
+            Some(Value::Object(o)) => o,
+            Some(_) => return Err(ApiError::unprocessable(format!("{where_}: the <id> part must be a JSON object"))),
+            None => Map::new(),
+        };
+        if body.get("use_source_run_io").and_then(Value::as_bool).unwrap_or(false) {
+            return Err(ApiError::unprocessable(format!("{where_}: use_source_run_io is not supported; send inputs and outputs")));
+        }
+        body.insert("id".into(), json!(id));
+        if let Some(v) = p.inputs {
+            body.insert("inputs".into(), v);
+        }
+        if let Some(v) = p.outputs {
+            body.insert("outputs".into(), v);
+        }
+        let (mut input, _) = ExampleInput::from_json(&Value::Object(body), &format!("examples[{i}]"))?;
+        for (name, mime, data) in p.attachments {
+            let sha = s.datasets.put_blob(tenant, &data).await?;
+            input.attachments.push(ExampleAttachment { name, mime_type: mime, size: data.len() as u64, sha256: sha });
+        }
+        if let Some(ops) = p.operations {
+            // `{"rename": {old: new}, "retain": [names]}`: renames are not supported yet.
+            if ops.get("rename").and_then(Value::as_object).is_some_and(|r| !r.is_empty()) {
+                return Err(ApiError::unprocessable(format!("{where_}: attachments_operations.rename is not supported")));
+            }
+            if let Some(keep) = ops.get("retain").and_then(Value::as_array) {
+                input.retain_attachments = Some(keep.iter().filter_map(Value::as_str).map(str::to_owned).collect());
+            }
+        }
+        out.push(input);
+    }
+    Ok(out)
+}
+
+async fn multipart_create(
+    State(s): State<DatasetState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let dataset = dataset_id(&id)?;
+    s.datasets.get_dataset(p.tenant, dataset).await?;
+    let parsed = parse_multipart(&headers, body).await?;
+    let inputs = multipart_inputs(&s, p.tenant, parsed).await?;
+    let (created, as_of) = s.datasets.create_examples(p.tenant, dataset, inputs).await?;
+    Ok(Json(json!({"example_ids": created.iter().map(|e| e.id).collect::<Vec<_>>(), "count": created.len(), "as_of": as_of.to_iso()}))
+        .into_response())
+}
+
+async fn multipart_update(
+    State(s): State<DatasetState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let dataset = dataset_id(&id)?;
+    let parsed = parse_multipart(&headers, body).await?;
+    let inputs = multipart_inputs(&s, p.tenant, parsed).await?;
+    let (updated, as_of) = s.datasets.update_examples(p.tenant, inputs).await?;
+    if updated.iter().any(|e| e.dataset_id != dataset) {
+        return Err(ApiError::unprocessable(format!("the examples are not in dataset {dataset}")));
+    }
+    Ok(Json(json!({"example_ids": updated.iter().map(|e| e.id).collect::<Vec<_>>(), "count": updated.len(), "as_of": as_of.to_iso()}))
+        .into_response())
+}
+
+/// A signed attachment URL: no credentials, the signature authorises one blob for an hour.
+async fn download(
+    State(s): State<DatasetState>,
+    Path((tenant, sha)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = QueryParams::parse(q.as_deref());
+    let tenant = TenantId(uuid_param("tenant", &tenant)?);
+    let mime = q.get("mime").unwrap_or("application/octet-stream");
+    let expires: i64 = q.get("expires").and_then(|e| e.parse().ok()).ok_or_else(|| ApiError::unprocessable("expires: required"))?;
+    let given = q.get("signature").unwrap_or_default();
+    let forbidden = || ApiError::new(ErrorKind::Forbidden, "the link is invalid or has expired");
+    if expires < Timestamp::now().millis() / 1000 {
+        return Err(forbidden());
+    }
+    let mut mac = Hmac::<Sha256>::new_from_slice(&s.url_key).expect("HMAC takes any key length");
+    mac.update(format!("dataset-attachment/{tenant}/{sha}/{mime}/{expires}").as_bytes());
+    let sig = hex::decode(given).map_err(|_| forbidden())?;
+    mac.verify_slice(&sig).map_err(|_| forbidden())?;
+    let bytes = s.datasets.blob(tenant, &sha).await?;
+    Ok((StatusCode::OK, [("content-type", mime.to_owned())], bytes).into_response())
+}

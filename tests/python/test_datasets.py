@@ -1,0 +1,193 @@
+"""Datasets through the SDK: create/read/list/update/delete datasets, examples on both write
+paths of spec §7 (multipart with attachments, and the JSON `/examples/bulk` path), versions
+read back with `as_of` (a time or a tag), tags that move, diffs, splits, JSON Schema
+validation, and bad input."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+
+import pytest
+
+import langsmith as ls
+from langsmith.utils import LangSmithConflictError, LangSmithError, LangSmithNotFoundError
+
+from sextant_helpers import raw_json, recorder_of, unique
+
+
+def json_path(make_client) -> ls.Client:
+    """A client on the JSON example path (`POST /examples/bulk`), as the SDK behaves with a
+    server without `dataset_examples_multipart_enabled`."""
+    info = make_client().info.model_dump()
+    info["instance_flags"] = {**(info.get("instance_flags") or {}), "dataset_examples_multipart_enabled": False}
+    return make_client(info=info)
+
+
+def paths(client: ls.Client) -> list[str]:
+    return [f"{e.method} {e.path}" for e in recorder_of(client).exchanges]
+
+
+def test_dataset_lifecycle(make_client) -> None:
+    client = make_client()
+    name = unique("ds")
+    ds = client.create_dataset(name, description="refund questions", data_type=ls.schemas.DataType.kv, metadata={"team": "support"})
+    assert ds.name == name and ds.description == "refund questions"
+    assert client.read_dataset(dataset_name=name).id == ds.id
+    assert client.read_dataset(dataset_id=ds.id).name == name
+    assert client.has_dataset(dataset_name=name)
+    assert not client.has_dataset(dataset_name=unique("missing"))
+    listed = list(client.list_datasets(dataset_name_contains=name[:-3]))
+    assert ds.id in [d.id for d in listed]
+    assert [d.id for d in client.list_datasets(metadata={"team": "support"}) if d.id == ds.id] == [ds.id]
+    with pytest.raises(LangSmithConflictError):
+        client.create_dataset(name)
+    client.delete_dataset(dataset_id=ds.id)
+    with pytest.raises(LangSmithNotFoundError):
+        client.read_dataset(dataset_name=name)
+
+
+def test_examples_on_the_multipart_path_with_attachments_and_splits(make_client) -> None:
+    client = make_client()
+    ds = client.create_dataset(unique("mp"))
+    created = client.create_examples(
+        dataset_id=ds.id,
+        examples=[
+            {"inputs": {"question": "Can I get a refund?"}, "outputs": {"answer": "Within 30 days."}, "split": "test",
+             "metadata": {"source": "prod"}, "attachments": {"receipt": ("image/png", b"\x89PNG fake")}},
+            {"inputs": {"question": "Where is my order?"}, "outputs": {"answer": "Track it online."}, "split": ["train", "test"]},
+            {"inputs": {"question": "Hello?"}, "outputs": {"answer": "Hi."}},
+        ],
+    )
+    assert created["count"] == 3 and len(created["example_ids"]) == 3
+    assert any(p.startswith(f"POST /v1/platform/datasets/{ds.id}/examples") for p in paths(client)), paths(client)
+
+    examples = list(client.list_examples(dataset_id=ds.id, include_attachments=True))
+    assert len(examples) == 3
+    refund = next(e for e in examples if e.inputs["question"].startswith("Can I"))
+    assert refund.outputs == {"answer": "Within 30 days."}
+    assert refund.metadata["source"] == "prod"
+    assert refund.metadata["dataset_split"] == ["test"]
+    assert refund.attachments["receipt"]["reader"].read() == b"\x89PNG fake"
+    assert refund.attachments["receipt"]["mime_type"] == "image/png"
+
+    assert sorted(client.list_dataset_splits(dataset_id=ds.id)) == ["base", "test", "train"]
+    assert len(list(client.list_examples(dataset_id=ds.id, splits=["test"]))) == 2
+    assert len(list(client.list_examples(dataset_id=ds.id, splits=["base"]))) == 1
+    # Moving an example between splits is a new version.
+    hello = next(e for e in examples if e.inputs["question"] == "Hello?")
+    client.update_dataset_splits(dataset_id=ds.id, split_name="train", example_ids=[hello.id])
+    assert len(list(client.list_examples(dataset_id=ds.id, splits=["train"]))) == 2
+
+    one = client.read_example(refund.id)
+    assert one.dataset_id == ds.id and one.inputs == refund.inputs
+    assert client.read_dataset(dataset_id=ds.id).example_count == 3
+
+
+def test_examples_on_the_json_path(make_client) -> None:
+    client = json_path(make_client)
+    ds = client.create_dataset(unique("json"))
+    ids = [uuid.uuid4() for _ in range(3)]
+    client.create_examples(
+        dataset_id=ds.id,
+        examples=[{"id": i, "inputs": {"n": n}, "outputs": {"double": 2 * n}} for n, i in enumerate(ids)],
+    )
+    assert any(p.startswith("POST /examples/bulk") for p in paths(client)), paths(client)
+    one = client.create_example(inputs={"n": 9}, outputs={"double": 18}, dataset_id=ds.id, split="holdout")
+    got = sorted((e.inputs["n"], e.outputs["double"]) for e in client.list_examples(dataset_id=ds.id))
+    assert got == [(0, 0), (1, 2), (2, 4), (9, 18)]
+    assert client.read_example(one.id).metadata["dataset_split"] == ["holdout"]
+    client.update_example(one.id, outputs={"double": 19})
+    assert client.read_example(one.id).outputs == {"double": 19}
+    client.delete_example(one.id)
+    with pytest.raises(LangSmithNotFoundError):
+        client.read_example(one.id)
+    assert sorted(str(e.id) for e in client.list_examples(dataset_id=ds.id, example_ids=ids[:2])) == sorted(map(str, ids[:2]))
+
+
+def test_versions_as_of_tags_and_diff(make_client) -> None:
+    client = make_client()
+    ds = client.create_dataset(unique("versions"))
+    first = client.create_examples(dataset_id=ds.id, examples=[{"inputs": {"q": "a"}}, {"inputs": {"q": "b"}}])
+    v1 = dt.datetime.fromisoformat(first["as_of"]).replace(tzinfo=dt.timezone.utc)
+    client.update_dataset_tag(dataset_id=ds.id, as_of=v1, tag="prod")
+    time.sleep(0.01)
+    a_id, b_id = first["example_ids"]
+    client.update_example(a_id, inputs={"q": "a edited"})
+    client.delete_example(b_id)
+    client.create_examples(dataset_id=ds.id, examples=[{"inputs": {"q": "c"}}])
+
+    now = sorted(e.inputs["q"] for e in client.list_examples(dataset_id=ds.id))
+    assert now == ["a edited", "c"]
+    at_v1 = sorted(e.inputs["q"] for e in client.list_examples(dataset_id=ds.id, as_of=v1))
+    assert at_v1 == ["a", "b"]
+    by_tag = sorted(e.inputs["q"] for e in client.list_examples(dataset_id=ds.id, as_of="prod"))
+    assert by_tag == ["a", "b"], "a tag reads the version it points at"
+    assert client.read_example(a_id, as_of=v1).inputs == {"q": "a"}
+
+    versions = list(client.list_dataset_versions(dataset_id=ds.id))
+    assert len(versions) == 4
+    assert [v.tags for v in versions if v.tags] == [["prod"]]
+    assert client.read_dataset_version(dataset_id=ds.id, tag="prod").as_of.replace(tzinfo=dt.timezone.utc) == v1
+
+    diff = client.diff_dataset_versions(dataset_id=ds.id, from_version="prod", to_version=versions[0].as_of)
+    assert [str(x) for x in diff.examples_modified] == [str(a_id)]
+    assert [str(x) for x in diff.examples_removed] == [str(b_id)]
+    assert len(diff.examples_added) == 1
+
+    # The tag moves to the newest version.
+    client.update_dataset_tag(dataset_id=ds.id, as_of=versions[0].as_of, tag="prod")
+    assert sorted(e.inputs["q"] for e in client.list_examples(dataset_id=ds.id, as_of="prod")) == ["a edited", "c"]
+
+
+def test_schemas_validate_every_example_write(make_client) -> None:
+    client = make_client()
+    ds = client.create_dataset(
+        unique("schema"),
+        inputs_schema={"type": "object", "properties": {"question": {"type": "string"}}, "required": ["question"]},
+        outputs_schema={"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]},
+    )
+    with pytest.raises(LangSmithError) as e:
+        client.create_examples(dataset_id=ds.id, examples=[{"inputs": {"question": "ok"}, "outputs": {"answer": "fine"}},
+                                                           {"inputs": {"question": 42}, "outputs": {"answer": "x"}}])
+    said = recorder_of(client).exchanges[-1]
+    assert said.status == 422
+    assert "examples[1].inputs does not match the dataset's schema at /question" in said.response_text
+    assert list(client.list_examples(dataset_id=ds.id)) == [], "nothing half-written"
+    with pytest.raises(LangSmithError) as e:
+        json_path(make_client).create_examples(dataset_id=ds.id, examples=[{"inputs": {"question": "q"}, "outputs": {"nope": 1}}])
+    assert "outputs does not match" in str(e.value)
+    ok = client.create_example(inputs={"question": "q"}, outputs={"answer": "a"}, dataset_id=ds.id)
+    with pytest.raises(LangSmithError):
+        client.update_example(ok.id, inputs={"question": ["not", "a", "string"]})
+    assert client.read_example(ok.id).inputs == {"question": "q"}
+
+
+def test_bad_input_is_named(make_client) -> None:
+    client = make_client()
+    ds = client.create_dataset(unique("bad"))
+    ex = client.create_example(inputs={"q": 1}, dataset_id=ds.id)
+    # An id that exists already.
+    with pytest.raises(LangSmithConflictError):
+        json_path(make_client).create_examples(dataset_id=ds.id, examples=[{"id": ex.id, "inputs": {"q": 2}}])
+    cases = [
+        ("GET", f"/examples?dataset={ds.id}&as_of=2999-01-01T00:00:00Z", 422, "in the future"),
+        ("GET", f"/examples?dataset={ds.id}&as_of=2024-13-45", 422, "as_of"),
+        ("GET", f"/examples?dataset={ds.id}&as_of=no-such-tag", 404, "no tag"),
+        ("GET", f"/examples?dataset={uuid.uuid4()}", 404, "not found"),
+        ("GET", "/examples?dataset=nope", 422, "not a UUID"),
+        ("POST", "/examples/bulk", 422, "examples[0].dataset_id"),
+        ("PUT", f"/datasets/{ds.id}/tags", 422, "tag"),
+        ("POST", "/datasets", 422, "data_type"),
+    ]
+    bodies = {"/examples/bulk": [{"inputs": {"q": 1}}], f"/datasets/{ds.id}/tags": {"as_of": "2024-01-01T00:00:00Z"},
+              "/datasets": {"name": unique("x"), "data_type": "table"}}
+    for method, path, status, needle in cases:
+        r = client.session.request(method, f"{client.api_url}{path}", headers={"x-api-key": client.api_key}, json=bodies.get(path))
+        assert r.status_code == status, (path, r.status_code, r.text)
+        assert needle in r.text, (path, r.text)
+    # A bad schema is refused when the dataset is created.
+    r = client.session.post(f"{client.api_url}/datasets", headers={"x-api-key": client.api_key},
+                            json={"name": unique("s"), "inputs_schema_definition": {"type": "no-such-type"}})
+    assert r.status_code == 422 and "not a valid JSON Schema" in r.text, r.text
