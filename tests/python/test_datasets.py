@@ -191,3 +191,79 @@ def test_bad_input_is_named(make_client) -> None:
     r = client.session.post(f"{client.api_url}/datasets", headers={"x-api-key": client.api_key},
                             json={"name": unique("s"), "inputs_schema_definition": {"type": "no-such-type"}})
     assert r.status_code == 422 and "not a valid JSON Schema" in r.text, r.text
+
+
+def test_curation_from_runs_with_negative_feedback(make_client, project_name) -> None:
+    from langsmith import traceable
+
+    from sextant_helpers import eventually, wait_for_project_runs
+
+    client = make_client()
+
+    @traceable
+    def answer(question: str) -> str:
+        return question.upper()
+
+    questions = ["refund after 40 days?", "cancel my order", "refund after 40 days?", "hello", "legal threat"]
+    for i, q in enumerate(questions):
+        answer(q, langsmith_extra={"name": f"answer-{i}", "project_name": project_name, "client": client})
+    client.flush()
+    runs = {r.name: r for r in wait_for_project_runs(client, project_name, len(questions))}
+    ratings = {"answer-0": 0.1, "answer-1": 0.9, "answer-2": 0.2, "answer-3": 0.3, "answer-4": 0.0}
+    for name, score in ratings.items():
+        client.create_feedback(runs[name].id, key="user_rating", score=score)
+    project = client.read_project(project_name=project_name)
+    flt = 'and(eq(feedback_key, "user_rating"), lt(feedback_score, 0.4))'
+    def four_low_ratings() -> None:
+        assert len(list(client.list_runs(project_name=project_name, filter=flt))) == 4
+
+    eventually(four_low_ratings)
+
+    ds = client.create_dataset(unique("curated"))
+    headers = {"x-api-key": client.api_key}
+
+    def curate() -> dict:
+        r = client.session.post(f"{client.api_url}/datasets/{ds.id}/curate", headers=headers,
+                                json={"filter": flt, "project_ids": [str(project.id)], "root_only": True,
+                                      "start_time": (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=30)).isoformat()})
+        assert r.status_code == 202, r.text
+        job = r.json()
+
+        def done():
+            j = client.session.get(f"{client.api_url}/datasets/{ds.id}/curate/{job['id']}", headers=headers).json()
+            assert j["state"] != "running", j
+            return j
+
+        return eventually(done)
+
+    job = curate()
+    assert job["state"] == "succeeded", job
+    # answer-0, -2 (same inputs as -0: a duplicate), -3, -4 match; answer-1 (0.9) does not.
+    assert (job["matched"], job["added"], job["skipped_duplicate"]) == (4, 3, 1), job
+    examples = list(client.list_examples(dataset_id=ds.id))
+    assert sorted(e.inputs["question"] for e in examples) == ["hello", "legal threat", "refund after 40 days?"]
+    by_q = {e.inputs["question"]: e for e in examples}
+    legal = by_q["legal threat"]
+    assert str(legal.source_run_id) == str(runs["answer-4"].id)
+    assert legal.metadata["feedback"]["user_rating"]["score"] == 0.0
+    assert legal.outputs == {"output": "LEGAL THREAT"}
+
+    # Running it again adds nothing: every run is already in the dataset.
+    again = curate()
+    assert (again["added"], again["skipped_duplicate"]) == (0, 4), again
+    assert len(list(client.list_examples(dataset_id=ds.id))) == 3
+
+    # Export streams every example, as JSONL and CSV.
+    r = client.session.get(f"{client.api_url}/datasets/{ds.id}/export?format=jsonl", headers=headers)
+    lines = [ln for ln in r.text.splitlines() if ln]
+    assert r.status_code == 200 and len(lines) == 3
+    import csv as csvmod
+    import io
+    import json as jsonmod
+    assert sorted(jsonmod.loads(ln)["inputs"]["question"] for ln in lines) == sorted(by_q)
+    r = client.session.get(f"{client.api_url}/datasets/{ds.id}/export?format=csv", headers=headers)
+    rows = list(csvmod.DictReader(io.StringIO(r.text)))
+    assert len(rows) == 3 and {jsonmod.loads(row["inputs"])["question"] for row in rows} == set(by_q)
+
+    bad = client.session.post(f"{client.api_url}/datasets/{ds.id}/curate", headers=headers, json={"filter": "lt(feedback_score"})
+    assert bad.status_code == 422 and "filter" in bad.text

@@ -47,6 +47,9 @@ pub fn router(state: DatasetState, auth: Arc<Authenticator>) -> Router {
         .route("/datasets/{id}/version", get(read_version))
         .route("/datasets/{id}/versions/diff", get(diff_versions))
         .route("/datasets/{id}/splits", get(list_splits).put(update_splits))
+        .route("/datasets/{id}/export", get(export))
+        .route("/datasets/{id}/curate", post(start_curation))
+        .route("/datasets/{id}/curate/{job}", get(read_curation))
         .route("/examples", post(create_example).get(list_examples).delete(delete_examples))
         .route("/examples/bulk", post(create_examples_bulk).patch(update_examples_bulk))
         .route("/examples/{id}", get(read_example).patch(update_example).delete(delete_example))
@@ -648,4 +651,130 @@ async fn download(
     mac.verify_slice(&sig).map_err(|_| forbidden())?;
     let bytes = s.datasets.blob(tenant, &sha).await?;
     Ok((StatusCode::OK, [("content-type", mime.to_owned())], bytes).into_response())
+}
+
+// ---- curation and export (Sextant extensions) ----
+
+async fn start_curation(
+    State(s): State<DatasetState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = json_body(&headers, body).await?;
+    let selection = crate::curation::selection_from_json(&body)?;
+    let job = s.datasets.start_curation(p.tenant, dataset_id(&id)?, selection).await?;
+    Ok((StatusCode::ACCEPTED, Json(crate::curation::job_json(&job))).into_response())
+}
+
+async fn read_curation(
+    State(s): State<DatasetState>,
+    Caller(p): Caller,
+    Path((id, job)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let job = s.datasets.curation_job(p.tenant, dataset_id(&id)?, uuid_param("job id", &job)?).await?;
+    Ok(Json(crate::curation::job_json(&job)).into_response())
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Format {
+    Jsonl,
+    Csv,
+}
+
+/// Streams the dataset (as of a version) as JSONL or CSV, a page of examples at a time, so
+/// memory stays flat however large the dataset is.
+async fn export(
+    State(s): State<DatasetState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = QueryParams::parse(q.as_deref());
+    let id = dataset_id(&id)?;
+    let format = match q.get("format").unwrap_or("jsonl") {
+        "jsonl" => Format::Jsonl,
+        "csv" => Format::Csv,
+        other => return Err(ApiError::unprocessable(format!("format: {:?} is not jsonl or csv", truncate(other)))),
+    };
+    let d = s.datasets.get_dataset(p.tenant, id).await?;
+    let as_of = match q.get("as_of") {
+        Some(a) => Some(s.datasets.resolve_str(p.tenant, id, a).await?),
+        None => None,
+    };
+    let tenant = p.tenant;
+    let store = s.datasets.store().clone();
+    // State: (next page starts after this id, header written, finished).
+    let pages = futures::stream::unfold((None::<ExampleId>, false, false), move |(after, header, done)| {
+        let store = store.clone();
+        async move {
+            if done {
+                return None;
+            }
+            let q = ExampleQuery { as_of, after, limit: EXPORT_PAGE, ..Default::default() };
+            let page = match store.list_examples(tenant, id, &q).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "export failed mid-stream");
+                    return Some((Err(std::io::Error::other("the store failed during the export")), (after, header, true)));
+                }
+            };
+            let last = page.last().map(|e| e.id);
+            let finished = page.len() < EXPORT_PAGE;
+            let mut buf = Vec::with_capacity(page.len() * 256);
+            match format {
+                Format::Jsonl => {
+                    for e in &page {
+                        serde_json::to_writer(&mut buf, &export_row(e)).expect("JSON values serialise");
+                        buf.push(b'\n');
+                    }
+                }
+                Format::Csv => {
+                    let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(&mut buf);
+                    if !header {
+                        w.write_record(["id", "inputs", "outputs", "metadata", "source_run_id", "created_at", "modified_at"])
+                            .expect("in memory");
+                    }
+                    for e in &page {
+                        let outputs = e.outputs.as_ref().map_or("", |o| o.as_str());
+                        let source = e.source_run_id.map(|r| r.to_string()).unwrap_or_default();
+                        w.write_record([
+                            e.id.to_string().as_str(),
+                            e.inputs.as_str(),
+                            outputs,
+                            e.metadata.as_str(),
+                            source.as_str(),
+                            e.created_at.to_iso().as_str(),
+                            e.modified_at.to_iso().as_str(),
+                        ])
+                        .expect("in memory");
+                    }
+                    w.flush().expect("in memory");
+                    drop(w);
+                }
+            }
+            Some((Ok::<_, std::io::Error>(Bytes::from(buf)), (last.or(after), true, finished)))
+        }
+    });
+    let (ct, ext) = match format {
+        Format::Jsonl => ("application/x-ndjson", "jsonl"),
+        Format::Csv => ("text/csv; charset=utf-8", "csv"),
+    };
+    let disposition = format!("attachment; filename=\"{}.{ext}\"", d.name.replace(['"', '\\', '\r', '\n'], "_"));
+    Ok((StatusCode::OK, [("content-type", ct.to_owned()), ("content-disposition", disposition)], Body::from_stream(pages)).into_response())
+}
+
+const EXPORT_PAGE: usize = 1000;
+
+fn export_row(e: &Example) -> Value {
+    json!({
+        "id": e.id,
+        "inputs": e.inputs.as_raw(),
+        "outputs": e.outputs.as_ref().map(RawJson::as_raw),
+        "metadata": e.metadata.as_raw(),
+        "source_run_id": e.source_run_id,
+        "created_at": e.created_at.to_iso(),
+        "modified_at": e.modified_at.to_iso(),
+    })
 }
