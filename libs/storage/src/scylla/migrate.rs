@@ -17,10 +17,15 @@ use crate::{Result, StorageError, StorageErrorKind};
 pub(crate) const KEYSPACE_CQL: &str = include_str!("../../cql/0001_keyspace.cql");
 pub(crate) const TABLES_CQL: &str = include_str!("../../cql/0002_tables.cql");
 pub(crate) const FEEDBACK_QUEUES_CQL: &str = include_str!("../../cql/0003_feedback_queues.cql");
+pub(crate) const DATASETS_CQL: &str = include_str!("../../cql/0004_datasets.cql");
 
 /// `(file name, text)`, in the order they apply.
-pub(crate) const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_keyspace.cql", KEYSPACE_CQL), ("0002_tables.cql", TABLES_CQL), ("0003_feedback_queues.cql", FEEDBACK_QUEUES_CQL)];
+pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_keyspace.cql", KEYSPACE_CQL),
+    ("0002_tables.cql", TABLES_CQL),
+    ("0003_feedback_queues.cql", FEEDBACK_QUEUES_CQL),
+    ("0004_datasets.cql", DATASETS_CQL),
+];
 
 /// Every table the adapter uses: the schema of all migrations after the keyspace's.
 pub(crate) fn schema() -> Schema {
@@ -185,10 +190,20 @@ mod tests {
                 "routed_queues",
                 "queue_items",
                 "queue_runs",
+                "datasets",
+                "dataset_names",
+                "dataset_rules",
+                "example_versions",
+                "example_loc",
+                "dataset_versions",
+                "dataset_tags",
+                "blobs",
+                "curation_jobs",
             ]
         );
-        // Every partition starts with the tenant, except the router's cross-tenant registry.
-        for t in schema.tables.iter().filter(|t| t.name != "routed_queues") {
+        // Every partition starts with the tenant, except the cross-tenant registries of the
+        // queue router and the curation rule consumer.
+        for t in schema.tables.iter().filter(|t| t.name != "routed_queues" && t.name != "dataset_rules") {
             assert_eq!(t.partition_key[0], "tenant", "{}", t.name);
         }
         assert_eq!(schema.table("queue_items").unwrap().partition_key, ["tenant", "queue_id"]);
@@ -202,6 +217,12 @@ mod tests {
         assert_eq!(runs.clustering, ["start_us", "run_id"]);
         assert!(TABLES_CQL.contains("CLUSTERING ORDER BY (start_us DESC, run_id DESC)"));
         assert_eq!(schema.table("run_by_id").unwrap().partition_key, ["tenant", "run_id"]);
+        let examples = schema.table("example_versions").unwrap();
+        assert_eq!(examples.partition_key, ["tenant", "dataset_id", "shard"]);
+        assert_eq!(examples.clustering, ["example_id", "as_of"]);
+        assert!(DATASETS_CQL.contains("CLUSTERING ORDER BY (example_id ASC, as_of DESC)"));
+        assert_eq!(schema.table("dataset_names").unwrap().partition_key, ["tenant", "name"]);
+        assert_eq!(schema.table("example_loc").unwrap().partition_key, ["tenant", "example_id"]);
         assert_eq!(Schema::parse(&render(KEYSPACE_CQL, &eu())).table("schema_migrations").unwrap().partition_key, ["name"]);
     }
 

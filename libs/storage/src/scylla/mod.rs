@@ -18,6 +18,7 @@
 //! * feedback and its `feedback_stats`: see `feedback.rs`; annotation queues: see `queues.rs`.
 //!   Every run write also reads the run's `feedback_orphans` partition (almost always empty,
 //!   alongside the index writes) to adopt feedback that arrived before the run.
+//! * datasets, their versioned examples, tags, blobs and curation jobs: see `datasets.rs`.
 //!
 //! Runs partition by hour as well as project: a busy project writes gigabytes a day, far past
 //! what one partition should hold, and `run_buckets` lists the non-empty hours so scans never
@@ -54,6 +55,7 @@
 //! over from a serial read, which is safe because merging is idempotent.
 
 mod config;
+mod datasets;
 mod feedback;
 mod migrate;
 mod queues;

@@ -182,6 +182,83 @@ statements! {
         VALUES (:tenant, :queue_id, :run_id, :item_id, :item) IF NOT EXISTS";
     RELEASE_RUN: RunRelease = "DELETE FROM queue_runs WHERE tenant = :tenant AND queue_id = :queue_id AND run_id = :run_id \
         IF item_id = :item_id";
+
+    // Dataset definitions, versioned by compare-and-set.
+    GET_DATASET: DatasetKey = "SELECT body, version FROM datasets WHERE tenant = :tenant AND dataset_id = :dataset_id";
+    // The same read through Paxos (LOCAL_SERIAL), after a lost compare-and-set.
+    GET_DATASET_SERIAL: DatasetKey = "SELECT body, version FROM datasets WHERE tenant = :tenant AND dataset_id = :dataset_id";
+    LIST_DATASETS: TenantKey = "SELECT body FROM datasets WHERE tenant = :tenant";
+    INSERT_DATASET: InsertDataset = "INSERT INTO datasets (tenant, dataset_id, body, version) \
+        VALUES (:tenant, :dataset_id, :body, :version) IF NOT EXISTS";
+    UPDATE_DATASET: UpdateDataset = "UPDATE datasets SET body = :body, version = :version \
+        WHERE tenant = :tenant AND dataset_id = :dataset_id IF version = :expected_version";
+    DELETE_DATASET: DatasetKey = "DELETE FROM datasets WHERE tenant = :tenant AND dataset_id = :dataset_id IF EXISTS";
+
+    // Dataset names, claimed, renewed and released by compare-and-set.
+    GET_DATASET_NAME: NameKey = "SELECT dataset_id FROM dataset_names WHERE tenant = :tenant AND name = :name";
+    CLAIM_DATASET_NAME: DatasetNameClaim = "INSERT INTO dataset_names (tenant, name, dataset_id, claimed_at) \
+        VALUES (:tenant, :name, :dataset_id, :claimed_at) IF NOT EXISTS";
+    RENEW_DATASET_NAME: DatasetNameClaim = "UPDATE dataset_names SET claimed_at = :claimed_at \
+        WHERE tenant = :tenant AND name = :name IF dataset_id = :dataset_id";
+    RELEASE_DATASET_NAME: DatasetNameOwner = "DELETE FROM dataset_names WHERE tenant = :tenant AND name = :name \
+        IF dataset_id = :dataset_id";
+    // A claim left behind by an interrupted write, removed only if nobody renewed it since.
+    DROP_STALE_DATASET_NAME: DatasetNameStale = "DELETE FROM dataset_names WHERE tenant = :tenant AND name = :name \
+        IF claimed_at = :claimed_at";
+
+    // Datasets with curation rules, of every tenant.
+    LIST_DATASET_RULES: ScopeKey = "SELECT tenant, dataset_id FROM dataset_rules WHERE scope = :scope";
+    INSERT_DATASET_RULES: DatasetRulesRow = "INSERT INTO dataset_rules (scope, tenant, dataset_id) VALUES (:scope, :tenant, :dataset_id)";
+    DELETE_DATASET_RULES: DatasetRulesRow = "DELETE FROM dataset_rules WHERE scope = :scope AND tenant = :tenant AND dataset_id = :dataset_id";
+
+    // Example versions, one shard of a dataset in example-id order: keys only, or with bodies.
+    SCAN_EXAMPLE_KEYS: ExampleShard = "SELECT example_id, as_of, present FROM example_versions \
+        WHERE tenant = :tenant AND dataset_id = :dataset_id AND shard = :shard";
+    SCAN_EXAMPLE_KEYS_AFTER: ExampleShardAfter = "SELECT example_id, as_of, present FROM example_versions \
+        WHERE tenant = :tenant AND dataset_id = :dataset_id AND shard = :shard AND example_id > :example_id";
+    SCAN_EXAMPLES: ExampleShard = "SELECT example_id, as_of, present, body FROM example_versions \
+        WHERE tenant = :tenant AND dataset_id = :dataset_id AND shard = :shard";
+    SCAN_EXAMPLES_AFTER: ExampleShardAfter = "SELECT example_id, as_of, present, body FROM example_versions \
+        WHERE tenant = :tenant AND dataset_id = :dataset_id AND shard = :shard AND example_id > :example_id";
+    // Every version of one example.
+    GET_EXAMPLE_VERSIONS: ExampleKey = "SELECT example_id, as_of, present, body FROM example_versions \
+        WHERE tenant = :tenant AND dataset_id = :dataset_id AND shard = :shard AND example_id = :example_id";
+    GET_EXAMPLE_VERSION: ExampleVersionKey = "SELECT body FROM example_versions \
+        WHERE tenant = :tenant AND dataset_id = :dataset_id AND shard = :shard AND example_id = :example_id AND as_of = :as_of";
+    INSERT_EXAMPLE_VERSION: ExampleVersionRow = "INSERT INTO example_versions (tenant, dataset_id, shard, example_id, as_of, present, body) \
+        VALUES (:tenant, :dataset_id, :shard, :example_id, :as_of, :present, :body) USING TIMESTAMP :write_ts";
+    DELETE_EXAMPLE_SHARD: ExampleShardAt = "DELETE FROM example_versions USING TIMESTAMP :write_ts \
+        WHERE tenant = :tenant AND dataset_id = :dataset_id AND shard = :shard";
+
+    // The datasets of an example id.
+    GET_EXAMPLE_LOC: ExampleLocKey = "SELECT dataset_id FROM example_loc WHERE tenant = :tenant AND example_id = :example_id";
+    INSERT_EXAMPLE_LOC: ExampleLocAt = "INSERT INTO example_loc (tenant, example_id, dataset_id) \
+        VALUES (:tenant, :example_id, :dataset_id) USING TIMESTAMP :write_ts";
+    DELETE_EXAMPLE_LOC: ExampleLocAt = "DELETE FROM example_loc USING TIMESTAMP :write_ts \
+        WHERE tenant = :tenant AND example_id = :example_id AND dataset_id = :dataset_id";
+
+    // A dataset's versions.
+    LIST_DATASET_VERSIONS: DatasetKey = "SELECT as_of FROM dataset_versions WHERE tenant = :tenant AND dataset_id = :dataset_id";
+    INSERT_DATASET_VERSION: DatasetVersionRow = "INSERT INTO dataset_versions (tenant, dataset_id, as_of) \
+        VALUES (:tenant, :dataset_id, :as_of) USING TIMESTAMP :write_ts";
+    DELETE_DATASET_VERSIONS: DatasetKeyAt = "DELETE FROM dataset_versions USING TIMESTAMP :write_ts \
+        WHERE tenant = :tenant AND dataset_id = :dataset_id";
+
+    // A dataset's tags; the newest move (`write_ts` = its time) wins.
+    LIST_DATASET_TAGS: DatasetKey = "SELECT tag, as_of, moved_at FROM dataset_tags WHERE tenant = :tenant AND dataset_id = :dataset_id";
+    SET_DATASET_TAG: DatasetTagRow = "INSERT INTO dataset_tags (tenant, dataset_id, tag, as_of, moved_at) \
+        VALUES (:tenant, :dataset_id, :tag, :as_of, :moved_at) USING TIMESTAMP :write_ts";
+    DELETE_DATASET_TAGS: DatasetKeyAt = "DELETE FROM dataset_tags USING TIMESTAMP :write_ts \
+        WHERE tenant = :tenant AND dataset_id = :dataset_id";
+
+    // Attachment blobs by content hash.
+    GET_BLOB: BlobKey = "SELECT data FROM blobs WHERE tenant = :tenant AND sha256 = :sha256";
+    INSERT_BLOB: BlobRow = "INSERT INTO blobs (tenant, sha256, data) VALUES (:tenant, :sha256, :data)";
+
+    // Curation jobs; the latest write wins.
+    GET_CURATION_JOB: CurationJobKey = "SELECT body FROM curation_jobs WHERE tenant = :tenant AND job_id = :job_id";
+    PUT_CURATION_JOB: CurationJobRow = "INSERT INTO curation_jobs (tenant, job_id, body) VALUES (:tenant, :job_id, :body) \
+        USING TIMESTAMP :write_ts";
 }
 
 /// Reads through Paxos (`LOCAL_SERIAL`), each the twin of a plain read: a writer that lost a
@@ -192,6 +269,7 @@ pub(crate) const SERIAL_READS: &[(Id, Id)] = &[
     (Id::GET_FEEDBACK_SERIAL, Id::GET_FEEDBACK),
     (Id::GET_STATS_SERIAL, Id::GET_STATS),
     (Id::GET_ITEM_SERIAL, Id::GET_ITEM),
+    (Id::GET_DATASET_SERIAL, Id::GET_DATASET),
 ];
 
 /// Whether a statement is a lightweight transaction (Paxos): never resent blindly, since a
@@ -579,6 +657,177 @@ pub(crate) struct RunRelease {
     pub item_id: Uuid,
 }
 
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct DatasetKey {
+    pub tenant: Uuid,
+    pub dataset_id: Uuid,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct DatasetKeyAt {
+    pub tenant: Uuid,
+    pub dataset_id: Uuid,
+    pub write_ts: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct InsertDataset {
+    pub tenant: Uuid,
+    pub dataset_id: Uuid,
+    pub body: Vec<u8>,
+    pub version: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct UpdateDataset {
+    pub tenant: Uuid,
+    pub dataset_id: Uuid,
+    pub body: Vec<u8>,
+    pub version: i64,
+    pub expected_version: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct DatasetNameClaim {
+    pub tenant: Uuid,
+    pub name: String,
+    pub dataset_id: Uuid,
+    pub claimed_at: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct DatasetNameOwner {
+    pub tenant: Uuid,
+    pub name: String,
+    pub dataset_id: Uuid,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct DatasetNameStale {
+    pub tenant: Uuid,
+    pub name: String,
+    pub claimed_at: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct DatasetRulesRow {
+    pub scope: String,
+    pub tenant: Uuid,
+    pub dataset_id: Uuid,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct ExampleShard {
+    pub tenant: Uuid,
+    pub dataset_id: Uuid,
+    pub shard: i32,
+}
+
+/// One shard's examples with ids greater than `example_id`.
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct ExampleShardAfter {
+    pub tenant: Uuid,
+    pub dataset_id: Uuid,
+    pub shard: i32,
+    pub example_id: Vec<u8>,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct ExampleShardAt {
+    pub tenant: Uuid,
+    pub dataset_id: Uuid,
+    pub shard: i32,
+    pub write_ts: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct ExampleKey {
+    pub tenant: Uuid,
+    pub dataset_id: Uuid,
+    pub shard: i32,
+    pub example_id: Vec<u8>,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct ExampleVersionKey {
+    pub tenant: Uuid,
+    pub dataset_id: Uuid,
+    pub shard: i32,
+    pub example_id: Vec<u8>,
+    pub as_of: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct ExampleVersionRow {
+    pub tenant: Uuid,
+    pub dataset_id: Uuid,
+    pub shard: i32,
+    pub example_id: Vec<u8>,
+    pub as_of: i64,
+    pub present: bool,
+    pub body: Vec<u8>,
+    pub write_ts: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct ExampleLocKey {
+    pub tenant: Uuid,
+    pub example_id: Uuid,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct ExampleLocAt {
+    pub tenant: Uuid,
+    pub example_id: Uuid,
+    pub dataset_id: Uuid,
+    pub write_ts: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct DatasetVersionRow {
+    pub tenant: Uuid,
+    pub dataset_id: Uuid,
+    pub as_of: i64,
+    pub write_ts: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct DatasetTagRow {
+    pub tenant: Uuid,
+    pub dataset_id: Uuid,
+    pub tag: String,
+    pub as_of: i64,
+    pub moved_at: i64,
+    pub write_ts: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct BlobKey {
+    pub tenant: Uuid,
+    pub sha256: String,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct BlobRow {
+    pub tenant: Uuid,
+    pub sha256: String,
+    pub data: Vec<u8>,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct CurationJobKey {
+    pub tenant: Uuid,
+    pub job_id: Uuid,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct CurationJobRow {
+    pub tenant: Uuid,
+    pub job_id: Uuid,
+    pub body: Vec<u8>,
+    pub write_ts: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -592,12 +841,22 @@ mod tests {
 
     const TTL_TABLES: &[&str] = &["run_by_id", "run_buckets", "runs", "roots", "trace_idx", "meta_idx", "attachments"];
     /// Rows managed by Paxos: written only by lightweight transactions.
-    const LWT_TABLES: &[&str] =
-        &["run_by_id", "projects", "project_names", "feedback_by_id", "feedback_stats", "queues", "queue_items", "queue_runs"];
+    const LWT_TABLES: &[&str] = &[
+        "run_by_id",
+        "projects",
+        "project_names",
+        "feedback_by_id",
+        "feedback_stats",
+        "queues",
+        "queue_items",
+        "queue_runs",
+        "datasets",
+        "dataset_names",
+    ];
     /// Rows whose write order does not matter: insert-only keys that readers check against the
     /// source of truth, or entries that any later reader removes when they are stale.
     const UNORDERED_TABLES: &[&str] =
-        &["feedback_by_run", "feedback_by_project", "feedback_by_tenant", "feedback_orphans", "routed_queues"];
+        &["feedback_by_run", "feedback_by_project", "feedback_by_tenant", "feedback_orphans", "routed_queues", "dataset_rules", "blobs"];
 
     fn schema() -> Schema {
         crate::scylla::migrate::schema()
@@ -754,6 +1013,24 @@ mod tests {
             assert_eq!(t.column_type(id), Some("blob"), "{table}.{id}");
         }
         assert!(!crate::scylla::migrate::FEEDBACK_QUEUES_CQL.contains("CLUSTERING ORDER"), "ascending ids everywhere");
+    }
+
+    #[test]
+    fn example_scans_read_in_id_order_and_versions_are_stamped_with_their_time() {
+        // Examples list in id order: the clustering order of a blob id, ascending, as the
+        // embedded adapter orders them. Versions, tags and their indexes are written at the
+        // version's (or the tag move's) time, so a redelivery rewrites identical cells.
+        let t = schema().table("example_versions").unwrap().clone();
+        assert_eq!((t.clustering[0].as_str(), t.column_type("example_id")), ("example_id", Some("blob")));
+        for stmt in [SCAN_EXAMPLE_KEYS.index(), SCAN_EXAMPLES.index()] {
+            assert!(ALL[stmt].1.contains("AND shard = :shard"), "{}: one shard at a time", ALL[stmt].0);
+        }
+        for stmt in [SCAN_EXAMPLE_KEYS_AFTER.index(), SCAN_EXAMPLES_AFTER.index()] {
+            assert!(ALL[stmt].1.ends_with("AND example_id > :example_id"), "{}", ALL[stmt].0);
+        }
+        for stmt in [INSERT_EXAMPLE_VERSION.index(), INSERT_EXAMPLE_LOC.index(), INSERT_DATASET_VERSION.index(), SET_DATASET_TAG.index()] {
+            assert!(ALL[stmt].1.ends_with("USING TIMESTAMP :write_ts"), "{}", ALL[stmt].0);
+        }
     }
 
     #[test]
