@@ -11,8 +11,8 @@ pub mod project;
 pub mod run;
 pub mod time;
 
-pub use feedback::{Feedback, FeedbackChange, FeedbackRecord, FeedbackStats};
 pub use dataset::{Dataset, Example};
+pub use feedback::{Feedback, FeedbackChange, FeedbackRecord, FeedbackStats};
 pub use ids::{DatasetId, ExampleId, FeedbackId, ProjectId, QueueId, RunId, TenantId};
 pub use json::RawJson;
 pub use project::{Project, ProjectPatch};
