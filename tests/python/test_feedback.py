@@ -66,8 +66,13 @@ def test_create_feedback_with_every_field_then_update_and_delete(make_client):
     c.delete_feedback(fid)
 
     def gone():
-        with pytest.raises(ls.utils.LangSmithNotFoundError):
+        # Not pytest.raises: its "DID NOT RAISE" is not an AssertionError, so `eventually`
+        # would stop polling at the first read that still sees the entry.
+        try:
             c.read_feedback(fid)
+        except ls.utils.LangSmithNotFoundError:
+            return
+        raise AssertionError(f"feedback {fid} is still readable")
 
     eventually(gone, client=c)
     assert list(c.list_feedback(run_ids=[run.id])) == []

@@ -94,6 +94,20 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     Err(too_large())
 }
 
+/// A JSON body of at most `limit` bytes: an empty body is a 422, malformed JSON a 400.
+pub async fn json_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<serde_json::Value, ApiError> {
+    let raw = read_body(headers, body, limit).await?;
+    if raw.is_empty() {
+        return Err(ApiError::unprocessable("body: expected JSON, got nothing"));
+    }
+    serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))
+}
+
+/// A UUID path segment; the error names `what` and quotes (the start of) the value.
+pub fn uuid_param(what: &str, s: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(s).map_err(|_| ApiError::unprocessable(format!("{what}: {:?} is not a UUID", crate::truncate(s))))
+}
+
 /// A query string with repeated keys kept.
 #[derive(Debug, Default, Clone)]
 pub struct QueryParams(HashMap<String, Vec<String>>);

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use sextant_auth::Authenticator;
 use sextant_core::dataset::{DataType, DatasetVersion, ExampleAttachment};
 use sextant_core::{Dataset, DatasetId, Example, ExampleId, RawJson, TenantId, Timestamp};
-use sextant_proto::http::{read_body, require_principal, Caller, QueryParams};
+use sextant_proto::http::{json_body, read_body, require_principal, uuid_param, Caller, QueryParams};
 use sextant_proto::{truncate, ApiError, ErrorKind};
 use sextant_storage::{DatasetQuery, ExampleQuery};
 
@@ -70,18 +70,6 @@ pub fn router(state: DatasetState, auth: Arc<Authenticator>) -> Router {
         .nest("/api/v1", public)
 }
 
-async fn json_body(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
-    let raw = read_body(headers, body, MAX_JSON_BYTES).await?;
-    if raw.is_empty() {
-        return Err(ApiError::unprocessable("body: expected JSON, got nothing"));
-    }
-    serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))
-}
-
-fn uuid_param(what: &str, s: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(s).map_err(|_| ApiError::unprocessable(format!("{what}: {:?} is not a UUID", truncate(s))))
-}
-
 fn dataset_id(s: &str) -> Result<DatasetId, ApiError> {
     uuid_param("dataset id", s).map(DatasetId)
 }
@@ -110,10 +98,21 @@ fn dataset_json(tenant: TenantId, d: &Dataset, example_count: Option<u64>) -> Va
     })
 }
 
-fn sign(key: &[u8], tenant: TenantId, sha: &str, mime: &str, expires: i64) -> String {
+/// The MAC that authorises downloading one blob, with its content type, until `expires`.
+fn url_mac(key: &[u8], tenant: TenantId, sha: &str, mime: &str, expires: i64) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(format!("dataset-attachment/{tenant}/{sha}/{mime}/{expires}").as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    mac
+}
+
+fn sign(key: &[u8], tenant: TenantId, sha: &str, mime: &str, expires: i64) -> String {
+    hex::encode(url_mac(key, tenant, sha, mime, expires).finalize().into_bytes())
+}
+
+/// What the SDK expects back from a write of several examples.
+fn upsert_response(examples: &[Example], as_of: Timestamp) -> Response {
+    Json(json!({"example_ids": examples.iter().map(|e| e.id).collect::<Vec<_>>(), "count": examples.len(), "as_of": as_of.to_iso()}))
+        .into_response()
 }
 
 fn query_escape(s: &str) -> String {
@@ -163,7 +162,7 @@ fn version_json(v: &DatasetVersion) -> Value {
 // ---- datasets ----
 
 async fn create_dataset(State(s): State<DatasetState>, Caller(p): Caller, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let body = json_body(&headers, body).await?;
+    let body = json_body(&headers, body, MAX_JSON_BYTES).await?;
     let d = s.datasets.create_dataset(p.tenant, &body).await?;
     Ok(Json(dataset_json(p.tenant, &d, Some(0))).into_response())
 }
@@ -215,7 +214,7 @@ async fn update_dataset(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = json_body(&headers, body).await?;
+    let body = json_body(&headers, body, MAX_JSON_BYTES).await?;
     let d = s.datasets.update_dataset(p.tenant, dataset_id(&id)?, &body).await?;
     Ok(Json(dataset_json(p.tenant, &d, None)).into_response())
 }
@@ -234,7 +233,7 @@ async fn set_tag(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = json_body(&headers, body).await?;
+    let body = json_body(&headers, body, MAX_JSON_BYTES).await?;
     let id = dataset_id(&id)?;
     let tag = body.get("tag").and_then(Value::as_str).ok_or_else(|| ApiError::unprocessable("tag: required (a string)"))?;
     let as_of =
@@ -322,7 +321,7 @@ async fn update_splits(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = json_body(&headers, body).await?;
+    let body = json_body(&headers, body, MAX_JSON_BYTES).await?;
     let split = body.get("split_name").and_then(Value::as_str).ok_or_else(|| ApiError::unprocessable("split_name: required (a string)"))?;
     let examples = uuid_list(body.get("examples"), "examples")?;
     let remove = body.get("remove").and_then(Value::as_bool).unwrap_or(false);
@@ -352,7 +351,7 @@ fn inputs_for(body: &Value, where_: &str, dataset: Option<DatasetId>) -> Result<
 }
 
 async fn create_example(State(s): State<DatasetState>, Caller(p): Caller, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let body = json_body(&headers, body).await?;
+    let body = json_body(&headers, body, MAX_JSON_BYTES).await?;
     let (input, d) = inputs_for(&body, "example", None)?;
     let (mut created, _) = s.datasets.create_examples(p.tenant, d, vec![input]).await?;
     Ok(Json(example_json(&s, p.tenant, &created.remove(0))).into_response())
@@ -364,7 +363,7 @@ async fn create_examples_bulk(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = json_body(&headers, body).await?;
+    let body = json_body(&headers, body, MAX_JSON_BYTES).await?;
     let list = body.as_array().ok_or_else(|| ApiError::unprocessable("body: expected a list of examples"))?;
     if list.is_empty() {
         return Ok(Json(json!([])).into_response());
@@ -390,7 +389,7 @@ async fn update_example(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = json_body(&headers, body).await?;
+    let body = json_body(&headers, body, MAX_JSON_BYTES).await?;
     let id = ExampleId(uuid_param("example id", &id)?);
     let (mut input, _) = ExampleInput::from_json(&body, "example")?;
     if input.id.is_some_and(|i| i != id) {
@@ -407,7 +406,7 @@ async fn update_examples_bulk(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = json_body(&headers, body).await?;
+    let body = json_body(&headers, body, MAX_JSON_BYTES).await?;
     let list = body.as_array().ok_or_else(|| ApiError::unprocessable("body: expected a list of example updates"))?;
     let updates = list
         .iter()
@@ -415,8 +414,7 @@ async fn update_examples_bulk(
         .map(|(i, v)| ExampleInput::from_json(v, &format!("examples[{i}]")).map(|(u, _)| u))
         .collect::<Result<Vec<_>, _>>()?;
     let (updated, as_of) = s.datasets.update_examples(p.tenant, updates).await?;
-    Ok(Json(json!({"example_ids": updated.iter().map(|e| e.id).collect::<Vec<_>>(), "count": updated.len(), "as_of": as_of.to_iso()}))
-        .into_response())
+    Ok(upsert_response(&updated, as_of))
 }
 
 async fn read_example(
@@ -481,7 +479,7 @@ async fn platform_delete_examples(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = json_body(&headers, body).await?;
+    let body = json_body(&headers, body, MAX_JSON_BYTES).await?;
     let ids = uuid_list(body.get("example_ids"), "example_ids")?;
     s.datasets.delete_examples(p.tenant, &ids).await?;
     Ok(Json(json!({})).into_response())
@@ -608,8 +606,7 @@ async fn multipart_create(
     let parsed = parse_multipart(&headers, body).await?;
     let inputs = multipart_inputs(&s, p.tenant, parsed).await?;
     let (created, as_of) = s.datasets.create_examples(p.tenant, dataset, inputs).await?;
-    Ok(Json(json!({"example_ids": created.iter().map(|e| e.id).collect::<Vec<_>>(), "count": created.len(), "as_of": as_of.to_iso()}))
-        .into_response())
+    Ok(upsert_response(&created, as_of))
 }
 
 async fn multipart_update(
@@ -626,8 +623,7 @@ async fn multipart_update(
     if updated.iter().any(|e| e.dataset_id != dataset) {
         return Err(ApiError::unprocessable(format!("the examples are not in dataset {dataset}")));
     }
-    Ok(Json(json!({"example_ids": updated.iter().map(|e| e.id).collect::<Vec<_>>(), "count": updated.len(), "as_of": as_of.to_iso()}))
-        .into_response())
+    Ok(upsert_response(&updated, as_of))
 }
 
 /// A signed attachment URL: no credentials, the signature authorises one blob for an hour.
@@ -645,10 +641,8 @@ async fn download(
     if expires < Timestamp::now().millis() / 1000 {
         return Err(forbidden());
     }
-    let mut mac = Hmac::<Sha256>::new_from_slice(&s.url_key).expect("HMAC takes any key length");
-    mac.update(format!("dataset-attachment/{tenant}/{sha}/{mime}/{expires}").as_bytes());
     let sig = hex::decode(given).map_err(|_| forbidden())?;
-    mac.verify_slice(&sig).map_err(|_| forbidden())?;
+    url_mac(&s.url_key, tenant, &sha, mime, expires).verify_slice(&sig).map_err(|_| forbidden())?;
     let bytes = s.datasets.blob(tenant, &sha).await?;
     Ok((StatusCode::OK, [("content-type", mime.to_owned())], bytes).into_response())
 }
@@ -662,7 +656,7 @@ async fn start_curation(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = json_body(&headers, body).await?;
+    let body = json_body(&headers, body, MAX_JSON_BYTES).await?;
     let selection = crate::curation::selection_from_json(&body)?;
     let job = s.datasets.start_curation(p.tenant, dataset_id(&id)?, selection).await?;
     Ok((StatusCode::ACCEPTED, Json(crate::curation::job_json(&job))).into_response())

@@ -11,12 +11,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
-use uuid::Uuid;
 
 use sextant_auth::Authenticator;
 use sextant_core::annotation::ItemStatus;
 use sextant_core::{FeedbackId, ProjectId, QueueId, Run, RunId, Timestamp};
-use sextant_proto::http::{read_body, require_principal, Caller, QueryParams};
+use sextant_proto::http::{json_body, require_principal, uuid_param, Caller, QueryParams};
 use sextant_proto::ApiError;
 use sextant_storage::{FeedbackQuery, QueueQuery};
 
@@ -58,18 +57,6 @@ pub fn router(state: FeedbackState, auth: Arc<Authenticator>) -> Router {
     Router::new().merge(api.clone()).nest("/api/v1", api).merge(public.clone()).nest("/api/v1", public)
 }
 
-async fn json_body(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
-    let raw = read_body(headers, body, MAX_BODY_BYTES).await?;
-    if raw.is_empty() {
-        return Err(ApiError::unprocessable("body: expected JSON, got nothing"));
-    }
-    serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))
-}
-
-fn uuid_param(what: &str, s: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(s).map_err(|_| ApiError::unprocessable(format!("{what}: {:?} is not a UUID", s.chars().take(64).collect::<String>())))
-}
-
 fn ok() -> Response {
     (StatusCode::OK, Json(json!({}))).into_response()
 }
@@ -77,7 +64,7 @@ fn ok() -> Response {
 // ---- feedback ----
 
 async fn create_feedback(State(s): State<FeedbackState>, Caller(p): Caller, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let body = json_body(&headers, body).await?;
+    let body = json_body(&headers, body, MAX_BODY_BYTES).await?;
     let f = s.feedback.create(p.tenant, &body).await?;
     Ok(Json(f.to_json()).into_response())
 }
@@ -109,7 +96,7 @@ async fn update_feedback(
     body: Body,
 ) -> Result<Response, ApiError> {
     let id = FeedbackId(uuid_param("feedback id", &id)?);
-    let body = json_body(&headers, body).await?;
+    let body = json_body(&headers, body, MAX_BODY_BYTES).await?;
     let f = s.feedback.update(p.tenant, id, &body).await?;
     Ok(Json(f.to_json()).into_response())
 }
@@ -128,7 +115,7 @@ fn base_url(headers: &HeaderMap) -> String {
 
 async fn create_tokens(State(s): State<FeedbackState>, Caller(p): Caller, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let base = base_url(&headers);
-    let body = json_body(&headers, body).await?;
+    let body = json_body(&headers, body, MAX_BODY_BYTES).await?;
     match &body {
         Value::Array(reqs) => {
             let out = reqs.iter().map(|r| s.feedback.create_token(p.tenant, r, &base)).collect::<Result<Vec<_>, _>>()?;
@@ -172,7 +159,7 @@ async fn token_post(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = json_body(&headers, body).await?;
+    let body = json_body(&headers, body, MAX_BODY_BYTES).await?;
     let fields = body.as_object().ok_or_else(|| ApiError::unprocessable("body: expected a JSON object"))?;
     let f = s.feedback.create_with_token(&token, fields).await?;
     Ok(Json(f.to_json()).into_response())
@@ -185,7 +172,7 @@ fn queue_id(s: &str) -> Result<QueueId, ApiError> {
 }
 
 async fn create_queue(State(s): State<FeedbackState>, Caller(p): Caller, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let body = json_body(&headers, body).await?;
+    let body = json_body(&headers, body, MAX_BODY_BYTES).await?;
     let q = s.queues.create(p.tenant, &body).await?;
     Ok(Json(queue_json(p.tenant, &q)).into_response())
 }
@@ -215,7 +202,7 @@ async fn update_queue(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = json_body(&headers, body).await?;
+    let body = json_body(&headers, body, MAX_BODY_BYTES).await?;
     let q = s.queues.update(p.tenant, queue_id(&id)?, &body).await?;
     Ok(Json(queue_json(p.tenant, &q)).into_response())
 }
@@ -246,7 +233,7 @@ async fn add_runs(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = json_body(&headers, body).await?;
+    let body = json_body(&headers, body, MAX_BODY_BYTES).await?;
     let runs = run_ids(&body, "body")?;
     let items = s.queues.add_runs(p.tenant, queue_id(&id)?, &runs).await?;
     Ok(Json(items.iter().map(|i| item_json(i, 1)).collect::<Vec<_>>()).into_response())
@@ -347,7 +334,7 @@ async fn next_item(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = json_body(&headers, body).await?;
+    let body = json_body(&headers, body, MAX_BODY_BYTES).await?;
     let reviewer = body.get("reviewer").and_then(Value::as_str).ok_or_else(|| ApiError::unprocessable("reviewer: required (a string)"))?;
     let lease = match body.get("lease_seconds") {
         None | Some(Value::Null) => DEFAULT_LEASE_SECS,
@@ -373,7 +360,7 @@ async fn review_item(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = json_body(&headers, body).await?;
+    let body = json_body(&headers, body, MAX_BODY_BYTES).await?;
     let q = queue_id(&id)?;
     let it = s.queues.review(p.tenant, q, uuid_param("item id", &item)?, &body).await?;
     let needed = s.queues.get(p.tenant, q).await?.num_reviewers_per_item;
@@ -392,7 +379,7 @@ async fn add_rule(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = json_body(&headers, body).await?;
+    let body = json_body(&headers, body, MAX_BODY_BYTES).await?;
     let r = s.queues.add_rule(p.tenant, queue_id(&id)?, &body).await?;
     Ok(Json(rule_json(&r)).into_response())
 }
@@ -420,7 +407,7 @@ async fn platform_add_items(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = json_body(&headers, body).await?;
+    let body = json_body(&headers, body, MAX_BODY_BYTES).await?;
     let items = body.get("items").ok_or_else(|| ApiError::unprocessable("items: required"))?;
     for (i, it) in items.as_array().into_iter().flatten().enumerate() {
         if let Some(t) = it.get("item_type").and_then(Value::as_str) {
@@ -482,7 +469,7 @@ async fn platform_update_item(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = json_body(&headers, body).await?;
+    let body = json_body(&headers, body, MAX_BODY_BYTES).await?;
     let q = queue_id(&id)?;
     let item = uuid_param("item id", &item)?;
     let done = match body.get("status").and_then(Value::as_str) {
@@ -511,7 +498,7 @@ async fn platform_delete_items(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = json_body(&headers, body).await?;
+    let body = json_body(&headers, body, MAX_BODY_BYTES).await?;
     let ids =
         body.get("item_ids").and_then(Value::as_array).ok_or_else(|| ApiError::unprocessable("item_ids: required (an array of UUIDs)"))?;
     let ids = ids
