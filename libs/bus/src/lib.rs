@@ -160,6 +160,42 @@ pub trait EventBus: Send + Sync + 'static {
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError>;
 }
 
+/// Runs a consumer until `shutdown` turns true: subscribes (retrying while the bus refuses),
+/// then hands each non-empty batch of at most `batch` deliveries to `handle`, which settles
+/// every delivery (ack, nak or term). A failed fetch is logged and retried after 500 ms.
+pub async fn consume_batches<F, Fut>(
+    bus: &dyn EventBus,
+    spec: ConsumerSpec,
+    batch: usize,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut handle: F,
+) where
+    F: FnMut(Vec<Delivery>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let name = spec.durable.clone();
+    let Some(mut sub) = subscribe_until_ready(bus, spec, &mut shutdown).await else { return };
+    tracing::info!(consumer = %name, "consumer started");
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let fetched = tokio::select! {
+            b = sub.next_batch(batch, Duration::from_millis(200)) => b,
+            _ = shutdown.changed() => break,
+        };
+        match fetched {
+            Ok(b) if b.is_empty() => {}
+            Ok(b) => handle(b).await,
+            Err(e) => {
+                tracing::warn!(consumer = %name, error = %e, "could not fetch events; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    tracing::info!(consumer = %name, "consumer stopped");
+}
+
 /// Subscribes, retrying every second while the bus refuses (NATS still starting, a stream not
 /// created yet), until `shutdown` turns true (then `None`). Every long-running consumer starts
 /// this way.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use sextant_bus::{ConsumerSpec, Delivery, EventBus};
 use sextant_core::annotation::Queue;
@@ -66,40 +66,19 @@ impl RuleCache {
     }
 }
 
-pub async fn run_annotation_router(
-    bus: Arc<dyn EventBus>,
-    store: Arc<dyn Storage>,
-    queues: Arc<Queues>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run_annotation_router(bus: Arc<dyn EventBus>, store: Arc<dyn Storage>, queues: Arc<Queues>, shutdown: watch::Receiver<bool>) {
     let mut spec = ConsumerSpec::new(ANNOTATION_ROUTER, Stream::Runs);
     spec.max_deliveries = MAX_DELIVERIES;
-    let Some(mut sub) = sextant_bus::subscribe_until_ready(bus.as_ref(), spec, &mut shutdown).await else { return };
-    info!(consumer = ANNOTATION_ROUTER, "annotation router started");
-    let mut rules = RuleCache { loaded: None, by_tenant: HashMap::new() };
-    loop {
-        if *shutdown.borrow() {
-            break;
+    let rules = tokio::sync::Mutex::new(RuleCache { loaded: None, by_tenant: HashMap::new() });
+    let (rules, store, queues) = (&rules, &store, &queues);
+    sextant_bus::consume_batches(bus.as_ref(), spec, 256, shutdown, move |batch| async move {
+        let mut rules = rules.lock().await;
+        rules.refresh(store).await;
+        for d in batch {
+            route(store, queues, &rules, d).await;
         }
-        let batch = tokio::select! {
-            b = sub.next_batch(256, Duration::from_millis(200)) => b,
-            _ = shutdown.changed() => break,
-        };
-        match batch {
-            Ok(b) if b.is_empty() => {}
-            Ok(b) => {
-                rules.refresh(&store).await;
-                for d in b {
-                    route(&store, &queues, &rules, d).await;
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "annotation router could not fetch events");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
-    info!("annotation router stopped");
+    })
+    .await;
 }
 
 async fn route(store: &Arc<dyn Storage>, queues: &Queues, rules: &RuleCache, d: Delivery) {
