@@ -253,6 +253,10 @@ pub struct CurationJob {
     pub finished_at: Option<Timestamp>,
     /// The version the job's examples were written in (one per batch; the last one).
     pub as_of: Option<Timestamp>,
+    /// How much of the time window has been scanned, 0 to 1 (runs are read newest first);
+    /// `None` while unknown (no `start_time`: the window's far end is the first run).
+    #[serde(default)]
+    pub progress: Option<f64>,
 }
 
 #[cfg(test)]

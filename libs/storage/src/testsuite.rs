@@ -897,6 +897,7 @@ pub async fn datasets_lifecycle_names_tags_blobs_jobs(s: Arc<dyn Storage>) {
         updated_at: Timestamp::now(),
         finished_at: None,
         as_of: None,
+        progress: Some(0.5),
     };
     s.put_curation_job(t, &job).await.unwrap();
     assert_eq!(s.get_curation_job(t, job.id).await.unwrap(), Some(job.clone()));

@@ -14,7 +14,7 @@ use tracing::{info, warn, Instrument};
 use uuid::Uuid;
 
 use sextant_core::dataset::{content_hash, CurationJob, JobState, RunSelection};
-use sextant_core::{DatasetId, Feedback, Run, TenantId, Timestamp};
+use sextant_core::{DatasetId, ExampleId, Feedback, Run, TenantId, Timestamp};
 use sextant_proto::ApiError;
 use sextant_storage::{FeedbackQuery, RunMatcher, RunQuery};
 
@@ -108,6 +108,7 @@ impl Datasets {
             updated_at: now,
             finished_at: None,
             as_of: None,
+            progress: None,
         };
         self.store().put_curation_job(tenant, &job).await.map_err(storage_error)?;
         let this = self.clone();
@@ -174,16 +175,11 @@ impl Datasets {
             for run in &page.runs {
                 job.scanned += 1;
                 job.matched += 1;
-                let (Some(run_inputs), Some(run_outputs)) = (&run.inputs, &run.outputs) else {
+                let Some((hash, _)) = curatable_inputs(run) else {
                     job.skipped_no_io += 1;
                     continue;
                 };
-                let (inputs_doc, outputs_doc) = (run_inputs.to_value(), run_outputs.to_value());
-                if !inputs_doc.is_object() || inputs_doc.as_object().is_some_and(|o| o.is_empty()) {
-                    job.skipped_no_io += 1;
-                    continue;
-                }
-                if !seen.insert(content_hash(run_inputs)) {
+                if !seen.insert(hash) {
                     job.skipped_duplicate += 1;
                     continue;
                 }
@@ -192,29 +188,8 @@ impl Datasets {
                     .list_feedback(tenant, &FeedbackQuery { runs: vec![run.id], limit: 100, ..Default::default() })
                     .await
                     .map_err(storage_error)?;
-                let mut by_key: BTreeMap<String, Value> = BTreeMap::new();
-                for f in &feedback {
-                    by_key.insert(f.key.clone(), json!({"score": f.score.map(|s| s.to_json()), "value": f.value.as_ref().map(|v| v.to_value()), "comment": f.comment}));
-                }
-                let metadata = json!({
-                    "source_run_id": run.id,
-                    "source_project_id": run.project_id,
-                    "source_run_name": run.name,
-                    "feedback": by_key,
-                    "curation_job_id": job.id,
-                });
-                inputs.push(ExampleInput {
-                    id: None,
-                    inputs: Some(inputs_doc),
-                    // Chat and LLM outputs are often not objects; wrap them so every example has one.
-                    outputs: Some(if outputs_doc.is_object() { outputs_doc } else { json!({"output": outputs_doc}) }),
-                    metadata: metadata.as_object().cloned(),
-                    split: None,
-                    source_run_id: Some(run.id),
-                    created_at: None,
-                    attachments: Vec::new(),
-                    retain_attachments: None,
-                });
+                let (_, input) = example_from_run(dataset, run, &feedback, ("curation_job_id", job.id)).expect("checked above");
+                inputs.push(input);
             }
             if !inputs.is_empty() {
                 let n = inputs.len() as u64;
@@ -223,6 +198,14 @@ impl Datasets {
                 job.as_of = Some(as_of);
             }
             job.updated_at = Timestamp::now();
+            if page.next.is_none() {
+                job.progress = Some(1.0);
+            } else if let (Some(from), Some(oldest)) = (job.selection.start_time, page.runs.last().and_then(|r| r.start_time)) {
+                let to = job.selection.end_time.unwrap_or(job.created_at);
+                let span = (to.micros() - from.micros()).max(1) as f64;
+                let covered = ((to.micros() - oldest.micros()) as f64 / span).clamp(0.0, 1.0);
+                job.progress = Some(job.progress.unwrap_or(0.0).max(covered));
+            }
             self.store().put_curation_job(tenant, job).await.map_err(storage_error)?;
             match page.next {
                 Some(next) => cursor = Some(next),
@@ -230,6 +213,66 @@ impl Datasets {
             }
         }
     }
+}
+
+/// The run's inputs and their content hash, if the run can become an example: it has object
+/// inputs that are not empty, and outputs.
+fn curatable_inputs(run: &Run) -> Option<(String, Value)> {
+    let (Some(inputs), Some(_)) = (&run.inputs, &run.outputs) else { return None };
+    let doc = inputs.to_value();
+    if doc.as_object().is_none_or(|o| o.is_empty()) {
+        return None;
+    }
+    Some((content_hash(inputs), doc))
+}
+
+/// The id a curated example gets: derived from the dataset and the inputs' hash, so the same
+/// inputs curated twice (a redelivered event, two replicas, a job after a rule) collide on
+/// the id instead of making a second example.
+pub fn curated_example_id(dataset: DatasetId, inputs_hash: &str) -> ExampleId {
+    const NAMESPACE: Uuid = Uuid::from_u128(0x5e7a_47c0_da7a_5e70_8000_c0de_c0de_0001);
+    ExampleId(Uuid::new_v5(&NAMESPACE, format!("{}/{inputs_hash}", dataset.0).as_bytes()))
+}
+
+/// A run as an example: its inputs, its outputs (wrapped in `{"output": ...}` when not an
+/// object) and, in metadata, its source run, its feedback by key and what curated it
+/// (`provenance`: `("curation_job_id", job)` or `("curation_rule_id", rule)`). `None` when the
+/// run has no inputs or outputs. Returns the inputs' hash too.
+pub(crate) fn example_from_run(
+    dataset: DatasetId,
+    run: &Run,
+    feedback: &[Feedback],
+    provenance: (&str, Uuid),
+) -> Option<(String, ExampleInput)> {
+    let (hash, inputs_doc) = curatable_inputs(run)?;
+    let outputs_doc = run.outputs.as_ref()?.to_value();
+    let mut by_key: BTreeMap<String, Value> = BTreeMap::new();
+    for f in feedback {
+        by_key.insert(
+            f.key.clone(),
+            json!({"score": f.score.map(|s| s.to_json()), "value": f.value.as_ref().map(|v| v.to_value()), "comment": f.comment}),
+        );
+    }
+    let mut metadata = json!({
+        "source_run_id": run.id,
+        "source_project_id": run.project_id,
+        "source_run_name": run.name,
+        "feedback": by_key,
+    });
+    metadata[provenance.0] = json!(provenance.1);
+    let input = ExampleInput {
+        id: Some(curated_example_id(dataset, &hash)),
+        inputs: Some(inputs_doc),
+        // Chat and LLM outputs are often not objects; wrap them so every example has one.
+        outputs: Some(if outputs_doc.is_object() { outputs_doc } else { json!({"output": outputs_doc}) }),
+        metadata: metadata.as_object().cloned(),
+        split: None,
+        source_run_id: Some(run.id),
+        created_at: None,
+        attachments: Vec::new(),
+        retain_attachments: None,
+    };
+    Some((hash, input))
 }
 
 /// The job as the API shows it.
@@ -253,5 +296,6 @@ pub fn job_json(j: &CurationJob) -> Value {
         "updated_at": j.updated_at.to_iso(),
         "finished_at": j.finished_at.map(Timestamp::to_iso),
         "as_of": j.as_of.map(Timestamp::to_iso),
+        "progress": j.progress,
     })
 }

@@ -7,12 +7,19 @@
 //!   crashed writer did not apply).
 //! * [`curation`]: jobs that turn production runs matching a filter into examples
 //!   (deduplicated by a hash of the inputs, with the source run and its feedback kept).
+//! * [`rules`]: curation rules, the same continuously: consumers of the run and feedback
+//!   streams add each run that matches a dataset's rule as it finishes or gets feedback.
+//! * [`import`]: streaming JSONL/CSV import, row-numbered errors, atomic or partial.
+//! * [`grpc`]: the same operations over gRPC (`DatasetService`).
 //! * [`http`]: the REST routes the LangSmith SDK uses, both example write paths; curation
 //!   jobs and streaming JSONL/CSV export.
 
 pub mod core;
 pub mod curation;
+pub mod grpc;
 pub mod http;
+pub mod import;
 pub mod projector;
+pub mod rules;
 
 pub use crate::core::Datasets;

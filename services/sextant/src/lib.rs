@@ -2,6 +2,7 @@
 //! itself (callers pass listeners, so tests and scripts can use port 0), runs every service
 //! present in `roles`, and drains gracefully on shutdown.
 
+pub mod cli;
 pub mod config;
 pub mod telemetry;
 
@@ -245,6 +246,11 @@ pub async fn serve(
             server.queues.clone(),
             stop_rx.clone(),
         ));
+        tasks.spawn(sextant_dataset_curation::rules::run_curation_rules(
+            server.bus.clone(),
+            sextant_dataset_curation::rules::CurationRules::new(server.datasets.clone()),
+            stop_rx.clone(),
+        ));
     }
 
     let app = server.router();
@@ -264,7 +270,8 @@ pub async fn serve(
     let grpc_router = grpc_server
         .add_optional_service(api.then(|| sextant_ingest::grpc::service(server.ingest.clone(), server.auth.clone())))
         .add_optional_service(api.then(|| sextant_feedback::grpc::feedback_service(server.feedback.clone(), server.auth.clone())))
-        .add_optional_service(api.then(|| sextant_feedback::grpc::queue_service(server.queues.clone(), server.auth.clone())));
+        .add_optional_service(api.then(|| sextant_feedback::grpc::queue_service(server.queues.clone(), server.auth.clone())))
+        .add_optional_service(api.then(|| sextant_dataset_curation::grpc::dataset_service(server.datasets.clone(), server.auth.clone())));
     let grpc_task = tokio::spawn(async move {
         grpc_router
             .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc), async move {
