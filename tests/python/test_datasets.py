@@ -267,3 +267,129 @@ def test_curation_from_runs_with_negative_feedback(make_client, project_name) ->
 
     bad = client.session.post(f"{client.api_url}/datasets/{ds.id}/curate", headers=headers, json={"filter": "lt(feedback_score"})
     assert bad.status_code == 422 and "filter" in bad.text
+
+
+def test_import_jsonl_and_csv_all_or_nothing_or_partial(make_client, tmp_path) -> None:
+    import json as jsonmod
+
+    client = make_client()
+    headers = {"x-api-key": client.api_key}
+    ds = client.create_dataset(unique("import"), inputs_schema={"type": "object", "required": ["question"]})
+
+    def post(dataset_id, body: bytes, **params):
+        return client.session.post(f"{client.api_url}/datasets/{dataset_id}/import", headers=headers, params=params, data=body)
+
+    jsonl = "\n".join([
+        jsonmod.dumps({"inputs": {"question": "q1"}, "outputs": {"answer": "a1"}, "split": "test"}),
+        "{not json",
+        jsonmod.dumps({"inputs": {"question": "q2"}}),
+        jsonmod.dumps({"inputs": {"prompt": "no question"}}),
+        "",
+        jsonmod.dumps({"inputs": {"question": "q3"}, "metadata": {"source": "import"}}),
+    ]).encode()
+
+    # Atomic (the default): two bad rows, reported by line; nothing written.
+    r = post(ds.id, jsonl, format="jsonl")
+    assert r.status_code == 422, r.text
+    report = r.json()
+    assert [e["line"] for e in report["errors"]] == [2, 4], report
+    assert "not valid JSON" in report["errors"][0]["error"]
+    assert "does not match the dataset's schema" in report["errors"][1]["error"], report
+    assert (report["rows"], report["imported"], report["rejected"]) == (5, 0, 2)
+    assert "nothing was imported" in report["detail"]
+    assert list(client.list_examples(dataset_id=ds.id)) == []
+
+    # Partial: the three good rows are written as one version, the bad ones listed.
+    r = post(ds.id, jsonl, format="jsonl", atomic="false")
+    assert r.status_code == 201, r.text
+    assert (r.json()["imported"], r.json()["rejected"]) == (3, 2)
+    examples = list(client.list_examples(dataset_id=ds.id))
+    assert sorted(e.inputs["question"] for e in examples) == ["q1", "q2", "q3"]
+    assert [e.inputs["question"] for e in client.list_examples(dataset_id=ds.id, splits=["test"])] == ["q1"]
+    assert len(client.session.get(f"{client.api_url}/datasets/{ds.id}/versions", headers=headers).json()) == 1
+
+    # CSV with plain columns named by input_keys/output_keys; a quoted cell spans two lines.
+    csv_text = 'question,answer,team\n"multi\nline",yes,support\nplain,no,sales\n'
+    r = post(ds.id, csv_text.encode(), format="csv", input_keys="question", output_keys="answer", metadata_keys="team")
+    assert r.status_code == 201, r.text
+    plain = [e for e in client.list_examples(dataset_id=ds.id) if e.inputs["question"] == "plain"][0]
+    assert plain.outputs == {"answer": "no"} and plain.metadata["team"] == "sales"
+    r = post(ds.id, csv_text.encode(), format="csv", input_keys="prompt")
+    assert r.status_code == 422 and r.json()["detail"] == 'input_keys: column "prompt" is not in the CSV header', r.text
+
+    # Export then import into another dataset with fresh ids: the same examples. Importing the
+    # export into its own dataset, ids kept, is refused row by row and writes nothing.
+    exported = client.session.get(f"{client.api_url}/datasets/{ds.id}/export?format=csv", headers=headers).content
+    copy = client.create_dataset(unique("import-copy"))
+    r = post(copy.id, exported, format="csv", ids="new")
+    assert r.status_code == 201 and r.json()["imported"] == 5, r.text
+    assert sorted(e.inputs["question"] for e in client.list_examples(dataset_id=copy.id)) == sorted(
+        e.inputs["question"] for e in client.list_examples(dataset_id=ds.id))
+    again = post(ds.id, exported, format="csv")
+    assert again.status_code == 422 and again.json()["rejected"] == 5 and "already exists" in again.text, again.text
+    assert [e["line"] for e in again.json()["errors"]] == [2, 3, 4, 5, 6], again.text
+    assert len(list(client.list_examples(dataset_id=ds.id))) == 5
+
+    # Bad requests: unknown dataset, format, an empty file.
+    assert post(uuid.uuid4(), b"{}", format="jsonl").status_code == 404
+    assert post(ds.id, b"x", format="xml").status_code == 422
+    r = post(ds.id, b"\n\n", format="jsonl")
+    assert r.status_code == 422 and "no rows" in r.text
+
+
+def test_cli_curates_with_progress_imports_and_exports(make_client, project_name, tmp_path) -> None:
+    import os
+    import subprocess
+
+    from langsmith import traceable
+
+    from conftest import sextant_binary
+    from sextant_helpers import eventually, wait_for_project_runs
+
+    client = make_client()
+
+    @traceable
+    def answer(question: str) -> str:
+        return question[::-1]
+
+    for i, q in enumerate(["where is my parcel", "thanks", "refund now"]):
+        answer(q, langsmith_extra={"name": f"cli-{i}", "project_name": project_name, "client": client})
+    client.flush()
+    runs = {r.name: r for r in wait_for_project_runs(client, project_name, 3)}
+    for name, score in {"cli-0": 0.1, "cli-1": 1.0, "cli-2": 0.3}.items():
+        client.create_feedback(runs[name].id, key="user_rating", score=score)
+    flt = 'and(eq(feedback_key, "user_rating"), lt(feedback_score, 0.4))'
+
+    def two_low_ratings() -> None:
+        assert len(list(client.list_runs(project_name=project_name, filter=flt))) == 2
+
+    eventually(two_low_ratings)
+    ds_name = unique("cli")
+    client.create_dataset(ds_name)
+
+    env = {**os.environ, "LANGSMITH_ENDPOINT": client.api_url, "LANGSMITH_API_KEY": client.api_key}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(sextant_binary()), "datasets", *args], env=env, capture_output=True, text=True, timeout=60)
+
+    done = cli("curate", "--dataset", ds_name, "--project", project_name, "--since", "1d", "--filter", flt)
+    assert done.returncode == 0, done.stderr
+    assert "2 added" in done.stdout, done.stdout
+    assert sorted(e.inputs["question"] for e in client.list_examples(dataset_name=ds_name)) == ["refund now", "where is my parcel"]
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"inputs": {"q": 1}}\n{"inputs": 5}\n')
+    r = cli("import", "--dataset", ds_name, str(bad))
+    assert r.returncode == 1 and "line 2" in r.stderr and "0 imported, 1 rejected" in r.stdout, (r.stdout, r.stderr)
+    r = cli("import", "--dataset", ds_name, "--partial", str(bad))
+    assert r.returncode == 0 and "1 imported, 1 rejected" in r.stdout, (r.stdout, r.stderr)
+
+    out = tmp_path / "out.jsonl"
+    r = cli("export", "--dataset", ds_name, "--output", str(out))
+    assert r.returncode == 0, r.stderr
+    assert len(out.read_text().splitlines()) == 3
+
+    missing = cli("curate", "--dataset", unique("nope"), "--filter", flt)
+    assert missing.returncode == 1 and "no dataset named" in missing.stderr
+    bad_since = cli("curate", "--dataset", ds_name, "--filter", flt, "--since", "3y")
+    assert bad_since.returncode == 1 and "unknown unit" in bad_since.stderr

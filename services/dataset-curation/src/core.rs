@@ -508,6 +508,13 @@ impl Datasets {
         Ok((out, as_of))
     }
 
+    /// Validates new examples one at a time for a write of unknown size (imports): the
+    /// dataset's schemas compiled once, and the version they will all be written in.
+    pub async fn new_example_validator(&self, tenant: TenantId, id: DatasetId) -> Result<NewExampleValidator, ApiError> {
+        let d = self.get_dataset(tenant, id).await?;
+        Ok(NewExampleValidator { schemas: Schemas::of(&d)?, dataset: id, as_of: self.next_version(tenant, id).await? })
+    }
+
     /// Updates existing examples (fields not given are kept); all or nothing.
     #[instrument(name = "datasets.update_examples", skip_all, fields(tenant = %tenant, examples = updates.len()))]
     pub async fn update_examples(&self, tenant: TenantId, updates: Vec<ExampleInput>) -> Result<(Vec<Example>, Timestamp), ApiError> {
@@ -677,6 +684,23 @@ impl Datasets {
 /// One example version from a write: validated against the schemas, splits folded into
 /// metadata (`dataset_split`), fields not given taken from `current`.
 #[allow(clippy::too_many_arguments)]
+/// See [`Datasets::new_example_validator`].
+pub struct NewExampleValidator {
+    schemas: Schemas,
+    dataset: DatasetId,
+    pub as_of: Timestamp,
+}
+
+impl NewExampleValidator {
+    /// The example a new row makes (an id is drawn if it has none), or why it is invalid.
+    /// Does not check that the id is unused.
+    pub fn build(&self, where_: &str, input: ExampleInput) -> Result<Example, ApiError> {
+        let id = input.id.unwrap_or_else(|| ExampleId(Uuid::now_v7()));
+        let inputs = input.inputs.clone().ok_or_else(|| ApiError::unprocessable(format!("{where_}.inputs: required (a JSON object)")))?;
+        build_example(&self.schemas, where_, id, self.dataset, inputs, input, self.as_of, None)
+    }
+}
+
 fn build_example(
     schemas: &Schemas,
     where_: &str,

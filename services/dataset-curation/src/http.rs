@@ -30,6 +30,8 @@ const MAX_MULTIPART_BYTES: usize = 256 * 1024 * 1024;
 const MAX_PARTS: usize = 100_000;
 /// How long a signed attachment URL works.
 const URL_LIFETIME_SECS: i64 = 3600;
+/// Largest import file (streamed to a temporary file, never held in memory).
+const MAX_IMPORT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct DatasetState {
@@ -48,8 +50,11 @@ pub fn router(state: DatasetState, auth: Arc<Authenticator>) -> Router {
         .route("/datasets/{id}/versions/diff", get(diff_versions))
         .route("/datasets/{id}/splits", get(list_splits).put(update_splits))
         .route("/datasets/{id}/export", get(export))
+        .route("/datasets/{id}/import", post(import))
         .route("/datasets/{id}/curate", post(start_curation))
         .route("/datasets/{id}/curate/{job}", get(read_curation))
+        .route("/datasets/{id}/curation-rules", post(add_curation_rule).get(list_curation_rules))
+        .route("/datasets/{id}/curation-rules/{rule}", axum::routing::delete(delete_curation_rule))
         .route("/examples", post(create_example).get(list_examples).delete(delete_examples))
         .route("/examples/bulk", post(create_examples_bulk).patch(update_examples_bulk))
         .route("/examples/{id}", get(read_example).patch(update_example).delete(delete_example))
@@ -669,6 +674,107 @@ async fn read_curation(
 ) -> Result<Response, ApiError> {
     let job = s.datasets.curation_job(p.tenant, dataset_id(&id)?, uuid_param("job id", &job)?).await?;
     Ok(Json(crate::curation::job_json(&job)).into_response())
+}
+
+async fn add_curation_rule(
+    State(s): State<DatasetState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = json_body(&headers, body, MAX_JSON_BYTES).await?;
+    let selection = crate::curation::selection_from_json(&body)?;
+    let id = dataset_id(&id)?;
+    let rule = s.datasets.add_curation_rule(p.tenant, id, selection).await?;
+    Ok((StatusCode::CREATED, Json(crate::rules::rule_json(id, &rule))).into_response())
+}
+
+async fn list_curation_rules(State(s): State<DatasetState>, Caller(p): Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let d = s.datasets.get_dataset(p.tenant, dataset_id(&id)?).await?;
+    Ok(Json(d.rules.iter().map(|r| crate::rules::rule_json(d.id, r)).collect::<Vec<_>>()).into_response())
+}
+
+async fn delete_curation_rule(
+    State(s): State<DatasetState>,
+    Caller(p): Caller,
+    Path((id, rule)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    s.datasets.delete_curation_rule(p.tenant, dataset_id(&id)?, uuid_param("rule id", &rule)?).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /datasets/{id}/import?format=jsonl|csv&atomic=true|false[&input_keys=a,b&output_keys=c
+/// &metadata_keys=d][&ids=keep|new]`: the body is the file. Atomic (the default) writes nothing unless every
+/// row is valid (422 listing the bad rows by line); partial writes the valid rows and lists the
+/// rest.
+async fn import(
+    State(s): State<DatasetState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
+    use crate::import::{CsvColumns, ImportFormat};
+    let q = QueryParams::parse(q.as_deref());
+    let id = dataset_id(&id)?;
+    let keys = |k: &str| -> Vec<String> {
+        q.all(k).iter().flat_map(|v| v.split(',')).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect()
+    };
+    let format = match q.get("format").unwrap_or("jsonl") {
+        "jsonl" => ImportFormat::Jsonl,
+        "csv" => ImportFormat::Csv(CsvColumns {
+            input_keys: keys("input_keys"),
+            output_keys: keys("output_keys"),
+            metadata_keys: keys("metadata_keys"),
+        }),
+        other => return Err(ApiError::unprocessable(format!("format: {:?} is not jsonl or csv", truncate(other)))),
+    };
+    if matches!(&format, ImportFormat::Csv(c) if c.input_keys.is_empty() && !(c.output_keys.is_empty() && c.metadata_keys.is_empty())) {
+        return Err(ApiError::unprocessable("input_keys: required when output_keys or metadata_keys are given"));
+    }
+    let atomic = q.bool("atomic")?.unwrap_or(true);
+    let fresh_ids = match q.get("ids").unwrap_or("keep") {
+        "keep" => false,
+        "new" => true,
+        other => return Err(ApiError::unprocessable(format!("ids: {:?} is not keep or new", truncate(other)))),
+    };
+    // Fail fast on an unknown dataset, before reading a large body.
+    s.datasets.get_dataset(p.tenant, id).await?;
+    let file = spool_body(body, MAX_IMPORT_BYTES).await?;
+    let report = s.datasets.import_examples(p.tenant, id, file, format, atomic, fresh_ids).await?;
+    let mut out = report.to_json();
+    if atomic && report.rejected > 0 {
+        let first = report.errors.first().map(|e| e.error.as_str()).unwrap_or_default();
+        out["detail"] = json!(format!("{} of {} rows are invalid; nothing was imported (first: {first})", report.rejected, report.rows));
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(out)).into_response());
+    }
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// Writes a request body to an anonymous temporary file, refusing more than `limit` bytes.
+async fn spool_body(body: Body, limit: u64) -> Result<std::fs::File, ApiError> {
+    use futures::TryStreamExt;
+    use tokio::io::AsyncWriteExt;
+    let io = |e: std::io::Error| {
+        tracing::error!(error = %e, "cannot spool an upload to a temporary file");
+        ApiError::unavailable("cannot store the upload temporarily; retry shortly")
+    };
+    let file = tokio::task::spawn_blocking(tempfile::tempfile).await.map_err(|_| ApiError::internal())?.map_err(io)?;
+    let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
+    let mut stream = body.into_data_stream();
+    let mut written = 0u64;
+    while let Some(chunk) = stream.try_next().await.map_err(|e| ApiError::bad_request(format!("could not read request body: {e}")))? {
+        written += chunk.len() as u64;
+        if written > limit {
+            return Err(ApiError::new(ErrorKind::PayloadTooLarge, format!("the file exceeds the import limit of {} GiB", limit >> 30)));
+        }
+        out.write_all(&chunk).await.map_err(io)?;
+    }
+    out.flush().await.map_err(io)?;
+    let mut file = out.into_inner().into_std().await;
+    std::io::Seek::rewind(&mut file).map_err(io)?;
+    Ok(file)
 }
 
 #[derive(Clone, Copy, PartialEq)]

@@ -48,11 +48,26 @@ enum Command {
     },
     /// Print the hash to put in `auth.api_keys` for an API key.
     HashKey { key: String },
+    /// Datasets on a running server: curate from runs, import, export.
+    Datasets {
+        #[command(subcommand)]
+        command: sextant::cli::DatasetsCommand,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Datasets { command } => {
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match rt.block_on(sextant::cli::run(command)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sextant datasets: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::HashKey { key } => {
             println!("{}", sextant_auth::hash_key(&key));
             ExitCode::SUCCESS
