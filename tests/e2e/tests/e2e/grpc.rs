@@ -124,3 +124,132 @@ async fn the_binary_serves_feedback_and_queues_over_grpc() {
         q.next_item(NextItemRequest { queue_id: queue.id.clone(), reviewer: "ana".into(), lease_seconds: 0 }).await.unwrap().into_inner();
     assert_eq!(next.run.expect("the run comes with the item").name.as_deref(), Some("root"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_datasets_over_grpc_and_curation_rules_add_runs_as_feedback_arrives() {
+    use sextant_proto::pb::dataset_service_client::DatasetServiceClient;
+    use sextant_proto::pb::{
+        AddCurationRuleRequest, CreateDatasetRequest, CreateExamplesRequest, DiffVersionsRequest, Example, ListExamplesRequest,
+        RunSelection, SetTagRequest,
+    };
+
+    let s = Sextant::start(None).await;
+    let mut ds = DatasetServiceClient::connect(s.grpc_url.clone()).await.expect("gRPC port answers");
+    let dataset = ds
+        .create_dataset(CreateDatasetRequest {
+            name: "grpc-curated".into(),
+            inputs_schema_json: Some(r#"{"type":"object","required":["q"]}"#.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Examples over gRPC: validated like REST, versioned, tagged, diffed.
+    let bad = ds
+        .create_examples(CreateExamplesRequest {
+            dataset_id: dataset.id.clone(),
+            examples: vec![Example { inputs_json: r#"{"other": 1}"#.into(), ..Default::default() }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("examples[0].inputs"), "{}", bad.message());
+    let first = ds
+        .create_examples(CreateExamplesRequest {
+            dataset_id: dataset.id.clone(),
+            examples: vec![Example { inputs_json: r#"{"q": "hand-written"}"#.into(), splits: vec!["test".into()], ..Default::default() }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ds.set_tag(SetTagRequest { dataset_id: dataset.id.clone(), tag: "prod".into(), as_of: first.as_of.clone() }).await.unwrap();
+
+    // A rule: root runs with a low user rating join the dataset as the rating arrives.
+    let filter = r#"and(eq(feedback_key, "user_rating"), lt(feedback_score, 0.4))"#;
+    let rule = ds
+        .add_curation_rule(AddCurationRuleRequest {
+            dataset_id: dataset.id.clone(),
+            selection: Some(RunSelection { filter: filter.into(), ..Default::default() }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!rule.id.is_empty());
+    let bad_rule = ds
+        .add_curation_rule(AddCurationRuleRequest {
+            dataset_id: dataset.id.clone(),
+            selection: Some(RunSelection { filter: "lt(feedback_score".into(), ..Default::default() }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_rule.code(), tonic::Code::InvalidArgument);
+
+    // Three traces: two rated low (one of them twice), one rated high.
+    let mut roots = Vec::new();
+    for (i, q) in ["refund please", "cancel my order", "thanks!"].iter().enumerate() {
+        let (mut runs, root) = trace("grpc-curation-e2e", 1);
+        runs[0]["inputs"] = json!({"q": q});
+        runs[0]["start_time"] = json!(format!("2026-11-25T02:19:4{i}.000000+00:00"));
+        let r = client(None).post(format!("{}/runs/batch", s.url)).json(&json!({"post": runs})).send().await.unwrap();
+        assert_eq!(r.status(), 202);
+        roots.push(root);
+    }
+    for (root, score) in [(&roots[0], 0.1), (&roots[1], 0.2), (&roots[1], 0.0), (&roots[2], 0.9)] {
+        let r = client(None)
+            .post(format!("{}/feedback", s.url))
+            .json(&json!({"run_id": root, "key": "user_rating", "score": score}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+    let list = |ds: &DatasetServiceClient<tonic::transport::Channel>| {
+        let mut ds = ds.clone();
+        let id = dataset.id.clone();
+        async move {
+            ds.list_examples(ListExamplesRequest { dataset_id: id, limit: 100, ..Default::default() }).await.unwrap().into_inner().examples
+        }
+    };
+    let curated = wait_until(20, || {
+        let ds = ds.clone();
+        async move {
+            let examples = list(&ds).await;
+            (examples.len() >= 3).then_some(examples)
+        }
+    })
+    .await
+    .expect("both low-rated runs are curated");
+    // Give a duplicate every chance to appear (the second low rating of roots[1]).
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let examples = list(&ds).await;
+    assert_eq!(examples.len(), 3, "one hand-written and two curated, each once: {examples:?}");
+    let sources: Vec<_> = examples.iter().filter_map(|e| e.source_run_id.clone()).collect();
+    assert!(sources.contains(&roots[0]) && sources.contains(&roots[1]) && !sources.contains(&roots[2]), "{sources:?} vs {roots:?}");
+    let curated_example = examples.iter().find(|e| e.source_run_id.as_deref() == Some(roots[0].as_str())).unwrap();
+    let md: serde_json::Value = serde_json::from_str(curated_example.metadata_json.as_deref().unwrap()).unwrap();
+    assert_eq!(md["curation_rule_id"], json!(rule.id));
+    assert_eq!(md["feedback"]["user_rating"]["score"], json!(0.1));
+    assert_eq!(curated.len(), 3);
+
+    // The tag still names the first version; the diff lists what the rule added.
+    let tagged = ds
+        .list_examples(ListExamplesRequest { dataset_id: dataset.id.clone(), as_of: "prod".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .examples;
+    assert_eq!(tagged.len(), 1);
+    let latest = examples.iter().map(|e| e.modified_at.clone()).max().unwrap();
+    let diff = ds
+        .diff_versions(DiffVersionsRequest { dataset_id: dataset.id.clone(), from_version: "prod".into(), to_version: latest })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(diff.examples_added.len(), 2, "{diff:?}");
+    let missing = ds
+        .list_examples(ListExamplesRequest { dataset_id: dataset.id.clone(), as_of: "staging".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
+}
