@@ -4,9 +4,12 @@
 //!   then "time until queryable" of the last acknowledged run.
 //! * `query`: latency of `POST /runs/query` with realistic filters.
 //! * `feedback`: `POST /feedback` throughput, then time until all of it is in `feedback_stats`.
+//! * `datasets`: bulk example writes, a streamed export of them (server RSS sampled), and
+//!   an atomic import of the export.
 //! * `wait`: polls `GET /readyz` until it answers 200 (used by bench/ingest.sh).
 
 mod client;
+mod datasets;
 mod feedback;
 mod gen;
 mod ingest;
@@ -33,6 +36,8 @@ enum Cmd {
     Query(query::QueryArgs),
     /// Feedback write throughput, then time until visible in feedback_stats.
     Feedback(feedback::FeedbackArgs),
+    /// Bulk example writes, streamed export with the server's memory sampled, import.
+    Datasets(datasets::DatasetArgs),
     /// Wait until GET <url>/readyz returns 200.
     Wait(WaitArgs),
     /// Print one generated request body (uncompressed) to stdout, for inspection.
@@ -153,6 +158,7 @@ fn real_main() -> Result<()> {
             Cmd::Query(a) => query::run(a).await,
             Cmd::Wait(a) => wait_ready(a).await,
             Cmd::Feedback(a) => feedback::run(a).await,
+            Cmd::Datasets(a) => datasets::run(a).await,
             Cmd::Dump(_) => unreachable!(),
         }
     })
