@@ -1,0 +1,11 @@
+//! The evaluator service: deciding whether a new prompt or model may ship.
+//!
+//! * [`scorers`]: server-side evaluators, configured as JSON: rules (keywords, forbidden
+//!   phrases, length, regex, JSON and JSON Schema, exact and fuzzy match against the
+//!   reference, numeric claims) and LLM-as-judge through any OpenAI-compatible endpoint.
+//! * [`compare`]: two experiments compared per metric over their shared examples (mean,
+//!   delta, paired bootstrap confidence interval), classified improved / regressed / neutral;
+//!   the deploy gate's verdict.
+
+pub mod compare;
+pub mod scorers;
