@@ -6,6 +6,10 @@
 //! * [`compare`]: two experiments compared per metric over their shared examples (mean,
 //!   delta, paired bootstrap confidence interval), classified improved / regressed / neutral;
 //!   the deploy gate's verdict.
+//! * [`http`], [`grpc`]: the comparison over REST (`POST /experiments/compare`) and gRPC
+//!   (`EvaluationService`).
 
 pub mod compare;
+pub mod grpc;
+pub mod http;
 pub mod scorers;

@@ -89,6 +89,82 @@ pub enum DatasetsCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub enum EvalCommand {
+    /// Compare a candidate experiment with a baseline; exit 1 on a regression or a missed
+    /// threshold (so a CI job blocks the deploy), 2 when the comparison cannot be made.
+    Gate {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        /// Baseline experiment (name or id), e.g. what production runs.
+        #[arg(long)]
+        baseline: String,
+        /// Candidate experiment (name or id).
+        #[arg(long)]
+        candidate: String,
+        /// `metric=minimum` (at most, for lower-is-better metrics); repeatable.
+        #[arg(long = "threshold", value_parser = parse_threshold)]
+        thresholds: Vec<(String, f64)>,
+        /// Metrics where lower is better (`latency` always is); repeatable.
+        #[arg(long = "lower-is-better")]
+        lower_is_better: Vec<String>,
+        /// Fail the gate on a latency regression too (by default latency is only reported).
+        #[arg(long)]
+        gate_latency: bool,
+        #[arg(long, default_value_t = 0.95)]
+        confidence: f64,
+        #[arg(long, default_value_t = 2000)]
+        resamples: usize,
+        /// Print the report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `metric=0.8`.
+pub fn parse_threshold(s: &str) -> Result<(String, f64), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected metric=value, such as correctness=0.8"))?;
+    let v: f64 = v.trim().parse().map_err(|_| format!("{s:?}: {v:?} is not a number"))?;
+    if k.trim().is_empty() || !v.is_finite() {
+        return Err(format!("{s:?}: expected metric=value, such as correctness=0.8"));
+    }
+    Ok((k.trim().to_owned(), v))
+}
+
+/// Runs `sextant eval ...`; the exit code is the gate's verdict.
+pub async fn run_eval(cmd: EvalCommand) -> std::process::ExitCode {
+    let EvalCommand::Gate { endpoint, baseline, candidate, thresholds, lower_is_better, gate_latency, confidence, resamples, json } = cmd;
+    let outcome = async {
+        let api = Api::new(&endpoint)?;
+        let body = json!({
+            "baseline": baseline, "candidate": candidate, "confidence": confidence, "resamples": resamples, "gate_latency": gate_latency,
+            "lower_is_better": lower_is_better, "thresholds": thresholds.into_iter().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<String, Value>>(),
+        });
+        let report = api.json(api.request(reqwest::Method::POST, "/experiments/compare").json(&body)).await?;
+        let parsed: sextant_evaluator::compare::ComparisonReport = serde_json::from_value(report.clone()).context("the server's report")?;
+        anyhow::Ok((report, parsed))
+    }
+    .await;
+    match outcome {
+        Ok((report, parsed)) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            } else {
+                print!("{}", parsed.render());
+            }
+            if parsed.passed {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("sextant eval gate: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
 struct Api {
     http: reqwest::Client,
     base: String,
@@ -310,6 +386,14 @@ async fn curate_progress(api: &Api, dataset: &str, job_id: &str) -> anyhow::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thresholds_parse_or_name_the_problem() {
+        assert_eq!(parse_threshold("correctness=0.8"), Ok(("correctness".into(), 0.8)));
+        assert!(parse_threshold("correctness").unwrap_err().contains("metric=value"));
+        assert!(parse_threshold("correctness=high").unwrap_err().contains("not a number"));
+        assert!(parse_threshold("=1").is_err());
+    }
 
     #[test]
     fn since_accepts_units_and_refuses_the_rest() {

@@ -113,6 +113,8 @@ impl Server {
             app = app.merge(sextant_feedback::http::router(state, self.auth.clone()));
             let state = DatasetState { datasets: self.datasets.clone(), url_key: self.url_key.clone() };
             app = app.merge(sextant_dataset_curation::http::router(state, self.auth.clone()));
+            let state = sextant_evaluator::http::EvaluatorState { store: self.store.clone() };
+            app = app.merge(sextant_evaluator::http::router(state, self.auth.clone()));
         }
         app.layer(middleware::from_fn(record_http_metrics)).layer(middleware::from_fn(trace_context)).layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -271,7 +273,8 @@ pub async fn serve(
         .add_optional_service(api.then(|| sextant_ingest::grpc::service(server.ingest.clone(), server.auth.clone())))
         .add_optional_service(api.then(|| sextant_feedback::grpc::feedback_service(server.feedback.clone(), server.auth.clone())))
         .add_optional_service(api.then(|| sextant_feedback::grpc::queue_service(server.queues.clone(), server.auth.clone())))
-        .add_optional_service(api.then(|| sextant_dataset_curation::grpc::dataset_service(server.datasets.clone(), server.auth.clone())));
+        .add_optional_service(api.then(|| sextant_dataset_curation::grpc::dataset_service(server.datasets.clone(), server.auth.clone())))
+        .add_optional_service(api.then(|| sextant_evaluator::grpc::evaluation_service(server.store.clone(), server.auth.clone())));
     let grpc_task = tokio::spawn(async move {
         grpc_router
             .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc), async move {

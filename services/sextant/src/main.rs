@@ -48,6 +48,11 @@ enum Command {
     },
     /// Print the hash to put in `auth.api_keys` for an API key.
     HashKey { key: String },
+    /// Evaluation on a running server: the deploy gate.
+    Eval {
+        #[command(subcommand)]
+        command: sextant::cli::EvalCommand,
+    },
     /// Datasets on a running server: curate from runs, import, export.
     Datasets {
         #[command(subcommand)]
@@ -58,6 +63,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Eval { command } => {
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            rt.block_on(sextant::cli::run_eval(command))
+        }
         Command::Datasets { command } => {
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             match rt.block_on(sextant::cli::run(command)) {
