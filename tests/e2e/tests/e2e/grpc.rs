@@ -253,3 +253,54 @@ async fn the_binary_serves_datasets_over_grpc_and_curation_rules_add_runs_as_fee
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_compares_experiments_over_grpc() {
+    use sextant_proto::pb::evaluation_service_client::EvaluationServiceClient;
+    use sextant_proto::pb::CompareExperimentsRequest;
+
+    let s = Sextant::start(None).await;
+    // Two experiments over the same 30 examples: the candidate gets half of them wrong.
+    let examples: Vec<String> = (0..30).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    for (project, wrong_every) in [("exp-baseline", 0), ("exp-candidate", 2)] {
+        let mut runs = Vec::new();
+        let mut feedback = Vec::new();
+        for (i, ex) in examples.iter().enumerate() {
+            let (mut trace, root) = trace(project, 0);
+            trace[0]["reference_example_id"] = json!(ex);
+            runs.extend(trace);
+            let score = if wrong_every > 0 && i % wrong_every == 0 { 0.0 } else { 1.0 };
+            feedback.push(json!({"run_id": root, "key": "correct", "score": score}));
+        }
+        let r = client(None).post(format!("{}/runs/batch", s.url)).json(&json!({"post": runs})).send().await.unwrap();
+        assert_eq!(r.status(), 202);
+        for f in feedback {
+            let r = client(None).post(format!("{}/feedback", s.url)).json(&f).send().await.unwrap();
+            assert!(r.status().is_success());
+        }
+    }
+    let mut ev = EvaluationServiceClient::connect(s.grpc_url.clone()).await.unwrap();
+    let report = wait_until(20, || {
+        let mut ev = ev.clone();
+        async move {
+            let req = CompareExperimentsRequest { baseline: "exp-baseline".into(), candidate: "exp-candidate".into(), ..Default::default() };
+            let r = ev.compare_experiments(req).await.ok()?.into_inner();
+            r.metrics.iter().any(|m| m.metric == "correct" && m.baseline_n == 30 && m.candidate_n == 30).then_some(r)
+        }
+    })
+    .await
+    .expect("both experiments scored");
+    let correct = report.metrics.iter().find(|m| m.metric == "correct").unwrap();
+    assert_eq!(correct.verdict, "REGRESSED");
+    assert!((correct.delta.unwrap() + 0.5).abs() < 1e-9, "{correct:?}");
+    assert!(!report.passed && report.report.contains("GATE FAILED"), "{}", report.report);
+
+    let missing = ev
+        .compare_experiments(CompareExperimentsRequest { baseline: "exp-baseline".into(), candidate: "nope".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    let empty = ev.compare_experiments(CompareExperimentsRequest::default()).await.unwrap_err();
+    assert_eq!(empty.code(), tonic::Code::InvalidArgument);
+    assert!(empty.message().contains("baseline"));
+}
