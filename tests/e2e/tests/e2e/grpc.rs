@@ -283,7 +283,8 @@ async fn the_binary_compares_experiments_over_grpc() {
     let report = wait_until(20, || {
         let mut ev = ev.clone();
         async move {
-            let req = CompareExperimentsRequest { baseline: "exp-baseline".into(), candidate: "exp-candidate".into(), ..Default::default() };
+            let req =
+                CompareExperimentsRequest { baseline: "exp-baseline".into(), candidate: "exp-candidate".into(), ..Default::default() };
             let r = ev.compare_experiments(req).await.ok()?.into_inner();
             r.metrics.iter().any(|m| m.metric == "correct" && m.baseline_n == 30 && m.candidate_n == 30).then_some(r)
         }
