@@ -128,3 +128,109 @@ def test_gate_blocks_a_regression_and_passes_a_clean_candidate(make_client) -> N
                             json={"baseline": baseline, "candidate": clean, "confidence": 2})
     assert r.status_code == 422 and "confidence" in r.text
     assert gate("--baseline", baseline, "--candidate", clean, "--threshold", "x").returncode == 2
+
+
+class FakeJudge:
+    """A mock OpenAI-compatible chat-completions endpoint (no real model can run here): it
+    answers a fenced JSON score, or garbage when the prompt mentions "3+3"."""
+
+    def __init__(self) -> None:
+        import http.server
+        import json
+        import threading
+
+        calls = self.calls = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                calls.append({"path": self.path, "auth": self.headers.get("authorization"), "body": body})
+                prompt = body["messages"][-1]["content"]
+                content = "I cannot say." if "3+3" in prompt else '```json\n{"score": 0.8, "reasoning": "mostly right"}\n```'
+                out = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}],
+                                  "usage": {"prompt_tokens": 100, "completion_tokens": 20}}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_server_side_evaluators_score_an_experiment_resumably(private_server, monkeypatch, tmp_path) -> None:
+    import json
+
+    judge = FakeJudge()
+    monkeypatch.setenv("SEXTANT_JUDGE__BASE_URL", judge.url)
+    monkeypatch.setenv("SEXTANT_JUDGE__API_KEY", "judge-secret")
+    monkeypatch.setenv("SEXTANT_JUDGE__MODEL", "fake-judge")
+    monkeypatch.setenv("SEXTANT_JUDGE__PRICES__PROMPT_USD_PER_MTOK", "1.0")
+    with private_server() as (server, make):
+        client = make()
+        ds = client.create_dataset(unique("server-eval"))
+        questions = ["1+1", "2+2", "3+3", "4+4"]
+        client.create_examples(dataset_id=ds.id, inputs=[{"q": q} for q in questions],
+                               outputs=[{"a": str(eval(q))} for q in questions])
+
+        def target(inputs: dict) -> dict:
+            return {"a": "5" if inputs["q"] == "4+4" else str(eval(inputs["q"]))}  # one wrong answer
+
+        res = evaluate(target, data=ds.name, evaluators=[], experiment_prefix="server-side", client=client)
+        assert len(list(res)) == 4
+        client.flush()
+        name = res.experiment_name
+        eventually(lambda: _assert(client.read_project(project_name=name, include_stats=True).run_count == 4), client=client)
+
+        configs = tmp_path / "evaluators.json"
+        configs.write_text(json.dumps([
+            {"type": "exact_match", "key": "exact"},
+            {"type": "llm_judge", "key": "judge", "prompt": "Question: {inputs}\nAnswer: {outputs}\nReference: {reference}"},
+        ]))
+        env = {**os.environ, "LANGSMITH_ENDPOINT": client.api_url, "LANGSMITH_API_KEY": client.api_key}
+
+        def cli(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([str(sextant_binary()), "eval", "run", *args], env=env, capture_output=True, text=True, timeout=60)
+
+        done = cli("--experiment", name, "--evaluators", str(configs))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "8 evaluations: 7 scored, 0 already scored, 1 evaluator errors" in done.stdout, done.stdout
+        assert len(judge.calls) == 4 and all(c["auth"] == "Bearer judge-secret" for c in judge.calls)
+        assert all(c["body"]["temperature"] == 0 and c["body"]["model"] == "fake-judge" for c in judge.calls)
+
+        runs = {r.inputs["q"]: r for r in client.list_runs(project_name=name, is_root=True)}
+
+        def results() -> dict:
+            fb = list(client.list_feedback(run_ids=[r.id for r in runs.values()]))
+            assert len(fb) == 8, fb
+            return {(str(f.run_id), f.key): f for f in fb}
+
+        fb = eventually(results, client=client)
+        assert fb[(str(runs["4+4"].id), "exact")].score == 0 and fb[(str(runs["2+2"].id), "exact")].score == 1
+        ok = fb[(str(runs["1+1"].id), "judge")]
+        assert ok.score == 0.8 and ok.comment.startswith("mostly right") and ok.feedback_source.type == "model"
+        garbage = fb[(str(runs["3+3"].id), "judge")]
+        assert garbage.score is None and "evaluator error" in garbage.comment, garbage  # never a made-up 0.5
+        assert "error" in garbage.value
+
+        # Running again resumes: nothing is scored twice, the judge is not called again.
+        again = cli("--experiment", name, "--evaluators", str(configs))
+        assert again.returncode == 0 and "0 scored, 8 already scored" in again.stdout, again.stdout
+        assert len(judge.calls) == 4
+
+        # Bad input: a config that does not parse, an unknown experiment.
+        configs.write_text(json.dumps([{"type": "regex", "key": "r", "pattern": "("}]))
+        bad = cli("--experiment", name, "--evaluators", str(configs))
+        assert bad.returncode == 1 and "pattern" in bad.stderr, bad.stderr
+        missing = cli("--experiment", unique("nope"), "--evaluators", str(configs))
+        assert missing.returncode == 1 and "no experiment named" in missing.stderr, missing.stderr
+    judge.server.shutdown()
+
+
+def _assert(cond: bool) -> None:
+    assert cond

@@ -1,13 +1,15 @@
-//! The evaluator's REST routes: `POST /experiments/compare` (the gate's comparison).
+//! The evaluator's REST routes: `POST /experiments/compare` (the gate's comparison) and
+//! `POST /experiments/{id}/evaluate` (server-side evaluators, progress streamed as NDJSON).
 
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{middleware, Json, Router};
+use futures::StreamExt;
 use serde_json::Value;
 
 use sextant_auth::Authenticator;
@@ -20,11 +22,13 @@ use crate::compare::{compare, options_from_json, to_json};
 #[derive(Clone)]
 pub struct EvaluatorState {
     pub store: Arc<dyn Storage>,
+    pub runner: Arc<crate::run::EvalRunner>,
 }
 
 pub fn router(state: EvaluatorState, auth: Arc<Authenticator>) -> Router {
     let api = Router::new()
         .route("/experiments/compare", post(compare_experiments))
+        .route("/experiments/{id}/evaluate", post(evaluate_experiment))
         .route_layer(middleware::from_fn_with_state(auth, require_principal))
         .with_state(state);
     Router::new().merge(api.clone()).nest("/api/v1", api)
@@ -51,4 +55,42 @@ async fn compare_experiments(
     let opts = options_from_json(o)?;
     let c = compare(s.store.as_ref(), p.tenant, &baseline, &candidate, &opts).await?;
     Ok(Json(to_json(&c)).into_response())
+}
+
+/// `{evaluators: [config, ...]}`. Bad configs or an unknown experiment are refused before
+/// anything runs; then the response streams one JSON progress line per batch, the last with
+/// `done: true` (or `error`). The run goes on if the client leaves; running it again resumes.
+async fn evaluate_experiment(
+    State(s): State<EvaluatorState>,
+    Caller(p): Caller,
+    Path(experiment): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = json_body(&headers, body, 1024 * 1024).await?;
+    let configs = body.get("evaluators").cloned().unwrap_or(Value::Null);
+    let evaluators = s.runner.parse(&configs)?;
+    crate::compare::find_experiment(s.store.as_ref(), p.tenant, &experiment).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let (err_tx, err_rx) = tokio::sync::oneshot::channel::<ApiError>();
+    let runner = s.runner.clone();
+    tokio::spawn(async move {
+        if let Err(e) = runner.run(p.tenant, &experiment, evaluators, tx).await {
+            let _ = err_tx.send(e);
+        }
+    });
+    let progress = tokio_stream::wrappers::ReceiverStream::new(rx).map(|p| {
+        let mut line = serde_json::to_vec(&p).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(line))
+    });
+    // After the progress ends: the run's error, if it failed.
+    let tail = futures::stream::once(async move {
+        let line = match err_rx.await {
+            Ok(e) => format!("{}\n", serde_json::json!({"error": e.message, "done": true})),
+            Err(_) => String::new(),
+        };
+        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(line))
+    });
+    Ok(([("content-type", "application/x-ndjson")], Body::from_stream(progress.chain(tail))).into_response())
 }

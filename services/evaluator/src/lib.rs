@@ -3,6 +3,8 @@
 //! * [`scorers`]: server-side evaluators, configured as JSON: rules (keywords, forbidden
 //!   phrases, length, regex, JSON and JSON Schema, exact and fuzzy match against the
 //!   reference, numeric claims) and LLM-as-judge through any OpenAI-compatible endpoint.
+//! * [`run`]: evaluators run on the server over an experiment's runs, results stored as
+//!   feedback; resumable (result ids derive from run, evaluator and config).
 //! * [`compare`]: two experiments compared per metric over their shared examples (mean,
 //!   delta, paired bootstrap confidence interval), classified improved / regressed / neutral;
 //!   the deploy gate's verdict.
@@ -12,4 +14,5 @@
 pub mod compare;
 pub mod grpc;
 pub mod http;
+pub mod run;
 pub mod scorers;

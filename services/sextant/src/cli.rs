@@ -91,6 +91,18 @@ pub enum DatasetsCommand {
 
 #[derive(Subcommand)]
 pub enum EvalCommand {
+    /// Run evaluators on the server over an experiment's runs, with a progress bar; results
+    /// become feedback. Running again resumes (what is scored is skipped).
+    Run {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        /// Experiment (name or id).
+        #[arg(long)]
+        experiment: String,
+        /// A JSON file with a list of evaluator configs.
+        #[arg(long)]
+        evaluators: PathBuf,
+    },
     /// Compare a candidate experiment with a baseline; exit 1 on a regression or a missed
     /// threshold (so a CI job blocks the deploy), 2 when the comparison cannot be made.
     Gate {
@@ -131,9 +143,68 @@ pub fn parse_threshold(s: &str) -> Result<(String, f64), String> {
     Ok((k.trim().to_owned(), v))
 }
 
-/// Runs `sextant eval ...`; the exit code is the gate's verdict.
+/// Runs `sextant eval ...`; for the gate, the exit code is its verdict.
 pub async fn run_eval(cmd: EvalCommand) -> std::process::ExitCode {
-    let EvalCommand::Gate { endpoint, baseline, candidate, thresholds, lower_is_better, gate_latency, confidence, resamples, json } = cmd;
+    let (endpoint, experiment, file) = match cmd {
+        EvalCommand::Run { endpoint, experiment, evaluators } => (endpoint, experiment, evaluators),
+        gate => return run_gate(gate).await,
+    };
+    match eval_run(&endpoint, &experiment, &file).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sextant eval run: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn eval_run(endpoint: &Endpoint, experiment: &str, file: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let configs: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    let api = Api::new(endpoint)?;
+    let id = api.resolve("experiment", "/sessions", experiment).await?;
+    let path = format!("/experiments/{id}/evaluate");
+    let mut resp = api.send(api.request(reqwest::Method::POST, &path).json(&json!({"evaluators": configs}))).await?;
+    let bar = ProgressBar::new(0)
+        .with_style(ProgressStyle::with_template("evaluating [{bar:40}] {pos}/{len} {elapsed_precise} {msg}")?.progress_chars("=> "));
+    let mut buf = Vec::new();
+    let mut last = Value::Null;
+    while let Some(chunk) = resp.chunk().await.context("the progress stream was cut off")? {
+        buf.extend_from_slice(&chunk);
+        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            let Ok(p) = serde_json::from_slice::<Value>(&line) else { continue };
+            if let Some(e) = p.get("error").and_then(Value::as_str) {
+                bar.abandon();
+                bail!("{e}");
+            }
+            bar.set_length(p["total"].as_u64().unwrap_or(0));
+            bar.set_position(p["scored"].as_u64().unwrap_or(0) + p["skipped"].as_u64().unwrap_or(0) + p["errors"].as_u64().unwrap_or(0));
+            bar.set_message(format!("{} errors, ${:.4}", p["errors"], p["cost_usd"].as_f64().unwrap_or(0.0)));
+            last = p;
+        }
+    }
+    bar.finish_and_clear();
+    if last["done"].as_bool() != Some(true) {
+        bail!("the server stopped before the run finished; run the command again to resume");
+    }
+    println!(
+        "{} evaluations: {} scored, {} already scored, {} evaluator errors, {} unscorable; judge cost ${:.4}",
+        last["total"],
+        last["scored"],
+        last["skipped"],
+        last["errors"],
+        last["unscorable"],
+        last["cost_usd"].as_f64().unwrap_or(0.0)
+    );
+    Ok(())
+}
+
+async fn run_gate(cmd: EvalCommand) -> std::process::ExitCode {
+    let EvalCommand::Gate { endpoint, baseline, candidate, thresholds, lower_is_better, gate_latency, confidence, resamples, json } = cmd
+    else {
+        unreachable!("run_eval dispatches only the gate here")
+    };
     let outcome = async {
         let api = Api::new(&endpoint)?;
         let body = json!({

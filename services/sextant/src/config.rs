@@ -54,6 +54,9 @@ pub struct Config {
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
+    /// Server-side evaluators: the LLM judge's OpenAI-compatible endpoint, model, key, limits
+    /// and prices (`SEXTANT_JUDGE__BASE_URL`, `SEXTANT_JUDGE__API_KEY`, ...).
+    pub judge: sextant_evaluator::scorers::JudgeSettings,
     /// Seconds to let in-flight requests finish on SIGTERM.
     pub shutdown_grace_secs: u64,
 }
@@ -148,6 +151,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
+            judge: Default::default(),
             shutdown_grace_secs: 20,
         }
     }
@@ -162,7 +166,8 @@ pub struct Overrides {
     pub roles: Option<Vec<Role>>,
 }
 
-const TOP_LEVEL_KEYS: [&str; 10] = ["roles", "http", "grpc", "data_dir", "bus", "storage", "auth", "limits", "log", "shutdown_grace_secs"];
+const TOP_LEVEL_KEYS: [&str; 11] =
+    ["roles", "http", "grpc", "data_dir", "bus", "storage", "auth", "limits", "log", "judge", "shutdown_grace_secs"];
 
 fn is_config_key(env_key: &str) -> bool {
     let top = env_key.split("__").next().unwrap_or_default().to_ascii_lowercase();

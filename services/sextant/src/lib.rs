@@ -113,7 +113,8 @@ impl Server {
             app = app.merge(sextant_feedback::http::router(state, self.auth.clone()));
             let state = DatasetState { datasets: self.datasets.clone(), url_key: self.url_key.clone() };
             app = app.merge(sextant_dataset_curation::http::router(state, self.auth.clone()));
-            let state = sextant_evaluator::http::EvaluatorState { store: self.store.clone() };
+            let runner = sextant_evaluator::run::EvalRunner::new(self.store.clone(), self.feedback.clone(), self.config.judge.clone());
+            let state = sextant_evaluator::http::EvaluatorState { store: self.store.clone(), runner: Arc::new(runner) };
             app = app.merge(sextant_evaluator::http::router(state, self.auth.clone()));
         }
         app.layer(middleware::from_fn(record_http_metrics)).layer(middleware::from_fn(trace_context)).layer(
