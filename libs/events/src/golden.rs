@@ -117,6 +117,18 @@ fn samples() -> Vec<(&'static str, Envelope)> {
                 },
             })),
         ),
+        (
+            "EvaluationAlertV1",
+            env(Event::EvaluationAlertV1(crate::EvaluationAlertV1 {
+                rule: "persona-judge".into(),
+                key: "persona".into(),
+                window_mean: 0.42,
+                baseline: 0.81,
+                window_size: 50,
+                run_ids: vec![RunId(Uuid::from_u128(0xaaaa)), RunId(Uuid::from_u128(0xbbbb))],
+                at: Timestamp(1_764_037_800_000_000),
+            })),
+        ),
     ]
 }
 

@@ -70,6 +70,7 @@ pub enum Event {
     FeedbackPartReceivedV1(FeedbackPartReceivedV1),
     FeedbackChangedV1(FeedbackChangedV1),
     DatasetChangedV1(DatasetChangedV1),
+    EvaluationAlertV1(EvaluationAlertV1),
 }
 
 /// Run fragments (posts and patches) of one project, as acknowledged to a client.
@@ -109,6 +110,19 @@ pub struct FeedbackPartReceivedV1 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FeedbackChangedV1 {
     pub change: sextant_core::FeedbackChange,
+}
+
+/// An online-evaluation watch window fired: a score's mean over the latest window dropped
+/// beyond its threshold against the baseline. Carries the runs of the window, lowest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationAlertV1 {
+    pub rule: String,
+    pub key: String,
+    pub window_mean: f64,
+    pub baseline: f64,
+    pub window_size: u32,
+    pub run_ids: Vec<sextant_core::RunId>,
+    pub at: sextant_core::Timestamp,
 }
 
 /// A dataset created, redefined or deleted, a new version of its examples, or a tag moved.
@@ -171,6 +185,7 @@ impl Envelope {
             Event::ProjectCreatedV1(_) | Event::ProjectUpdatedV1(_) | Event::ProjectDeletedV1(_) => Stream::Projects,
             Event::FeedbackPartReceivedV1(_) | Event::FeedbackChangedV1(_) => Stream::Feedback,
             Event::DatasetChangedV1(_) => Stream::Datasets,
+            Event::EvaluationAlertV1(_) => Stream::Evaluations,
         }
     }
 
@@ -185,6 +200,7 @@ impl Envelope {
             Event::ProjectDeletedV1(e) => format!("{stream}.{}.{}", self.tenant, e.project_id),
             Event::FeedbackPartReceivedV1(_) | Event::FeedbackChangedV1(_) => format!("{stream}.{}", self.tenant),
             Event::DatasetChangedV1(e) => format!("{stream}.{}.{}", self.tenant, e.change.dataset_id()),
+            Event::EvaluationAlertV1(_) => format!("{stream}.{}", self.tenant),
         }
     }
 
@@ -197,6 +213,7 @@ impl Envelope {
             Event::FeedbackPartReceivedV1(_) => "FeedbackPartReceivedV1",
             Event::FeedbackChangedV1(_) => "FeedbackChangedV1",
             Event::DatasetChangedV1(_) => "DatasetChangedV1",
+            Event::EvaluationAlertV1(_) => "EvaluationAlertV1",
         }
     }
 }

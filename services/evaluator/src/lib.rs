@@ -5,6 +5,8 @@
 //!   reference, numeric claims) and LLM-as-judge through any OpenAI-compatible endpoint.
 //! * [`run`]: evaluators run on the server over an experiment's runs, results stored as
 //!   feedback; resumable (result ids derive from run, evaluator and config).
+//! * [`online`]: rules from the configuration score sampled production runs as they
+//!   finish; watch windows publish an alert event and call a webhook when a score drops.
 //! * [`compare`]: two experiments compared per metric over their shared examples (mean,
 //!   delta, paired bootstrap confidence interval), classified improved / regressed / neutral;
 //!   the deploy gate's verdict.
@@ -14,5 +16,6 @@
 pub mod compare;
 pub mod grpc;
 pub mod http;
+pub mod online;
 pub mod run;
 pub mod scorers;

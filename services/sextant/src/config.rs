@@ -57,6 +57,8 @@ pub struct Config {
     /// Server-side evaluators: the LLM judge's OpenAI-compatible endpoint, model, key, limits
     /// and prices (`SEXTANT_JUDGE__BASE_URL`, `SEXTANT_JUDGE__API_KEY`, ...).
     pub judge: sextant_evaluator::scorers::JudgeSettings,
+    /// Online evaluation rules (`[[online_eval]]`): filter, sampling, evaluators, watch window.
+    pub online_eval: Vec<sextant_evaluator::online::OnlineRuleConfig>,
     /// Seconds to let in-flight requests finish on SIGTERM.
     pub shutdown_grace_secs: u64,
 }
@@ -152,6 +154,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
             judge: Default::default(),
+            online_eval: Vec::new(),
             shutdown_grace_secs: 20,
         }
     }
@@ -166,8 +169,8 @@ pub struct Overrides {
     pub roles: Option<Vec<Role>>,
 }
 
-const TOP_LEVEL_KEYS: [&str; 11] =
-    ["roles", "http", "grpc", "data_dir", "bus", "storage", "auth", "limits", "log", "judge", "shutdown_grace_secs"];
+const TOP_LEVEL_KEYS: [&str; 12] =
+    ["roles", "http", "grpc", "data_dir", "bus", "storage", "auth", "limits", "log", "judge", "online_eval", "shutdown_grace_secs"];
 
 fn is_config_key(env_key: &str) -> bool {
     let top = env_key.split("__").next().unwrap_or_default().to_ascii_lowercase();
@@ -231,6 +234,10 @@ impl Config {
             sc.validate().map_err(|e| format!("storage: {e}"))?;
         }
         sextant_auth::Authenticator::new(&self.auth.api_keys).map_err(|e| e.to_string())?;
+        if !self.judge.base_url.is_empty() {
+            self.judge.validate().map_err(|e| format!("judge: {e}"))?;
+        }
+        sextant_evaluator::online::validate_rules(&self.online_eval, &self.judge)?;
         if let Some(k) = &self.auth.signing_key {
             match hex::decode(k) {
                 Ok(b) if b.len() >= 16 => {}

@@ -249,6 +249,15 @@ pub async fn serve(
             server.queues.clone(),
             stop_rx.clone(),
         ));
+        let online = sextant_evaluator::online::OnlineEvaluator::new(
+            &server.config.online_eval,
+            &server.config.judge,
+            server.store.clone(),
+            server.bus.clone(),
+            server.feedback.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("online_eval: {e}"))?;
+        tasks.spawn(sextant_evaluator::online::run_online_evaluator(server.bus.clone(), online, stop_rx.clone()));
         tasks.spawn(sextant_dataset_curation::rules::run_curation_rules(
             server.bus.clone(),
             sextant_dataset_curation::rules::CurationRules::new(server.datasets.clone()),

@@ -8,4 +8,5 @@ mod bad_input;
 mod distributed;
 mod durability;
 mod grpc;
+mod online_eval;
 mod tenancy;
