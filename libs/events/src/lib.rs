@@ -70,6 +70,7 @@ pub enum Event {
     FeedbackPartReceivedV1(FeedbackPartReceivedV1),
     FeedbackChangedV1(FeedbackChangedV1),
     DatasetChangedV1(DatasetChangedV1),
+    PromptChangedV1(PromptChangedV1),
 }
 
 /// Run fragments (posts and patches) of one project, as acknowledged to a client.
@@ -117,6 +118,14 @@ pub struct FeedbackChangedV1 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DatasetChangedV1 {
     pub change: sextant_core::dataset::DatasetChange,
+}
+
+/// A prompt repository created, redefined or deleted, a commit pushed, a tag moved or a like.
+/// Projected idempotently: commits are keyed by hash, tag moves by (tag, time), definitions
+/// and likes are last-writer-wins by their time, so redelivered and reordered changes converge.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PromptChangedV1 {
+    pub change: sextant_core::prompt::PromptChange,
 }
 
 tokio::task_local! {
@@ -171,6 +180,7 @@ impl Envelope {
             Event::ProjectCreatedV1(_) | Event::ProjectUpdatedV1(_) | Event::ProjectDeletedV1(_) => Stream::Projects,
             Event::FeedbackPartReceivedV1(_) | Event::FeedbackChangedV1(_) => Stream::Feedback,
             Event::DatasetChangedV1(_) => Stream::Datasets,
+            Event::PromptChangedV1(_) => Stream::Prompts,
         }
     }
 
@@ -185,6 +195,7 @@ impl Envelope {
             Event::ProjectDeletedV1(e) => format!("{stream}.{}.{}", self.tenant, e.project_id),
             Event::FeedbackPartReceivedV1(_) | Event::FeedbackChangedV1(_) => format!("{stream}.{}", self.tenant),
             Event::DatasetChangedV1(e) => format!("{stream}.{}.{}", self.tenant, e.change.dataset_id()),
+            Event::PromptChangedV1(e) => format!("{stream}.{}.{}", self.tenant, e.change.repo_id()),
         }
     }
 
@@ -197,6 +208,7 @@ impl Envelope {
             Event::FeedbackPartReceivedV1(_) => "FeedbackPartReceivedV1",
             Event::FeedbackChangedV1(_) => "FeedbackChangedV1",
             Event::DatasetChangedV1(_) => "DatasetChangedV1",
+            Event::PromptChangedV1(_) => "PromptChangedV1",
         }
     }
 }

@@ -4,12 +4,14 @@
 //!   then "time until queryable" of the last acknowledged run.
 //! * `query`: latency of `POST /runs/query` with realistic filters.
 //! * `feedback`: `POST /feedback` throughput, then time until all of it is in `feedback_stats`.
+//! * `prompts`: prompt pulls per second by full hash, short hash, tag, and 304 revalidation.
 //! * `wait`: polls `GET /readyz` until it answers 200 (used by bench/ingest.sh).
 
 mod client;
 mod feedback;
 mod gen;
 mod ingest;
+mod prompts;
 mod query;
 mod util;
 
@@ -33,6 +35,8 @@ enum Cmd {
     Query(query::QueryArgs),
     /// Feedback write throughput, then time until visible in feedback_stats.
     Feedback(feedback::FeedbackArgs),
+    /// Prompt pulls per second (by full hash, short hash, tag; 304 revalidation).
+    Prompts(prompts::PromptArgs),
     /// Wait until GET <url>/readyz returns 200.
     Wait(WaitArgs),
     /// Print one generated request body (uncompressed) to stdout, for inspection.
@@ -140,6 +144,7 @@ fn real_main() -> Result<()> {
     }
     let threads = match &cli.cmd {
         Cmd::Ingest(a) => a.threads.max(1),
+        Cmd::Prompts(a) => a.threads.max(1),
         _ => 1,
     };
     let rt = if threads == 1 {
@@ -153,6 +158,7 @@ fn real_main() -> Result<()> {
             Cmd::Query(a) => query::run(a).await,
             Cmd::Wait(a) => wait_ready(a).await,
             Cmd::Feedback(a) => feedback::run(a).await,
+            Cmd::Prompts(a) => prompts::run(a).await,
             Cmd::Dump(_) => unreachable!(),
         }
     })

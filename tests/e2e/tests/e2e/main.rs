@@ -8,4 +8,5 @@ mod bad_input;
 mod distributed;
 mod durability;
 mod grpc;
+mod prompts;
 mod tenancy;
