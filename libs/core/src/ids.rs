@@ -71,6 +71,11 @@ uuid_id!(
     /// An example of a dataset; the same id across the example's versions.
     ExampleId
 );
+uuid_id!(
+    /// A prompt repository of the prompt hub (its handle can be reused after a delete; the id
+    /// cannot, so a deleted repository's commits never reappear under a new one).
+    RepoId
+);
 
 /// Namespace for deriving the ids of projects created implicitly by name, so that every
 /// replica that sees the same unknown name derives the same id.

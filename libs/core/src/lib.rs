@@ -1,6 +1,7 @@
 //! Sextant's domain: tenants, projects (LangSmith "sessions") and runs, plus the pure rules
 //! that turn the SDK's run fragments (posts and patches, in any order, any number of times)
-//! into one stored run; feedback, annotation queues, and versioned datasets. No I/O lives here.
+//! into one stored run; feedback, annotation queues, versioned datasets, and prompts versioned
+//! by commit. No I/O lives here.
 
 pub mod annotation;
 pub mod dataset;
@@ -8,12 +9,13 @@ pub mod feedback;
 pub mod ids;
 pub mod json;
 pub mod project;
+pub mod prompt;
 pub mod run;
 pub mod time;
 
 pub use dataset::{Dataset, Example};
 pub use feedback::{Feedback, FeedbackChange, FeedbackRecord, FeedbackStats};
-pub use ids::{DatasetId, ExampleId, FeedbackId, ProjectId, QueueId, RunId, TenantId};
+pub use ids::{DatasetId, ExampleId, FeedbackId, ProjectId, QueueId, RepoId, RunId, TenantId};
 pub use json::RawJson;
 pub use project::{Project, ProjectPatch};
 pub use run::{FragmentKind, Run, RunFragment, RunStatus};

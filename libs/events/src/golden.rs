@@ -1,4 +1,5 @@
-//! Golden fixtures: one committed `.msgpack` per event variant, decoded on every test run.
+//! Golden fixtures: one committed `.msgpack` per event variant (and per case of a payload enum,
+//! as `<Kind>.<case>`), decoded on every test run.
 //! Regenerate only when adding a variant: `SEXTANT_WRITE_FIXTURES=1 cargo test -p sextant-events`.
 //! Never regenerate an existing fixture to make a test pass: that would hide a broken reader.
 
@@ -129,6 +130,74 @@ fn samples() -> Vec<(&'static str, Envelope)> {
                 at: Timestamp(1_764_037_800_000_000),
             })),
         ),
+        (
+            "PromptChangedV1",
+            env(Event::PromptChangedV1(PromptChangedV1 {
+                change: sextant_core::prompt::PromptChange::Commit(sextant_core::prompt::PromptCommit {
+                    repo_id: sextant_core::RepoId(Uuid::from_u128(0xaaaa)),
+                    hash: "5d8f3c3a0b8f7e64c2f1d2a7b9e0c4f6a1b2c3d4e5f60718293a4b5c6d7e8f90".into(),
+                    parent: Some("0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0".into()),
+                    manifest: RawJson::parse(
+                        r#"{"id":["langchain","prompts","chat","ChatPromptTemplate"],"kwargs":{"input_variables":["question"]},"lc":1,"type":"constructor"}"#,
+                    )
+                    .unwrap(),
+                    description: Some("shorter system prompt".into()),
+                    created_at: Timestamp(1_764_037_800_000_000),
+                }),
+            })),
+        ),
+        // The other changes a prompt event carries: each variant's layout is frozen too.
+        (
+            "PromptChangedV1.Repo",
+            env(Event::PromptChangedV1(PromptChangedV1 {
+                change: sextant_core::prompt::PromptChange::Repo(sextant_core::prompt::PromptRepo {
+                    id: sextant_core::RepoId(Uuid::from_u128(0xaaaa)),
+                    handle: "support-bot".into(),
+                    description: Some("answers refund questions".into()),
+                    readme: Some("# Support bot".into()),
+                    labels: vec!["english".into()],
+                    is_public: false,
+                    is_archived: false,
+                    variants: vec![
+                        sextant_core::prompt::Variant { tag: "canary".into(), weight: 10 },
+                        sextant_core::prompt::Variant { tag: "production".into(), weight: 90 },
+                    ],
+                    created_at: Timestamp(1_764_037_700_000_000),
+                    updated_at: Timestamp(1_764_037_800_000_000),
+                }),
+            })),
+        ),
+        (
+            "PromptChangedV1.Tag",
+            env(Event::PromptChangedV1(PromptChangedV1 {
+                change: sextant_core::prompt::PromptChange::Tag(sextant_core::prompt::TagMove {
+                    repo_id: sextant_core::RepoId(Uuid::from_u128(0xaaaa)),
+                    tag: "production".into(),
+                    commit: Some("5d8f3c3a0b8f7e64c2f1d2a7b9e0c4f6a1b2c3d4e5f60718293a4b5c6d7e8f90".into()),
+                    at: Timestamp(1_764_037_900_000_000),
+                }),
+            })),
+        ),
+        (
+            "PromptChangedV1.Like",
+            env(Event::PromptChangedV1(PromptChangedV1 {
+                change: sextant_core::prompt::PromptChange::Like {
+                    repo_id: sextant_core::RepoId(Uuid::from_u128(0xaaaa)),
+                    by: TenantId(Uuid::from_u128(0xbbbb)),
+                    liked: true,
+                    at: Timestamp(1_764_037_950_000_000),
+                },
+            })),
+        ),
+        (
+            "PromptChangedV1.DeleteRepo",
+            env(Event::PromptChangedV1(PromptChangedV1 {
+                change: sextant_core::prompt::PromptChange::DeleteRepo {
+                    id: sextant_core::RepoId(Uuid::from_u128(0xaaaa)),
+                    at: Timestamp(1_764_038_000_000_000),
+                },
+            })),
+        ),
     ]
 }
 
@@ -140,7 +209,8 @@ fn fixture_path(name: &str) -> PathBuf {
 fn every_variant_has_a_fixture_that_still_decodes() {
     let write = std::env::var_os("SEXTANT_WRITE_FIXTURES").is_some();
     for (name, expected) in samples() {
-        assert_eq!(expected.kind(), name);
+        // `<Kind>.<case>` fixtures freeze the other cases of one event's payload.
+        assert_eq!(expected.kind(), name.split('.').next().unwrap());
         let path = fixture_path(name);
         if write && !path.exists() {
             std::fs::write(&path, encode(&expected).unwrap()).unwrap();

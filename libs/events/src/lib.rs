@@ -71,6 +71,7 @@ pub enum Event {
     FeedbackChangedV1(FeedbackChangedV1),
     DatasetChangedV1(DatasetChangedV1),
     EvaluationAlertV1(EvaluationAlertV1),
+    PromptChangedV1(PromptChangedV1),
 }
 
 /// Run fragments (posts and patches) of one project, as acknowledged to a client.
@@ -133,6 +134,14 @@ pub struct DatasetChangedV1 {
     pub change: sextant_core::dataset::DatasetChange,
 }
 
+/// A prompt repository created, redefined or deleted, a commit pushed, a tag moved or a like.
+/// Projected idempotently: commits are keyed by hash, tag moves by (tag, time), definitions
+/// and likes are last-writer-wins by their time, so redelivered and reordered changes converge.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PromptChangedV1 {
+    pub change: sextant_core::prompt::PromptChange,
+}
+
 tokio::task_local! {
     static TRACEPARENT: String;
 }
@@ -186,6 +195,7 @@ impl Envelope {
             Event::FeedbackPartReceivedV1(_) | Event::FeedbackChangedV1(_) => Stream::Feedback,
             Event::DatasetChangedV1(_) => Stream::Datasets,
             Event::EvaluationAlertV1(_) => Stream::Evaluations,
+            Event::PromptChangedV1(_) => Stream::Prompts,
         }
     }
 
@@ -201,6 +211,7 @@ impl Envelope {
             Event::FeedbackPartReceivedV1(_) | Event::FeedbackChangedV1(_) => format!("{stream}.{}", self.tenant),
             Event::DatasetChangedV1(e) => format!("{stream}.{}.{}", self.tenant, e.change.dataset_id()),
             Event::EvaluationAlertV1(_) => format!("{stream}.{}", self.tenant),
+            Event::PromptChangedV1(e) => format!("{stream}.{}.{}", self.tenant, e.change.repo_id()),
         }
     }
 
@@ -214,6 +225,7 @@ impl Envelope {
             Event::FeedbackChangedV1(_) => "FeedbackChangedV1",
             Event::DatasetChangedV1(_) => "DatasetChangedV1",
             Event::EvaluationAlertV1(_) => "EvaluationAlertV1",
+            Event::PromptChangedV1(_) => "PromptChangedV1",
         }
     }
 }

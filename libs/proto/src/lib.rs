@@ -7,7 +7,8 @@ pub mod grpc;
 pub mod http;
 
 /// Messages, server traits and clients (`RunService`, `FeedbackService`,
-/// `AnnotationQueueService`), generated from `proto/sextant/v1/*.proto` (package `sextant.v1`).
+/// `AnnotationQueueService`, `PromptService`), generated from `proto/sextant/v1/*.proto`
+/// (package `sextant.v1`).
 pub mod pb {
     tonic::include_proto!("sextant.v1");
 }

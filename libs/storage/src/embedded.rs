@@ -15,12 +15,14 @@
 //! * `project_names`  T name    → P
 //! * `attachments`    T R name  → mime NUL bytes
 //!
-//! * feedback, annotation queues and datasets: see [`feedback`], [`queues`] and [`datasets`].
+//! * feedback, annotation queues, datasets and prompts: see [`feedback`], [`queues`],
+//!   [`datasets`] and [`prompts`].
 //!
 //! All fjall calls block, so every method runs on tokio's blocking pool.
 
 mod datasets;
 mod feedback;
+mod prompts;
 mod queues;
 
 use std::collections::HashMap;
@@ -34,16 +36,17 @@ use serde::Serialize;
 
 use sextant_core::annotation::{Queue, QueueItem};
 use sextant_core::dataset::{CurationJob, ExampleChange};
+use sextant_core::prompt::{PromptCommit, PromptRepo, TagMove};
 use sextant_core::{
     Dataset, DatasetId, Example, ExampleId, Feedback, FeedbackChange, FeedbackId, FeedbackStats, Project, ProjectId, ProjectPatch, QueueId,
-    Run, RunFragment, RunId, TenantId, Timestamp,
+    RepoId, Run, RunFragment, RunId, TenantId, Timestamp,
 };
 use uuid::Uuid;
 
 use crate::{
-    CreateOutcome, DatasetCreate, DatasetQuery, DatasetStore, ExampleQuery, FeedbackQuery, FeedbackStore, ItemUpdate, ProjectQuery,
-    ProjectStats, ProjectStore, QueueQuery, QueueStore, Result, RunCursor, RunMatcher, RunPage, RunQuery, RunStore, StorageError,
-    StorageErrorKind,
+    CommitPage, CreateOutcome, DatasetCreate, DatasetQuery, DatasetStore, ExampleQuery, FeedbackQuery, FeedbackStore, ItemUpdate,
+    ProjectQuery, ProjectStats, ProjectStore, PromptStore, QueueQuery, QueueStore, RepoCreate, Result, RunCursor, RunMatcher, RunPage,
+    RunQuery, RunStore, StorageError, StorageErrorKind,
 };
 
 #[derive(Clone)]
@@ -77,6 +80,13 @@ struct Inner {
     dataset_tags: Keyspace,
     blobs: Keyspace,
     curation_jobs: Keyspace,
+    prompt_repos: Keyspace,
+    prompt_names: Keyspace,
+    prompt_deleted: Keyspace,
+    prompt_commits: Keyspace,
+    prompt_commit_log: Keyspace,
+    prompt_tag_moves: Keyspace,
+    prompt_likes: Keyspace,
     /// Serialises read-modify-write of runs and project creation. The in-process projector
     /// is the only hot writer, so one lock costs nothing and keeps merges exact.
     write_lock: Mutex<()>,
@@ -235,6 +245,13 @@ impl EmbeddedStore {
                 dataset_tags: ks("dataset_tags")?,
                 blobs,
                 curation_jobs: ks("curation_jobs")?,
+                prompt_repos: ks("prompt_repos")?,
+                prompt_names: ks("prompt_names")?,
+                prompt_deleted: ks("prompt_deleted")?,
+                prompt_commits: ks("prompt_commits")?,
+                prompt_commit_log: ks("prompt_commit_log")?,
+                prompt_tag_moves: ks("prompt_tag_moves")?,
+                prompt_likes: ks("prompt_likes")?,
                 write_lock: Mutex::new(()),
                 db,
             }),
@@ -1045,5 +1062,72 @@ impl DatasetStore for EmbeddedStore {
 
     async fn get_curation_job(&self, tenant: TenantId, id: Uuid) -> Result<Option<CurationJob>> {
         self.blocking(move |s| s.get_curation_job(tenant, id)).await
+    }
+}
+
+#[async_trait]
+impl PromptStore for EmbeddedStore {
+    async fn create_repo(&self, tenant: TenantId, repo: &PromptRepo) -> Result<RepoCreate> {
+        let repo = repo.clone();
+        self.blocking(move |s| s.create_repo(tenant, &repo)).await
+    }
+
+    async fn put_repo(&self, tenant: TenantId, repo: &PromptRepo) -> Result<bool> {
+        let repo = repo.clone();
+        self.blocking(move |s| s.put_repo(tenant, &repo)).await
+    }
+
+    async fn get_repo(&self, tenant: TenantId, id: RepoId) -> Result<Option<PromptRepo>> {
+        self.blocking(move |s| s.get_repo(tenant, id)).await
+    }
+
+    async fn repo_by_handle(&self, tenant: TenantId, handle: &str) -> Result<Option<PromptRepo>> {
+        let handle = handle.to_owned();
+        self.blocking(move |s| s.repo_by_handle(tenant, &handle)).await
+    }
+
+    async fn list_repos(&self, tenant: TenantId) -> Result<Vec<PromptRepo>> {
+        self.blocking(move |s| s.list_repos(tenant)).await
+    }
+
+    async fn delete_repo(&self, tenant: TenantId, id: RepoId, at: Timestamp) -> Result<bool> {
+        self.blocking(move |s| s.delete_repo(tenant, id, at)).await
+    }
+
+    async fn put_commit(&self, tenant: TenantId, commit: &PromptCommit) -> Result<()> {
+        let commit = commit.clone();
+        self.blocking(move |s| s.put_commit(tenant, &commit)).await
+    }
+
+    async fn get_commit(&self, tenant: TenantId, repo: RepoId, hash: &str) -> Result<Option<PromptCommit>> {
+        let hash = hash.to_owned();
+        self.blocking(move |s| s.get_commit(tenant, repo, &hash)).await
+    }
+
+    async fn commits_by_prefix(&self, tenant: TenantId, repo: RepoId, prefix: &str, limit: usize) -> Result<Vec<PromptCommit>> {
+        let prefix = prefix.to_owned();
+        self.blocking(move |s| s.commits_by_prefix(tenant, repo, &prefix, limit)).await
+    }
+
+    async fn list_commits(&self, tenant: TenantId, repo: RepoId, offset: usize, limit: usize) -> Result<CommitPage> {
+        self.blocking(move |s| s.list_commits(tenant, repo, offset, limit)).await
+    }
+
+    async fn put_tag_move(&self, tenant: TenantId, tag_move: &TagMove) -> Result<()> {
+        let m = tag_move.clone();
+        self.blocking(move |s| s.put_tag_move(tenant, &m)).await
+    }
+
+    async fn tag_moves(&self, tenant: TenantId, repo: RepoId, tag: Option<&str>) -> Result<Vec<TagMove>> {
+        let tag = tag.map(str::to_owned);
+        self.blocking(move |s| s.tag_moves(tenant, repo, tag.as_deref())).await
+    }
+
+    async fn set_like(&self, tenant: TenantId, repo: RepoId, by: TenantId, liked: bool, at: Timestamp) -> Result<()> {
+        self.blocking(move |s| s.set_like(tenant, repo, by, liked, at)).await
+    }
+
+    async fn likes(&self, tenant: TenantId, repo: RepoId) -> Result<Vec<TenantId>> {
+        self.blocking(move |s| s.likes(tenant, repo)).await
     }
 }

@@ -21,9 +21,10 @@ use uuid::Uuid;
 
 use sextant_core::annotation::{Queue, QueueItem};
 use sextant_core::dataset::{CurationJob, DataType, ExampleChange};
+use sextant_core::prompt::{PromptCommit, PromptRepo, TagMove};
 use sextant_core::{
     Dataset, DatasetId, Example, ExampleId, Feedback, FeedbackChange, FeedbackId, FeedbackStats, Project, ProjectId, ProjectPatch, QueueId,
-    Run, RunFragment, RunId, TenantId, Timestamp,
+    RepoId, Run, RunFragment, RunId, TenantId, Timestamp,
 };
 
 pub mod embedded;
@@ -408,6 +409,64 @@ pub trait DatasetStore: Send + Sync {
     async fn get_curation_job(&self, tenant: TenantId, id: Uuid) -> Result<Option<CurationJob>>;
 }
 
+/// Outcome of creating a prompt repository.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RepoCreate {
+    Created(PromptRepo),
+    /// A repository with this id already exists (a redelivered create): it is returned.
+    AlreadyExists(PromptRepo),
+    /// Another repository already has this handle.
+    NameTaken(PromptRepo),
+    /// This id was deleted (a create redelivered after the delete): it stays deleted.
+    Deleted,
+}
+
+/// A page of a repository's commits, newest first, and how many it has in all.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommitPage {
+    pub commits: Vec<PromptCommit>,
+    pub total: u64,
+}
+
+/// The prompt hub: repositories, their commits, commit-tag histories and likes, projected
+/// from the prompt stream (and written through by the service, so a push is pullable as soon
+/// as it is acknowledged).
+///
+/// Contract (checked by [`testsuite`]):
+/// * `put_commit` is idempotent (a commit is keyed by its hash and never changes);
+///   `put_tag_move` is idempotent per (tag, `at`); both may arrive in any order.
+/// * `put_repo` keeps the definition with the newest `updated_at`; a handle never changes.
+/// * Handles are unique per tenant; `create_repo` is idempotent on the id.
+/// * `delete_repo` removes the repository, its handle, commits, tag moves and likes written
+///   at or before `at`; a repository id is never reused.
+/// * Commits list newest first (by `created_at`), and a page is never short while more remain.
+#[async_trait]
+pub trait PromptStore: Send + Sync {
+    async fn create_repo(&self, tenant: TenantId, repo: &PromptRepo) -> Result<RepoCreate>;
+    /// Replaces the definition unless the stored one is newer. `Ok(false)` when it does not exist.
+    async fn put_repo(&self, tenant: TenantId, repo: &PromptRepo) -> Result<bool>;
+    async fn get_repo(&self, tenant: TenantId, id: RepoId) -> Result<Option<PromptRepo>>;
+    async fn repo_by_handle(&self, tenant: TenantId, handle: &str) -> Result<Option<PromptRepo>>;
+    /// Every repository of the tenant, in no particular order (the service filters and sorts).
+    async fn list_repos(&self, tenant: TenantId) -> Result<Vec<PromptRepo>>;
+    /// `Ok(false)` when it did not exist.
+    async fn delete_repo(&self, tenant: TenantId, id: RepoId, at: Timestamp) -> Result<bool>;
+    async fn put_commit(&self, tenant: TenantId, commit: &PromptCommit) -> Result<()>;
+    /// The commit with this full hash.
+    async fn get_commit(&self, tenant: TenantId, repo: RepoId, hash: &str) -> Result<Option<PromptCommit>>;
+    /// Up to `limit` commits whose hash starts with `prefix` (lowercase hex), in hash order.
+    async fn commits_by_prefix(&self, tenant: TenantId, repo: RepoId, prefix: &str, limit: usize) -> Result<Vec<PromptCommit>>;
+    /// Newest first, offset-paged.
+    async fn list_commits(&self, tenant: TenantId, repo: RepoId, offset: usize, limit: usize) -> Result<CommitPage>;
+    async fn put_tag_move(&self, tenant: TenantId, tag_move: &TagMove) -> Result<()>;
+    /// Every move of the repository's tags (of one tag if given), by tag then time.
+    async fn tag_moves(&self, tenant: TenantId, repo: RepoId, tag: Option<&str>) -> Result<Vec<TagMove>>;
+    /// Records that `by` likes (or no longer likes) the repository, unless a newer change is stored.
+    async fn set_like(&self, tenant: TenantId, repo: RepoId, by: TenantId, liked: bool, at: Timestamp) -> Result<()>;
+    /// The tenants that like the repository.
+    async fn likes(&self, tenant: TenantId, repo: RepoId) -> Result<Vec<TenantId>>;
+}
+
 /// Every store; what a service holds.
-pub trait Storage: ProjectStore + RunStore + FeedbackStore + QueueStore + DatasetStore {}
-impl<T: ProjectStore + RunStore + FeedbackStore + QueueStore + DatasetStore> Storage for T {}
+pub trait Storage: ProjectStore + RunStore + FeedbackStore + QueueStore + DatasetStore + PromptStore {}
+impl<T: ProjectStore + RunStore + FeedbackStore + QueueStore + DatasetStore + PromptStore> Storage for T {}

@@ -119,6 +119,16 @@ macro_rules! storage_conformance {
         async fn datasets_list_examples_filters_and_pages() {
             $crate::testsuite::datasets_list_examples_filters_and_pages($new.await).await
         }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn prompt_commits_and_tag_moves_replay_in_any_order() {
+            $crate::testsuite::prompt_commits_and_tag_moves_replay_in_any_order($new.await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn prompt_repos_handles_likes_and_deletes() {
+            $crate::testsuite::prompt_repos_handles_likes_and_deletes($new.await).await
+        }
     };
 }
 
@@ -959,10 +969,186 @@ pub async fn datasets_list_examples_filters_and_pages(s: Arc<dyn Storage>) {
     assert_eq!(ids_of(&s.list_examples(t, d.id, &q).await.unwrap()), [1, 3], "by id, unknown ids ignored");
 }
 
-/// Implements [`crate::FeedbackStore`], [`crate::QueueStore`] and [`crate::DatasetStore`] for
-/// a test wrapper by delegating to one of its fields (wrappers usually intercept only runs).
+fn prompt_repo(handle: &str, updated_at: i64) -> sextant_core::prompt::PromptRepo {
+    sextant_core::prompt::PromptRepo {
+        id: sextant_core::RepoId(Uuid::now_v7()),
+        handle: handle.into(),
+        description: Some("answers questions".into()),
+        readme: None,
+        labels: vec!["english".into()],
+        is_public: false,
+        is_archived: false,
+        variants: Vec::new(),
+        created_at: Timestamp(updated_at),
+        updated_at: Timestamp(updated_at),
+    }
+}
+
+/// A commit with a chosen hash: the store keys by it and never recomputes it.
+fn prompt_commit(repo: sextant_core::RepoId, hash: &str, parent: Option<&str>, at: i64) -> sextant_core::prompt::PromptCommit {
+    sextant_core::prompt::PromptCommit {
+        repo_id: repo,
+        hash: hash.into(),
+        parent: parent.map(str::to_owned),
+        manifest: RawJson::parse(&format!(
+            r#"{{"id":["langchain","prompts","prompt","PromptTemplate"],"kwargs":{{"template":"{hash}"}},"lc":1,"type":"constructor"}}"#
+        ))
+        .unwrap(),
+        description: None,
+        created_at: Timestamp(at),
+    }
+}
+
+fn hash_of(c: &[sextant_core::prompt::PromptCommit]) -> Vec<&str> {
+    c.iter().map(|c| c.hash.as_str()).collect()
+}
+
+pub async fn prompt_commits_and_tag_moves_replay_in_any_order(s: Arc<dyn Storage>) {
+    use sextant_core::prompt::TagMove;
+    let t = tenant();
+    let repo = prompt_repo("support-bot", 1);
+    assert!(matches!(s.create_repo(t, &repo).await.unwrap(), crate::RepoCreate::Created(_)));
+    let r = repo.id;
+    // Five commits; two share the prefix "aaaa".
+    let hashes = ["aaaa1111", "bbbb0000", "aaaa2222", "cccc0000", "dddd0000"];
+    let commits: Vec<_> =
+        hashes.iter().enumerate().map(|(i, h)| prompt_commit(r, h, i.checked_sub(1).map(|p| hashes[p]), 10 * (i as i64 + 1))).collect();
+    // Newest first, then everything again: a redelivery in the wrong order.
+    for c in commits.iter().rev().chain(commits.iter()) {
+        s.put_commit(t, c).await.unwrap();
+    }
+    let page = s.list_commits(t, r, 0, 100).await.unwrap();
+    assert_eq!(page.total, 5);
+    assert_eq!(hash_of(&page.commits), ["dddd0000", "cccc0000", "aaaa2222", "bbbb0000", "aaaa1111"], "newest first, each once");
+    // Offset pages of 2: every commit once, no short page while more remain.
+    let mut seen = Vec::new();
+    loop {
+        let p = s.list_commits(t, r, seen.len(), 2).await.unwrap();
+        assert_eq!(p.total, 5);
+        seen.extend(p.commits.iter().map(|c| c.hash.clone()));
+        if p.commits.len() < 2 {
+            break;
+        }
+    }
+    assert_eq!(seen, ["dddd0000", "cccc0000", "aaaa2222", "bbbb0000", "aaaa1111"]);
+    assert_eq!(s.get_commit(t, r, "aaaa2222").await.unwrap().as_ref(), Some(&commits[2]));
+    assert_eq!(s.get_commit(t, r, "aaaa").await.unwrap(), None, "get_commit takes a full hash");
+    assert_eq!(hash_of(&s.commits_by_prefix(t, r, "aaaa", 10).await.unwrap()), ["aaaa1111", "aaaa2222"], "in hash order");
+    assert_eq!(hash_of(&s.commits_by_prefix(t, r, "aaaa2", 10).await.unwrap()), ["aaaa2222"]);
+    assert_eq!(s.commits_by_prefix(t, r, "aaaa", 1).await.unwrap().len(), 1, "limited");
+    assert!(s.commits_by_prefix(t, r, "ab", 10).await.unwrap().is_empty());
+    // Tag moves, out of order and twice; "prod" must not pick up "production".
+    let mv = |tag: &str, commit: Option<&str>, at: i64| TagMove {
+        repo_id: r,
+        tag: tag.into(),
+        commit: commit.map(str::to_owned),
+        at: Timestamp(at),
+    };
+    let moves = [
+        mv("production", Some("aaaa1111"), 100),
+        mv("production", Some("cccc0000"), 300),
+        mv("prod", Some("bbbb0000"), 150),
+        mv("production", None, 400),
+        mv("production", Some("dddd0000"), 500),
+    ];
+    for m in moves.iter().rev().chain(moves.iter()) {
+        s.put_tag_move(t, m).await.unwrap();
+    }
+    let history = s.tag_moves(t, r, Some("production")).await.unwrap();
+    assert_eq!(
+        history.iter().map(|m| (m.at.micros(), m.commit.as_deref())).collect::<Vec<_>>(),
+        [(100, Some("aaaa1111")), (300, Some("cccc0000")), (400, None), (500, Some("dddd0000"))]
+    );
+    assert_eq!(s.tag_moves(t, r, Some("prod")).await.unwrap(), [moves[2].clone()]);
+    let all = s.tag_moves(t, r, None).await.unwrap();
+    assert_eq!(
+        all.iter().map(|m| (m.tag.as_str(), m.at.micros())).collect::<Vec<_>>(),
+        [("prod", 150), ("production", 100), ("production", 300), ("production", 400), ("production", 500)]
+    );
+    let at = |when: i64| sextant_core::prompt::tags_as_of(&all, Some(Timestamp(when)));
+    assert_eq!(at(350)["production"].0, "cccc0000");
+    assert!(!at(450).contains_key("production"), "deleted at 400");
+    assert_eq!(at(600)["production"].0, "dddd0000");
+    // Another tenant sees none of it.
+    let other = tenant();
+    assert!(s.get_commit(other, r, "aaaa2222").await.unwrap().is_none());
+    assert_eq!(s.list_commits(other, r, 0, 10).await.unwrap(), crate::CommitPage::default());
+    assert!(s.tag_moves(other, r, None).await.unwrap().is_empty());
+    assert!(s.commits_by_prefix(other, r, "aaaa", 10).await.unwrap().is_empty());
+}
+
+pub async fn prompt_repos_handles_likes_and_deletes(s: Arc<dyn Storage>) {
+    use crate::RepoCreate;
+    let (t, other) = (tenant(), tenant());
+    let repo = prompt_repo("joke-prompt", 10);
+    assert!(matches!(s.create_repo(t, &repo).await.unwrap(), RepoCreate::Created(_)));
+    assert!(matches!(s.create_repo(t, &repo).await.unwrap(), RepoCreate::AlreadyExists(x) if x == repo), "a redelivered create");
+    let same_handle = prompt_repo("joke-prompt", 11);
+    assert!(matches!(s.create_repo(t, &same_handle).await.unwrap(), RepoCreate::NameTaken(x) if x.id == repo.id));
+    assert!(matches!(s.create_repo(other, &same_handle).await.unwrap(), RepoCreate::Created(_)), "handles are per tenant");
+    assert_eq!(s.repo_by_handle(t, "joke-prompt").await.unwrap().unwrap().id, repo.id);
+    assert_eq!(s.repo_by_handle(other, "joke-prompt").await.unwrap().unwrap().id, same_handle.id);
+    assert!(s.repo_by_handle(t, "joke").await.unwrap().is_none());
+
+    // The newest definition wins; a handle never changes.
+    let newer = sextant_core::prompt::PromptRepo { description: Some("newer".into()), updated_at: Timestamp(20), ..repo.clone() };
+    let older = sextant_core::prompt::PromptRepo { description: Some("older".into()), updated_at: Timestamp(15), ..repo.clone() };
+    assert!(s.put_repo(t, &newer).await.unwrap());
+    assert!(s.put_repo(t, &older).await.unwrap());
+    assert_eq!(s.get_repo(t, repo.id).await.unwrap().unwrap().description.as_deref(), Some("newer"));
+    let renamed = sextant_core::prompt::PromptRepo { handle: "renamed".into(), updated_at: Timestamp(30), ..repo.clone() };
+    assert_eq!(s.put_repo(t, &renamed).await.unwrap_err().kind, StorageErrorKind::Invalid);
+    assert!(!s.put_repo(t, &prompt_repo("never-created", 1)).await.unwrap());
+    let second = prompt_repo("second", 5);
+    s.create_repo(t, &second).await.unwrap();
+    let mut ids: Vec<_> = s.list_repos(t).await.unwrap().into_iter().map(|r| r.id).collect();
+    ids.sort();
+    let mut want = vec![repo.id, second.id];
+    want.sort();
+    assert_eq!(ids, want);
+    assert_eq!(s.list_repos(other).await.unwrap().len(), 1);
+
+    // Likes: per liking tenant, the newest change wins whatever the order.
+    s.set_like(t, repo.id, other, true, Timestamp(100)).await.unwrap();
+    s.set_like(t, repo.id, t, false, Timestamp(300)).await.unwrap();
+    s.set_like(t, repo.id, t, true, Timestamp(200)).await.unwrap();
+    s.set_like(t, repo.id, other, false, Timestamp(50)).await.unwrap();
+    assert_eq!(s.likes(t, repo.id).await.unwrap(), [other]);
+    assert!(s.likes(other, repo.id).await.unwrap().is_empty());
+
+    // A delete takes everything with it and frees the handle; the id stays deleted.
+    s.put_commit(t, &prompt_commit(repo.id, "eeee0000", None, 40)).await.unwrap();
+    s.put_tag_move(
+        t,
+        &sextant_core::prompt::TagMove { repo_id: repo.id, tag: "production".into(), commit: Some("eeee0000".into()), at: Timestamp(41) },
+    )
+    .await
+    .unwrap();
+    assert!(s.delete_repo(t, repo.id, Timestamp(1000)).await.unwrap());
+    assert!(!s.delete_repo(t, repo.id, Timestamp(1001)).await.unwrap());
+    assert!(s.get_repo(t, repo.id).await.unwrap().is_none());
+    assert!(s.repo_by_handle(t, "joke-prompt").await.unwrap().is_none());
+    assert_eq!(s.list_commits(t, repo.id, 0, 10).await.unwrap().total, 0);
+    assert!(s.tag_moves(t, repo.id, None).await.unwrap().is_empty());
+    assert!(s.likes(t, repo.id).await.unwrap().is_empty());
+    // Redelivered writes of the deleted repository stay deleted.
+    assert_eq!(s.create_repo(t, &repo).await.unwrap(), RepoCreate::Deleted);
+    s.put_commit(t, &prompt_commit(repo.id, "eeee0000", None, 40)).await.unwrap();
+    assert!(s.get_commit(t, repo.id, "eeee0000").await.unwrap().is_none());
+    assert!(s.repo_by_handle(t, "joke-prompt").await.unwrap().is_none());
+    // The handle can be taken again, by a new id; the other tenant's repository is untouched.
+    let again = prompt_repo("joke-prompt", 2000);
+    assert!(matches!(s.create_repo(t, &again).await.unwrap(), RepoCreate::Created(_)));
+    assert_eq!(s.repo_by_handle(t, "joke-prompt").await.unwrap().unwrap().id, again.id);
+    assert_eq!(s.list_commits(t, again.id, 0, 10).await.unwrap().total, 0, "nothing of the old repository");
+    assert_eq!(s.repo_by_handle(other, "joke-prompt").await.unwrap().unwrap().id, same_handle.id);
+}
+
+/// Implements every store but [`crate::ProjectStore`] and [`crate::RunStore`] (feedback,
+/// queues, datasets, prompts) for a test wrapper by delegating to one of its fields (wrappers
+/// usually intercept only runs and projects).
 #[macro_export]
-macro_rules! delegate_feedback_queues_datasets {
+macro_rules! delegate_non_run_stores {
     ($ty:ty, $field:ident) => {
         #[async_trait::async_trait]
         impl $crate::FeedbackStore for $ty {
@@ -1202,6 +1388,98 @@ macro_rules! delegate_feedback_queues_datasets {
                 id: uuid::Uuid,
             ) -> $crate::Result<Option<sextant_core::dataset::CurationJob>> {
                 self.$field.get_curation_job(t, id).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::PromptStore for $ty {
+            async fn create_repo(
+                &self,
+                t: sextant_core::TenantId,
+                r: &sextant_core::prompt::PromptRepo,
+            ) -> $crate::Result<$crate::RepoCreate> {
+                self.$field.create_repo(t, r).await
+            }
+            async fn put_repo(&self, t: sextant_core::TenantId, r: &sextant_core::prompt::PromptRepo) -> $crate::Result<bool> {
+                self.$field.put_repo(t, r).await
+            }
+            async fn get_repo(
+                &self,
+                t: sextant_core::TenantId,
+                id: sextant_core::RepoId,
+            ) -> $crate::Result<Option<sextant_core::prompt::PromptRepo>> {
+                self.$field.get_repo(t, id).await
+            }
+            async fn repo_by_handle(
+                &self,
+                t: sextant_core::TenantId,
+                handle: &str,
+            ) -> $crate::Result<Option<sextant_core::prompt::PromptRepo>> {
+                self.$field.repo_by_handle(t, handle).await
+            }
+            async fn list_repos(&self, t: sextant_core::TenantId) -> $crate::Result<Vec<sextant_core::prompt::PromptRepo>> {
+                self.$field.list_repos(t).await
+            }
+            async fn delete_repo(
+                &self,
+                t: sextant_core::TenantId,
+                id: sextant_core::RepoId,
+                at: sextant_core::Timestamp,
+            ) -> $crate::Result<bool> {
+                self.$field.delete_repo(t, id, at).await
+            }
+            async fn put_commit(&self, t: sextant_core::TenantId, c: &sextant_core::prompt::PromptCommit) -> $crate::Result<()> {
+                self.$field.put_commit(t, c).await
+            }
+            async fn get_commit(
+                &self,
+                t: sextant_core::TenantId,
+                r: sextant_core::RepoId,
+                hash: &str,
+            ) -> $crate::Result<Option<sextant_core::prompt::PromptCommit>> {
+                self.$field.get_commit(t, r, hash).await
+            }
+            async fn commits_by_prefix(
+                &self,
+                t: sextant_core::TenantId,
+                r: sextant_core::RepoId,
+                prefix: &str,
+                limit: usize,
+            ) -> $crate::Result<Vec<sextant_core::prompt::PromptCommit>> {
+                self.$field.commits_by_prefix(t, r, prefix, limit).await
+            }
+            async fn list_commits(
+                &self,
+                t: sextant_core::TenantId,
+                r: sextant_core::RepoId,
+                offset: usize,
+                limit: usize,
+            ) -> $crate::Result<$crate::CommitPage> {
+                self.$field.list_commits(t, r, offset, limit).await
+            }
+            async fn put_tag_move(&self, t: sextant_core::TenantId, m: &sextant_core::prompt::TagMove) -> $crate::Result<()> {
+                self.$field.put_tag_move(t, m).await
+            }
+            async fn tag_moves(
+                &self,
+                t: sextant_core::TenantId,
+                r: sextant_core::RepoId,
+                tag: Option<&str>,
+            ) -> $crate::Result<Vec<sextant_core::prompt::TagMove>> {
+                self.$field.tag_moves(t, r, tag).await
+            }
+            async fn set_like(
+                &self,
+                t: sextant_core::TenantId,
+                r: sextant_core::RepoId,
+                by: sextant_core::TenantId,
+                liked: bool,
+                at: sextant_core::Timestamp,
+            ) -> $crate::Result<()> {
+                self.$field.set_like(t, r, by, liked, at).await
+            }
+            async fn likes(&self, t: sextant_core::TenantId, r: sextant_core::RepoId) -> $crate::Result<Vec<sextant_core::TenantId>> {
+                self.$field.likes(t, r).await
             }
         }
     };

@@ -25,13 +25,16 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use sextant_core::annotation::QueueItem;
+use sextant_core::prompt::{PromptCommit, PromptRepo, TagMove};
 use sextant_core::{
     Feedback as FeedbackEntry, FeedbackChange, FeedbackId, FragmentKind, Project, ProjectId, QueueId, RunFragment, RunId, TenantId,
     Timestamp,
 };
 use sextant_storage::scylla::testing;
 use sextant_storage::scylla::{ScyllaConfig, ScyllaStore};
-use sextant_storage::{testsuite, CreateOutcome, FeedbackStore, ProjectStore, QueueStore, RunStore, Storage, StorageErrorKind};
+use sextant_storage::{
+    testsuite, CreateOutcome, FeedbackStore, ProjectStore, PromptStore, QueueStore, RepoCreate, RunStore, Storage, StorageErrorKind,
+};
 
 const KEYSPACE: &str = "sextant_proxy";
 
@@ -809,5 +812,90 @@ async fn proxy_a_timed_out_item_update_is_reported_not_retried() {
     assert_eq!(err.kind, StorageErrorKind::Unavailable, "{err}");
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(Fake::executed(&fake, "UPDATE_ITEM"), 1);
+    finish(proxy).await;
+}
+
+fn prompt_repo(handle: &str, updated_at: i64) -> PromptRepo {
+    PromptRepo {
+        id: sextant_core::RepoId(Uuid::now_v7()),
+        handle: handle.into(),
+        description: None,
+        readme: None,
+        labels: Vec::new(),
+        is_public: false,
+        is_archived: false,
+        variants: Vec::new(),
+        created_at: Timestamp(updated_at),
+        updated_at: Timestamp(updated_at),
+    }
+}
+
+/// Prompt repositories through the driver against the fake: handles claimed by
+/// compare-and-set, redelivered creates, creates refused after a delete, an interrupted create
+/// finished by its redelivery, and a handle left claimed by an interrupted delete released by
+/// the next claimant. (The fake serves no ranges or timestamps: prefix scans, commit order and
+/// tag histories are left to the conformance suite on a real cluster.)
+#[tokio::test]
+async fn proxy_prompt_repositories_handles_and_deletes_against_the_fake() {
+    let (s, fake, proxy) = faked().await;
+    let t = TenantId(Uuid::now_v7());
+    let a = prompt_repo("support", 10);
+    assert_eq!(s.create_repo(t, &a).await.unwrap(), RepoCreate::Created(a.clone()));
+    assert_eq!(s.create_repo(t, &a).await.unwrap(), RepoCreate::AlreadyExists(a.clone()), "a redelivered create");
+    assert_eq!(s.create_repo(t, &prompt_repo("support", 11)).await.unwrap(), RepoCreate::NameTaken(a.clone()));
+    assert_eq!(s.repo_by_handle(t, "support").await.unwrap(), Some(a.clone()));
+    let newer = PromptRepo { description: Some("newer".into()), updated_at: Timestamp(20), ..a.clone() };
+    assert!(s.put_repo(t, &newer).await.unwrap());
+    assert!(s.put_repo(t, &PromptRepo { description: Some("older".into()), updated_at: Timestamp(15), ..a.clone() }).await.unwrap());
+    assert_eq!(s.get_repo(t, a.id).await.unwrap(), Some(newer.clone()));
+    let renamed = PromptRepo { handle: "other".into(), updated_at: Timestamp(30), ..a.clone() };
+    assert_eq!(s.put_repo(t, &renamed).await.unwrap_err().kind, StorageErrorKind::Invalid);
+    assert_eq!(s.list_repos(t).await.unwrap(), [newer]);
+
+    // Commits and tag moves by key.
+    let commit = PromptCommit {
+        repo_id: a.id,
+        hash: "ab".repeat(32),
+        parent: None,
+        manifest: sextant_core::RawJson::parse(r#"{"id":["x"],"lc":1,"type":"constructor"}"#).unwrap(),
+        description: Some("first".into()),
+        created_at: Timestamp(40),
+    };
+    s.put_commit(t, &commit).await.unwrap();
+    assert_eq!(s.get_commit(t, a.id, &commit.hash).await.unwrap(), Some(commit.clone()));
+    assert_eq!(s.get_commit(t, a.id, &"cd".repeat(32)).await.unwrap(), None);
+    let moves = [
+        TagMove { repo_id: a.id, tag: "production".into(), commit: Some(commit.hash.clone()), at: Timestamp(50) },
+        TagMove { repo_id: a.id, tag: "production".into(), commit: None, at: Timestamp(60) },
+    ];
+    for m in &moves {
+        s.put_tag_move(t, m).await.unwrap();
+    }
+    assert_eq!(s.tag_moves(t, a.id, Some("production")).await.unwrap(), moves, "a deletion is a move with a null commit");
+    s.set_like(t, a.id, t, true, Timestamp(70)).await.unwrap();
+    assert_eq!(s.likes(t, a.id).await.unwrap(), [t]);
+
+    // A create interrupted after claiming its handle: the claim alone names nothing, holds the
+    // handle against other creates, and the create's redelivery completes it.
+    let b = prompt_repo("billing", 80);
+    Fake::inject(&fake, "INSERT_PROMPT_REPO", Fault::Crash);
+    assert!(s.create_repo(t, &b).await.is_err());
+    assert_eq!(s.repo_by_handle(t, "billing").await.unwrap(), None);
+    assert_eq!(s.create_repo(t, &prompt_repo("billing", 81)).await.unwrap_err().kind, StorageErrorKind::Unavailable);
+    assert_eq!(s.create_repo(t, &b).await.unwrap(), RepoCreate::Created(b.clone()));
+
+    // Deleted: gone, refused if its create is redelivered, the handle free again.
+    assert!(s.delete_repo(t, a.id, Timestamp(1000)).await.unwrap());
+    assert_eq!((s.get_repo(t, a.id).await.unwrap(), s.repo_by_handle(t, "support").await.unwrap()), (None, None));
+    assert_eq!(s.get_commit(t, a.id, &commit.hash).await.unwrap(), None);
+    assert_eq!(s.create_repo(t, &a).await.unwrap(), RepoCreate::Deleted);
+    let c = prompt_repo("support", 1100);
+    assert_eq!(s.create_repo(t, &c).await.unwrap(), RepoCreate::Created(c.clone()));
+    // A delete interrupted before it released the handle: the next claimant releases it.
+    Fake::inject(&fake, "RELEASE_PROMPT_NAME", Fault::Crash);
+    assert!(s.delete_repo(t, c.id, Timestamp(1200)).await.is_err());
+    let d = prompt_repo("support", 1300);
+    assert_eq!(s.create_repo(t, &d).await.unwrap(), RepoCreate::Created(d.clone()));
+    assert_eq!(s.repo_by_handle(t, "support").await.unwrap(), Some(d));
     finish(proxy).await;
 }

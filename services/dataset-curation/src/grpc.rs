@@ -287,7 +287,7 @@ impl DatasetService for DatasetGrpc {
     }
 
     #[instrument(name = "grpc.set_tag", skip_all, fields(tenant = field::Empty))]
-    async fn set_tag(&self, req: Request<pb::SetTagRequest>) -> Result<Response<pb::DatasetVersion>, Status> {
+    async fn set_tag(&self, req: Request<pb::SetDatasetTagRequest>) -> Result<Response<pb::DatasetVersion>, Status> {
         let p = authenticate(&self.auth, &req)?;
         let r = req.into_inner();
         let id = dataset_id("dataset_id", &r.dataset_id)?;

@@ -28,7 +28,7 @@ struct FlakySync {
     syncs: AtomicU32,
 }
 
-sextant_storage::delegate_feedback_queues_datasets!(FlakySync, inner);
+sextant_storage::delegate_non_run_stores!(FlakySync, inner);
 
 #[async_trait]
 impl RunStore for FlakySync {

@@ -40,7 +40,7 @@ impl CountingStore {
     }
 }
 
-sextant_storage::delegate_feedback_queues_datasets!(CountingStore, inner);
+sextant_storage::delegate_non_run_stores!(CountingStore, inner);
 
 #[async_trait]
 impl RunStore for CountingStore {

@@ -34,6 +34,7 @@ use sextant_feedback::{FeedbackService, Queues};
 use sextant_ingest::http::HttpState;
 use sextant_ingest::signing::UrlSigner;
 use sextant_ingest::Ingest;
+use sextant_prompt_hub::Prompts;
 use sextant_storage::embedded::EmbeddedStore;
 use sextant_storage::scylla::ScyllaStore;
 use sextant_storage::Storage;
@@ -49,6 +50,7 @@ pub struct Server {
     pub feedback: Arc<FeedbackService>,
     pub queues: Arc<Queues>,
     pub datasets: Arc<Datasets>,
+    pub prompts: Arc<Prompts>,
     pub auth: Arc<Authenticator>,
     pub signer: UrlSigner,
     /// Signs dataset attachment URLs.
@@ -93,10 +95,11 @@ impl Server {
         let feedback = Arc::new(FeedbackService::new(bus.clone(), store.clone(), &key));
         let queues = Arc::new(Queues::new(store.clone(), feedback.clone()));
         let datasets = Arc::new(Datasets::new(bus.clone(), store.clone()));
+        let prompts = Arc::new(Prompts::new(bus.clone(), store.clone()));
         let url_key = Arc::new(key.clone());
         let signer = UrlSigner::new(key);
         let ingest = Arc::new(Ingest::new(bus.clone(), store.clone(), config.ingest_limits()));
-        Ok(Self { config, bus, store, ingest, feedback, queues, datasets, auth, signer, url_key })
+        Ok(Self { config, bus, store, ingest, feedback, queues, datasets, prompts, auth, signer, url_key })
     }
 
     /// The HTTP application: every service's routes plus health and metrics.
@@ -116,6 +119,7 @@ impl Server {
             let runner = sextant_evaluator::run::EvalRunner::new(self.store.clone(), self.feedback.clone(), self.config.judge.clone());
             let state = sextant_evaluator::http::EvaluatorState { store: self.store.clone(), runner: Arc::new(runner) };
             app = app.merge(sextant_evaluator::http::router(state, self.auth.clone()));
+            app = app.merge(sextant_prompt_hub::http::router(self.prompts.clone(), self.auth.clone()));
         }
         app.layer(middleware::from_fn(record_http_metrics)).layer(middleware::from_fn(trace_context)).layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -243,6 +247,7 @@ pub async fn serve(
         tasks.spawn(sextant_ingest::projector::run_projector(server.bus.clone(), server.store.clone(), stop_rx.clone()));
         tasks.spawn(sextant_feedback::projector::run_feedback_projector(server.bus.clone(), server.store.clone(), stop_rx.clone()));
         tasks.spawn(sextant_dataset_curation::projector::run_dataset_projector(server.bus.clone(), server.store.clone(), stop_rx.clone()));
+        tasks.spawn(sextant_prompt_hub::projector::run_prompt_projector(server.bus.clone(), server.store.clone(), stop_rx.clone()));
         tasks.spawn(sextant_feedback::router::run_annotation_router(
             server.bus.clone(),
             server.store.clone(),
@@ -284,7 +289,8 @@ pub async fn serve(
         .add_optional_service(api.then(|| sextant_feedback::grpc::feedback_service(server.feedback.clone(), server.auth.clone())))
         .add_optional_service(api.then(|| sextant_feedback::grpc::queue_service(server.queues.clone(), server.auth.clone())))
         .add_optional_service(api.then(|| sextant_dataset_curation::grpc::dataset_service(server.datasets.clone(), server.auth.clone())))
-        .add_optional_service(api.then(|| sextant_evaluator::grpc::evaluation_service(server.store.clone(), server.auth.clone())));
+        .add_optional_service(api.then(|| sextant_evaluator::grpc::evaluation_service(server.store.clone(), server.auth.clone())))
+        .add_optional_service(api.then(|| sextant_prompt_hub::grpc::prompt_service(server.prompts.clone(), server.auth.clone())));
     let grpc_task = tokio::spawn(async move {
         grpc_router
             .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc), async move {

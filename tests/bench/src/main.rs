@@ -6,6 +6,7 @@
 //! * `feedback`: `POST /feedback` throughput, then time until all of it is in `feedback_stats`.
 //! * `datasets`: bulk example writes, a streamed export of them (server RSS sampled), and
 //!   an atomic import of the export.
+//! * `prompts`: prompt pulls per second by full hash, short hash, tag, and 304 revalidation.
 //! * `wait`: polls `GET /readyz` until it answers 200 (used by bench/ingest.sh).
 
 mod client;
@@ -13,6 +14,7 @@ mod datasets;
 mod feedback;
 mod gen;
 mod ingest;
+mod prompts;
 mod query;
 mod util;
 
@@ -38,6 +40,8 @@ enum Cmd {
     Feedback(feedback::FeedbackArgs),
     /// Bulk example writes, streamed export with the server's memory sampled, import.
     Datasets(datasets::DatasetArgs),
+    /// Prompt pulls per second (by full hash, short hash, tag; 304 revalidation).
+    Prompts(prompts::PromptArgs),
     /// Wait until GET <url>/readyz returns 200.
     Wait(WaitArgs),
     /// Print one generated request body (uncompressed) to stdout, for inspection.
@@ -145,6 +149,7 @@ fn real_main() -> Result<()> {
     }
     let threads = match &cli.cmd {
         Cmd::Ingest(a) => a.threads.max(1),
+        Cmd::Prompts(a) => a.threads.max(1),
         _ => 1,
     };
     let rt = if threads == 1 {
@@ -159,6 +164,7 @@ fn real_main() -> Result<()> {
             Cmd::Wait(a) => wait_ready(a).await,
             Cmd::Feedback(a) => feedback::run(a).await,
             Cmd::Datasets(a) => datasets::run(a).await,
+            Cmd::Prompts(a) => prompts::run(a).await,
             Cmd::Dump(_) => unreachable!(),
         }
     })

@@ -18,6 +18,7 @@ pub(crate) const KEYSPACE_CQL: &str = include_str!("../../cql/0001_keyspace.cql"
 pub(crate) const TABLES_CQL: &str = include_str!("../../cql/0002_tables.cql");
 pub(crate) const FEEDBACK_QUEUES_CQL: &str = include_str!("../../cql/0003_feedback_queues.cql");
 pub(crate) const DATASETS_CQL: &str = include_str!("../../cql/0004_datasets.cql");
+pub(crate) const PROMPTS_CQL: &str = include_str!("../../cql/0005_prompts.cql");
 
 /// `(file name, text)`, in the order they apply.
 pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
@@ -25,6 +26,7 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     ("0002_tables.cql", TABLES_CQL),
     ("0003_feedback_queues.cql", FEEDBACK_QUEUES_CQL),
     ("0004_datasets.cql", DATASETS_CQL),
+    ("0005_prompts.cql", PROMPTS_CQL),
 ];
 
 /// Every table the adapter uses: the schema of all migrations after the keyspace's.
@@ -199,6 +201,13 @@ mod tests {
                 "dataset_tags",
                 "blobs",
                 "curation_jobs",
+                "prompt_repos",
+                "prompt_names",
+                "prompt_deleted",
+                "prompt_commits",
+                "prompt_commit_log",
+                "prompt_tag_moves",
+                "prompt_likes",
             ]
         );
         // Every partition starts with the tenant, except the cross-tenant registries of the
@@ -223,6 +232,10 @@ mod tests {
         assert!(DATASETS_CQL.contains("CLUSTERING ORDER BY (example_id ASC, as_of DESC)"));
         assert_eq!(schema.table("dataset_names").unwrap().partition_key, ["tenant", "name"]);
         assert_eq!(schema.table("example_loc").unwrap().partition_key, ["tenant", "example_id"]);
+        assert_eq!(schema.table("prompt_names").unwrap().partition_key, ["tenant", "handle"]);
+        for t in ["prompt_commits", "prompt_commit_log", "prompt_tag_moves", "prompt_likes"] {
+            assert_eq!(schema.table(t).unwrap().partition_key, ["tenant", "repo_id"], "{t}: one partition per repository");
+        }
         assert_eq!(Schema::parse(&render(KEYSPACE_CQL, &eu())).table("schema_migrations").unwrap().partition_key, ["name"]);
     }
 

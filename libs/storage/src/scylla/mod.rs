@@ -19,6 +19,7 @@
 //!   Every run write also reads the run's `feedback_orphans` partition (almost always empty,
 //!   alongside the index writes) to adopt feedback that arrived before the run.
 //! * datasets, their versioned examples, tags, blobs and curation jobs: see `datasets.rs`.
+//! * prompt repositories, commits, tag histories and likes: see `prompts.rs`.
 //!
 //! Runs partition by hour as well as project: a busy project writes gigabytes a day, far past
 //! what one partition should hold, and `run_buckets` lists the non-empty hours so scans never
@@ -58,6 +59,7 @@ mod config;
 mod datasets;
 mod feedback;
 mod migrate;
+mod prompts;
 mod queues;
 mod shape;
 mod statements;

@@ -259,6 +259,56 @@ statements! {
     GET_CURATION_JOB: CurationJobKey = "SELECT body FROM curation_jobs WHERE tenant = :tenant AND job_id = :job_id";
     PUT_CURATION_JOB: CurationJobRow = "INSERT INTO curation_jobs (tenant, job_id, body) VALUES (:tenant, :job_id, :body) \
         USING TIMESTAMP :write_ts";
+
+    // Prompt repository definitions, versioned by compare-and-set.
+    GET_PROMPT_REPO: PromptRepoKey = "SELECT body, version FROM prompt_repos WHERE tenant = :tenant AND repo_id = :repo_id";
+    // The same read through Paxos (LOCAL_SERIAL), after a lost compare-and-set.
+    GET_PROMPT_REPO_SERIAL: PromptRepoKey = "SELECT body, version FROM prompt_repos WHERE tenant = :tenant AND repo_id = :repo_id";
+    LIST_PROMPT_REPOS: TenantKey = "SELECT body FROM prompt_repos WHERE tenant = :tenant";
+    INSERT_PROMPT_REPO: InsertPromptRepo = "INSERT INTO prompt_repos (tenant, repo_id, body, version) \
+        VALUES (:tenant, :repo_id, :body, :version) IF NOT EXISTS";
+    UPDATE_PROMPT_REPO: UpdatePromptRepo = "UPDATE prompt_repos SET body = :body, version = :version \
+        WHERE tenant = :tenant AND repo_id = :repo_id IF version = :expected_version";
+    DELETE_PROMPT_REPO: PromptRepoKey = "DELETE FROM prompt_repos WHERE tenant = :tenant AND repo_id = :repo_id IF EXISTS";
+    // Handles, claimed and released by compare-and-set.
+    GET_PROMPT_NAME: PromptNameKey = "SELECT repo_id FROM prompt_names WHERE tenant = :tenant AND handle = :handle";
+    CLAIM_PROMPT_NAME: PromptNameClaim = "INSERT INTO prompt_names (tenant, handle, repo_id) VALUES (:tenant, :handle, :repo_id) IF NOT EXISTS";
+    RELEASE_PROMPT_NAME: PromptNameClaim = "DELETE FROM prompt_names WHERE tenant = :tenant AND handle = :handle IF repo_id = :repo_id";
+    // Deleted repository ids.
+    GET_PROMPT_DELETED: PromptRepoKey = "SELECT deleted_at FROM prompt_deleted WHERE tenant = :tenant AND repo_id = :repo_id";
+    INSERT_PROMPT_DELETED: PromptDeletedRow = "INSERT INTO prompt_deleted (tenant, repo_id, deleted_at) \
+        VALUES (:tenant, :repo_id, :deleted_at) USING TIMESTAMP :write_ts";
+    // Commits by hash, and by hash prefix (a range of the text clustering column).
+    GET_PROMPT_COMMIT: PromptCommitKey = "SELECT body FROM prompt_commits \
+        WHERE tenant = :tenant AND repo_id = :repo_id AND commit_hash = :commit_hash";
+    SCAN_PROMPT_COMMITS: PromptCommitRange = "SELECT body FROM prompt_commits WHERE tenant = :tenant AND repo_id = :repo_id \
+        AND commit_hash >= :lo_hash AND commit_hash < :hi_hash";
+    INSERT_PROMPT_COMMIT: PromptCommitRow = "INSERT INTO prompt_commits (tenant, repo_id, commit_hash, created_at, body) \
+        VALUES (:tenant, :repo_id, :commit_hash, :created_at, :body) USING TIMESTAMP :write_ts";
+    DELETE_PROMPT_COMMITS: PromptRepoKeyAt = "DELETE FROM prompt_commits USING TIMESTAMP :write_ts \
+        WHERE tenant = :tenant AND repo_id = :repo_id";
+    // Commit order, newest first.
+    LIST_PROMPT_COMMIT_LOG: PromptRepoKey = "SELECT created_at, commit_hash FROM prompt_commit_log \
+        WHERE tenant = :tenant AND repo_id = :repo_id";
+    INSERT_PROMPT_COMMIT_LOG: PromptCommitLogRow = "INSERT INTO prompt_commit_log (tenant, repo_id, created_at, commit_hash) \
+        VALUES (:tenant, :repo_id, :created_at, :commit_hash) USING TIMESTAMP :write_ts";
+    DELETE_PROMPT_COMMIT_LOG: PromptRepoKeyAt = "DELETE FROM prompt_commit_log USING TIMESTAMP :write_ts \
+        WHERE tenant = :tenant AND repo_id = :repo_id";
+    // Tag moves, every one kept.
+    LIST_PROMPT_TAG_MOVES: PromptRepoKey = "SELECT tag, moved_at, commit_hash FROM prompt_tag_moves \
+        WHERE tenant = :tenant AND repo_id = :repo_id";
+    LIST_PROMPT_TAG_MOVES_OF: PromptTagKey = "SELECT tag, moved_at, commit_hash FROM prompt_tag_moves \
+        WHERE tenant = :tenant AND repo_id = :repo_id AND tag = :tag";
+    INSERT_PROMPT_TAG_MOVE: PromptTagMoveRow = "INSERT INTO prompt_tag_moves (tenant, repo_id, tag, moved_at, commit_hash) \
+        VALUES (:tenant, :repo_id, :tag, :moved_at, :commit_hash) USING TIMESTAMP :write_ts";
+    DELETE_PROMPT_TAG_MOVES: PromptRepoKeyAt = "DELETE FROM prompt_tag_moves USING TIMESTAMP :write_ts \
+        WHERE tenant = :tenant AND repo_id = :repo_id";
+    // Likes; the newest change (`write_ts` = its time) wins.
+    LIST_PROMPT_LIKES: PromptRepoKey = "SELECT liker, liked FROM prompt_likes WHERE tenant = :tenant AND repo_id = :repo_id";
+    SET_PROMPT_LIKE: PromptLikeRow = "INSERT INTO prompt_likes (tenant, repo_id, liker, liked) \
+        VALUES (:tenant, :repo_id, :liker, :liked) USING TIMESTAMP :write_ts";
+    DELETE_PROMPT_LIKES: PromptRepoKeyAt = "DELETE FROM prompt_likes USING TIMESTAMP :write_ts \
+        WHERE tenant = :tenant AND repo_id = :repo_id";
 }
 
 /// Reads through Paxos (`LOCAL_SERIAL`), each the twin of a plain read: a writer that lost a
@@ -270,6 +320,7 @@ pub(crate) const SERIAL_READS: &[(Id, Id)] = &[
     (Id::GET_STATS_SERIAL, Id::GET_STATS),
     (Id::GET_ITEM_SERIAL, Id::GET_ITEM),
     (Id::GET_DATASET_SERIAL, Id::GET_DATASET),
+    (Id::GET_PROMPT_REPO_SERIAL, Id::GET_PROMPT_REPO),
 ];
 
 /// Whether a statement is a lightweight transaction (Paxos): never resent blindly, since a
@@ -828,6 +879,119 @@ pub(crate) struct CurationJobRow {
     pub write_ts: i64,
 }
 
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct PromptRepoKey {
+    pub tenant: Uuid,
+    pub repo_id: Uuid,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct PromptRepoKeyAt {
+    pub tenant: Uuid,
+    pub repo_id: Uuid,
+    pub write_ts: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct InsertPromptRepo {
+    pub tenant: Uuid,
+    pub repo_id: Uuid,
+    pub body: Vec<u8>,
+    pub version: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct UpdatePromptRepo {
+    pub tenant: Uuid,
+    pub repo_id: Uuid,
+    pub body: Vec<u8>,
+    pub version: i64,
+    pub expected_version: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct PromptNameKey {
+    pub tenant: Uuid,
+    pub handle: String,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct PromptNameClaim {
+    pub tenant: Uuid,
+    pub handle: String,
+    pub repo_id: Uuid,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct PromptDeletedRow {
+    pub tenant: Uuid,
+    pub repo_id: Uuid,
+    pub deleted_at: i64,
+    pub write_ts: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct PromptCommitKey {
+    pub tenant: Uuid,
+    pub repo_id: Uuid,
+    pub commit_hash: String,
+}
+
+/// Commits with `lo_hash <= hash < hi_hash`.
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct PromptCommitRange {
+    pub tenant: Uuid,
+    pub repo_id: Uuid,
+    pub lo_hash: String,
+    pub hi_hash: String,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct PromptCommitRow {
+    pub tenant: Uuid,
+    pub repo_id: Uuid,
+    pub commit_hash: String,
+    pub created_at: i64,
+    pub body: Vec<u8>,
+    pub write_ts: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct PromptCommitLogRow {
+    pub tenant: Uuid,
+    pub repo_id: Uuid,
+    pub created_at: i64,
+    pub commit_hash: String,
+    pub write_ts: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct PromptTagKey {
+    pub tenant: Uuid,
+    pub repo_id: Uuid,
+    pub tag: String,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct PromptTagMoveRow {
+    pub tenant: Uuid,
+    pub repo_id: Uuid,
+    pub tag: String,
+    pub moved_at: i64,
+    /// `None` (null): the tag was deleted.
+    pub commit_hash: Option<String>,
+    pub write_ts: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct PromptLikeRow {
+    pub tenant: Uuid,
+    pub repo_id: Uuid,
+    pub liker: Uuid,
+    pub liked: bool,
+    pub write_ts: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -852,6 +1016,8 @@ mod tests {
         "queue_runs",
         "datasets",
         "dataset_names",
+        "prompt_repos",
+        "prompt_names",
     ];
     /// Rows whose write order does not matter: insert-only keys that readers check against the
     /// source of truth, or entries that any later reader removes when they are stale.
@@ -1031,6 +1197,33 @@ mod tests {
         for stmt in [INSERT_EXAMPLE_VERSION.index(), INSERT_EXAMPLE_LOC.index(), INSERT_DATASET_VERSION.index(), SET_DATASET_TAG.index()] {
             assert!(ALL[stmt].1.ends_with("USING TIMESTAMP :write_ts"), "{}", ALL[stmt].0);
         }
+    }
+
+    #[test]
+    fn prompt_rows_are_stamped_with_their_time_and_hash_prefixes_are_one_range() {
+        // Commits, tag moves and likes are written at their own time, and a repository's
+        // partitions are deleted at the delete's time: a redelivered older write stays deleted.
+        for stmt in [
+            INSERT_PROMPT_COMMIT.index(),
+            INSERT_PROMPT_COMMIT_LOG.index(),
+            INSERT_PROMPT_TAG_MOVE.index(),
+            SET_PROMPT_LIKE.index(),
+            INSERT_PROMPT_DELETED.index(),
+        ] {
+            assert!(ALL[stmt].1.ends_with("USING TIMESTAMP :write_ts"), "{}", ALL[stmt].0);
+        }
+        for stmt in
+            [DELETE_PROMPT_COMMITS.index(), DELETE_PROMPT_COMMIT_LOG.index(), DELETE_PROMPT_TAG_MOVES.index(), DELETE_PROMPT_LIKES.index()]
+        {
+            assert!(ALL[stmt]
+                .1
+                .starts_with(&format!("DELETE FROM {} USING TIMESTAMP :write_ts", shape::Statement::parse(ALL[stmt].1).unwrap().table)));
+        }
+        let scan = ALL[SCAN_PROMPT_COMMITS.index()].1;
+        assert!(scan.ends_with("AND commit_hash >= :lo_hash AND commit_hash < :hi_hash"), "{scan}");
+        let t = schema().table("prompt_commits").unwrap().clone();
+        assert_eq!((t.clustering.as_slice(), t.column_type("commit_hash")), (&["commit_hash".to_string()][..], Some("text")));
+        assert!(crate::scylla::migrate::PROMPTS_CQL.contains("CLUSTERING ORDER BY (created_at DESC, commit_hash DESC)"));
     }
 
     #[test]

@@ -130,7 +130,7 @@ async fn the_binary_serves_datasets_over_grpc_and_curation_rules_add_runs_as_fee
     use sextant_proto::pb::dataset_service_client::DatasetServiceClient;
     use sextant_proto::pb::{
         AddCurationRuleRequest, CreateDatasetRequest, CreateExamplesRequest, DiffVersionsRequest, Example, ListExamplesRequest,
-        RunSelection, SetTagRequest,
+        RunSelection, SetDatasetTagRequest,
     };
 
     let s = Sextant::start(None).await;
@@ -163,7 +163,7 @@ async fn the_binary_serves_datasets_over_grpc_and_curation_rules_add_runs_as_fee
         .await
         .unwrap()
         .into_inner();
-    ds.set_tag(SetTagRequest { dataset_id: dataset.id.clone(), tag: "prod".into(), as_of: first.as_of.clone() }).await.unwrap();
+    ds.set_tag(SetDatasetTagRequest { dataset_id: dataset.id.clone(), tag: "prod".into(), as_of: first.as_of.clone() }).await.unwrap();
 
     // A rule: root runs with a low user rating join the dataset as the rating arrives.
     let filter = r#"and(eq(feedback_key, "user_rating"), lt(feedback_score, 0.4))"#;

@@ -9,4 +9,5 @@ mod distributed;
 mod durability;
 mod grpc;
 mod online_eval;
+mod prompts;
 mod tenancy;

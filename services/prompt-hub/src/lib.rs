@@ -1,0 +1,20 @@
+//! The prompt-hub service: prompts versioned like code, because they change more often than
+//! code and break production as easily.
+//!
+//! * [`core::Prompts`]: repositories; commits addressed by a SHA-256 of their canonical
+//!   manifest and parent (a push identical to its parent is refused); pulls by `latest`, tag or
+//!   hash (full or a prefix); tags whose every move is kept, so any past state can be read;
+//!   diffs; A/B variants with stable assignment by user id. Writes are `PromptChangedV1` events,
+//!   applied at once for read-your-writes.
+//! * [`projector`]: folds the prompt stream into the store (idempotent; repairs what a crashed
+//!   writer did not apply, feeds other processes' stores).
+//! * [`http`]: the REST routes the LangSmith SDK uses (`/repos`, `/commits`, `/likes`) and
+//!   Sextant's tags, history, diffs, variants and assignment; cacheable pulls (`ETag`).
+//! * [`grpc`]: the same operations as `sextant.v1.PromptService`.
+
+pub mod core;
+pub mod grpc;
+pub mod http;
+pub mod projector;
+
+pub use crate::core::Prompts;
