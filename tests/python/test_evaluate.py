@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
+import uuid
 
 import langsmith as ls
 from langsmith import evaluate
@@ -234,3 +236,61 @@ def test_server_side_evaluators_score_an_experiment_resumably(private_server, mo
 
 def _assert(cond: bool) -> None:
     assert cond
+
+
+def test_dataset_evaluators_score_every_experiment_of_the_sdk(private_server, monkeypatch) -> None:
+    """Rule and judge evaluators configured on the dataset (versioned) score the runs of the
+    SDK's `evaluate()` on the server, whatever evaluators the call itself passes."""
+    judge = FakeJudge()
+    monkeypatch.setenv("SEXTANT_JUDGE__BASE_URL", judge.url)
+    monkeypatch.setenv("SEXTANT_JUDGE__MODEL", "fake-judge")
+    with private_server() as (server, make):
+        client = make()
+        headers = {"x-api-key": client.api_key}
+        ds = client.create_dataset(unique("scored"))
+        questions = ["1+1", "2+2", "4+4"]
+        client.create_examples(dataset_id=ds.id, inputs=[{"q": q} for q in questions],
+                               outputs=[{"a": str(eval(q))} for q in questions])
+        url = f"{client.api_url}/datasets/{ds.id}/evaluators"
+        r = client.session.post(url, headers=headers, json={"type": "exact_match", "key": "exact"})
+        assert r.status_code == 201 and r.json()["version"] == 1, r.text
+        r = client.session.post(url, headers=headers, json={"type": "llm_judge", "key": "judge", "prompt": "Q {inputs} A {outputs} R {reference}"})
+        assert r.status_code == 201, r.text
+        bad = client.session.post(url, headers=headers, json={"type": "regex", "key": "r", "pattern": "("})
+        assert bad.status_code == 422 and "pattern" in bad.text, bad.text
+        assert client.session.post(f"{client.api_url}/datasets/{uuid.uuid4()}/evaluators", headers=headers,
+                                   json={"type": "json", "key": "j"}).status_code == 404
+
+        def target(inputs: dict) -> dict:
+            return {"a": "5" if inputs["q"] == "4+4" else str(eval(inputs["q"]))}
+
+        def scored(name: str, n: int) -> dict:
+            runs = {r.inputs["q"]: r for r in client.list_runs(project_name=name, is_root=True)}
+            assert len(runs) == 3
+            fb = [f for f in client.list_feedback(run_ids=[r.id for r in runs.values()]) if f.key in ("exact", "judge")]
+            assert len(fb) == n, fb
+            return {(q, f.key): f for q, r in runs.items() for f in fb if f.run_id == r.id}
+
+        first = evaluate(target, data=ds.name, evaluators=[], experiment_prefix="auto", client=client)
+        assert len(list(first)) == 3
+        client.flush()
+        fb = eventually(lambda: scored(first.experiment_name, 6), client=client, what="server-side scores")
+        assert fb[("2+2", "exact")].score == 1 and fb[("4+4", "exact")].score == 0
+        assert fb[("1+1", "judge")].score == 0.8 and fb[("1+1", "judge")].feedback_source.type == "model"
+        assert fb[("1+1", "exact")].feedback_source.metadata["dataset_evaluator_version"] == 1
+        assert len(judge.calls) == 3
+
+        # A new config under the same key is version 2; the next experiment is scored with it.
+        r = client.session.post(url, headers=headers, json={"type": "fuzzy_match", "key": "exact", "threshold": 0.5})
+        assert r.status_code == 201 and r.json()["version"] == 2, r.text
+        versions = client.session.get(url, headers=headers).json()
+        assert [(v["key"], v["version"], v["active"]) for v in versions] == [("exact", 1, False), ("judge", 1, True), ("exact", 2, True)]
+        assert client.session.delete(f"{url}/judge", headers=headers).status_code == 204
+        time.sleep(2.5)  # evaluator configs are cached for 2 s
+        second = evaluate(target, data=ds.name, evaluators=[], experiment_prefix="auto", client=client)
+        assert len(list(second)) == 3
+        client.flush()
+        fb = eventually(lambda: scored(second.experiment_name, 3), client=client, what="scores with version 2")
+        assert all(f.feedback_source.metadata["dataset_evaluator_version"] == 2 for f in fb.values())
+        assert len(judge.calls) == 3  # the retired judge scored nothing new
+    judge.server.shutdown()

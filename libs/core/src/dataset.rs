@@ -61,6 +61,23 @@ pub struct Dataset {
     pub modified_at: Timestamp,
     /// Rules that add matching runs as they happen.
     pub rules: Vec<CurationRule>,
+    /// Server-side evaluators that score every experiment run against this dataset, every
+    /// version of each kept (the active one scores).
+    #[serde(default)]
+    pub evaluators: Vec<DatasetEvaluator>,
+}
+
+/// One version of an evaluator configured on a dataset.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DatasetEvaluator {
+    pub key: String,
+    /// 1 for the first config under this key, then one more per change.
+    pub version: u32,
+    /// The evaluator's JSON config (the evaluator service parses it).
+    pub config: RawJson,
+    pub created_at: Timestamp,
+    /// Whether this version scores new runs (the latest of its key, unless retired).
+    pub active: bool,
 }
 
 /// A file attached to an example; the bytes are stored once, by content hash.

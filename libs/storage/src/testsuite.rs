@@ -779,6 +779,7 @@ fn dataset(name: &str) -> sextant_core::Dataset {
         created_at: now,
         modified_at: now,
         rules: Vec::new(),
+        evaluators: Vec::new(),
     }
 }
 

@@ -255,6 +255,7 @@ impl Datasets {
             created_at: now,
             modified_at: now,
             rules: Vec::new(),
+            evaluators: Vec::new(),
         };
         if let Some(existing) = self.store.dataset_by_name(tenant, &d.name).await.map_err(storage_error)? {
             return Err(ApiError::conflict(format!("a dataset named {:?} already exists (id {})", d.name, existing.id)));

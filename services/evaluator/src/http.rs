@@ -23,12 +23,15 @@ use crate::compare::{compare, options_from_json, to_json};
 pub struct EvaluatorState {
     pub store: Arc<dyn Storage>,
     pub runner: Arc<crate::run::EvalRunner>,
+    pub dataset_evaluators: Arc<crate::dataset_evaluators::DatasetEvaluators>,
 }
 
 pub fn router(state: EvaluatorState, auth: Arc<Authenticator>) -> Router {
     let api = Router::new()
         .route("/experiments/compare", post(compare_experiments))
         .route("/experiments/{id}/evaluate", post(evaluate_experiment))
+        .route("/datasets/{id}/evaluators", post(set_dataset_evaluator).get(list_dataset_evaluators))
+        .route("/datasets/{id}/evaluators/{key}", axum::routing::delete(retire_dataset_evaluator))
         .route_layer(middleware::from_fn_with_state(auth, require_principal))
         .with_state(state);
     Router::new().merge(api.clone()).nest("/api/v1", api)
@@ -93,4 +96,38 @@ async fn evaluate_experiment(
         Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(line))
     });
     Ok(([("content-type", "application/x-ndjson")], Body::from_stream(progress.chain(tail))).into_response())
+}
+
+fn dataset_id(s: &str) -> Result<sextant_core::DatasetId, ApiError> {
+    sextant_proto::http::uuid_param("dataset id", s).map(sextant_core::DatasetId)
+}
+
+/// The body is an evaluator config; a config under an existing key becomes its new version.
+async fn set_dataset_evaluator(
+    State(s): State<EvaluatorState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = json_body(&headers, body, 1024 * 1024).await?;
+    let id = dataset_id(&id)?;
+    let e = s.dataset_evaluators.set(p.tenant, id, &body).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(crate::dataset_evaluators::evaluator_json(id, &e))).into_response())
+}
+
+/// Every version of every evaluator of the dataset (`active` marks the ones that score).
+async fn list_dataset_evaluators(State(s): State<EvaluatorState>, Caller(p): Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = dataset_id(&id)?;
+    let list = s.dataset_evaluators.list(p.tenant, id).await?;
+    Ok(Json(list.iter().map(|e| crate::dataset_evaluators::evaluator_json(id, e)).collect::<Vec<_>>()).into_response())
+}
+
+async fn retire_dataset_evaluator(
+    State(s): State<EvaluatorState>,
+    Caller(p): Caller,
+    Path((id, key)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    s.dataset_evaluators.retire(p.tenant, dataset_id(&id)?, &key).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }

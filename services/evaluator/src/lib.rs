@@ -5,6 +5,8 @@
 //!   reference, numeric claims) and LLM-as-judge through any OpenAI-compatible endpoint.
 //! * [`run`]: evaluators run on the server over an experiment's runs, results stored as
 //!   feedback; resumable (result ids derive from run, evaluator and config).
+//! * [`dataset_evaluators`]: evaluators configured on a dataset, versioned, scoring every
+//!   experiment run against it as it finishes.
 //! * [`online`]: rules from the configuration score sampled production runs as they
 //!   finish; watch windows publish an alert event and call a webhook when a score drops.
 //! * [`compare`]: two experiments compared per metric over their shared examples (mean,
@@ -14,6 +16,7 @@
 //!   (`EvaluationService`).
 
 pub mod compare;
+pub mod dataset_evaluators;
 pub mod grpc;
 pub mod http;
 pub mod online;

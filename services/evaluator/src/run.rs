@@ -58,7 +58,7 @@ pub struct EvalRunner {
 }
 
 /// The feedback id of one evaluator's result on one run.
-fn result_id(run: RunId, evaluator: &Evaluator) -> FeedbackId {
+pub(crate) fn result_id(run: RunId, evaluator: &Evaluator) -> FeedbackId {
     const NAMESPACE: Uuid = Uuid::from_u128(0x5e7a_47c0_e7a1_5e70_8000_c0de_c0de_0002);
     let config = hex::encode(Sha256::digest(serde_json::to_vec(evaluator.config()).unwrap_or_default()));
     FeedbackId(Uuid::new_v5(&NAMESPACE, format!("{}/{}/{config}", run.0, evaluator.key()).as_bytes()))
@@ -71,7 +71,7 @@ impl EvalRunner {
 
     /// Evaluator configs (a JSON list) as evaluators, or a 422 naming the bad field.
     pub fn parse(&self, configs: &Value) -> Result<Vec<Evaluator>, ApiError> {
-        if !configs.as_array().is_some_and(|a| !a.is_empty()) {
+        if configs.as_array().is_none_or(|a| a.is_empty()) {
             return Err(ApiError::unprocessable("evaluators: expected a non-empty list of evaluator configs"));
         }
         parse_evaluators(configs, &self.judge).map_err(|e| ApiError::unprocessable(format!("evaluators: {e}")))
@@ -173,7 +173,7 @@ impl EvalRunner {
 
 /// One result as a feedback entry: `(entry, scored, cost)`; `None` if it cannot be encoded
 /// (never expected: the fields are ours).
-fn result_feedback(
+pub(crate) fn result_feedback(
     experiment: Uuid,
     (run_id, trace_id): (RunId, RunId),
     e: &Evaluator,
@@ -209,7 +209,7 @@ fn result_feedback(
     }
 }
 
-fn store_error(e: sextant_storage::StorageError) -> ApiError {
+pub(crate) fn store_error(e: sextant_storage::StorageError) -> ApiError {
     match e.kind {
         sextant_storage::StorageErrorKind::Unavailable => ApiError::unavailable("the store is unavailable; retry shortly"),
         _ => {

@@ -51,6 +51,7 @@ pub struct Server {
     pub queues: Arc<Queues>,
     pub datasets: Arc<Datasets>,
     pub prompts: Arc<Prompts>,
+    pub dataset_evaluators: Arc<sextant_evaluator::dataset_evaluators::DatasetEvaluators>,
     pub auth: Arc<Authenticator>,
     pub signer: UrlSigner,
     /// Signs dataset attachment URLs.
@@ -96,10 +97,12 @@ impl Server {
         let queues = Arc::new(Queues::new(store.clone(), feedback.clone()));
         let datasets = Arc::new(Datasets::new(bus.clone(), store.clone()));
         let prompts = Arc::new(Prompts::new(bus.clone(), store.clone()));
+        let dataset_evaluators =
+            sextant_evaluator::dataset_evaluators::DatasetEvaluators::new(datasets.clone(), feedback.clone(), config.judge.clone());
         let url_key = Arc::new(key.clone());
         let signer = UrlSigner::new(key);
         let ingest = Arc::new(Ingest::new(bus.clone(), store.clone(), config.ingest_limits()));
-        Ok(Self { config, bus, store, ingest, feedback, queues, datasets, prompts, auth, signer, url_key })
+        Ok(Self { config, bus, store, ingest, feedback, queues, datasets, prompts, dataset_evaluators, auth, signer, url_key })
     }
 
     /// The HTTP application: every service's routes plus health and metrics.
@@ -117,7 +120,11 @@ impl Server {
             let state = DatasetState { datasets: self.datasets.clone(), url_key: self.url_key.clone() };
             app = app.merge(sextant_dataset_curation::http::router(state, self.auth.clone()));
             let runner = sextant_evaluator::run::EvalRunner::new(self.store.clone(), self.feedback.clone(), self.config.judge.clone());
-            let state = sextant_evaluator::http::EvaluatorState { store: self.store.clone(), runner: Arc::new(runner) };
+            let state = sextant_evaluator::http::EvaluatorState {
+                store: self.store.clone(),
+                runner: Arc::new(runner),
+                dataset_evaluators: self.dataset_evaluators.clone(),
+            };
             app = app.merge(sextant_evaluator::http::router(state, self.auth.clone()));
             app = app.merge(sextant_prompt_hub::http::router(self.prompts.clone(), self.auth.clone()));
         }
@@ -263,6 +270,11 @@ pub async fn serve(
         )
         .map_err(|e| anyhow::anyhow!("online_eval: {e}"))?;
         tasks.spawn(sextant_evaluator::online::run_online_evaluator(server.bus.clone(), online, stop_rx.clone()));
+        tasks.spawn(sextant_evaluator::dataset_evaluators::run_experiment_evaluator(
+            server.bus.clone(),
+            server.dataset_evaluators.clone(),
+            stop_rx.clone(),
+        ));
         tasks.spawn(sextant_dataset_curation::rules::run_curation_rules(
             server.bus.clone(),
             sextant_dataset_curation::rules::CurationRules::new(server.datasets.clone()),

@@ -911,6 +911,7 @@ mod tests {
             created_at: Timestamp(1),
             modified_at: Timestamp(1),
             rules: Vec::new(),
+            evaluators: Vec::new(),
         };
         assert!(dataset_matches(&DatasetQuery::default(), &d));
         assert!(dataset_matches(&DatasetQuery { name_contains: Some("golden".into()), ..Default::default() }, &d));
