@@ -22,3 +22,11 @@ pub mod http;
 pub mod online;
 pub mod run;
 pub mod scorers;
+
+/// Installs rustls' ring crypto provider for the process, if none is installed yet. reqwest is
+/// built without its default (aws-lc-rs) provider, so every process that builds an HTTP
+/// client calls this first (the server and CLI in `main`, the judge and webhook clients, the
+/// test harnesses).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

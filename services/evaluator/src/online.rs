@@ -176,6 +176,7 @@ impl OnlineEvaluator {
         bus: Arc<dyn EventBus>,
         feedback: Arc<FeedbackService>,
     ) -> Result<Arc<Self>, String> {
+        crate::install_crypto_provider();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|e| e.to_string())?;
         Ok(Arc::new(Self { rules: compile(rules, judge)?, store, bus, feedback, windows: Mutex::new(HashMap::new()), http }))
     }

@@ -302,8 +302,8 @@ async fn judge_config_errors_name_the_field() {
     assert!(e.field == "model" && e.to_string().contains("evaluator \"k\""), "{e}");
     assert_eq!(err(base.clone(), &JudgeSettings::default()).field, "model");
     assert_eq!(err(base.clone(), &JudgeSettings { model: "m".into(), ..Default::default() }).field, "judge.base_url");
-    let e = err(base.clone(), &JudgeSettings { base_url: "https://api.example.com/v1".into(), ..s.clone() });
-    assert!(e.field == "judge.base_url" && e.message.contains("https"), "{e}");
+    let e = err(base.clone(), &JudgeSettings { base_url: "ftp://api.example.com/v1".into(), ..s.clone() });
+    assert!(e.field == "judge.base_url" && e.message.contains("unsupported scheme"), "{e}");
     assert_eq!(fake.request_count(), 0);
 }
 

@@ -244,6 +244,7 @@ struct Api {
 
 impl Api {
     fn new(e: &Endpoint) -> anyhow::Result<Self> {
+        sextant_evaluator::install_crypto_provider();
         let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
         Ok(Self { http, base: e.endpoint.trim_end_matches('/').to_owned(), key: e.api_key.clone() })
     }

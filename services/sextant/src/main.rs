@@ -62,6 +62,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    sextant_evaluator::install_crypto_provider();
     match cli.command {
         Command::Eval { command } => {
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");

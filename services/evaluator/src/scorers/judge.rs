@@ -9,9 +9,8 @@
 //! summed over samples and attempts, failed ones included. A judge that times out, errs or
 //! answers without a usable score yields an error, never a made-up score.
 //!
-//! TLS: this build's HTTP client has no TLS (enabling reqwest's `rustls` would pull aws-lc-rs
-//! and the platform verifier, which are not vendored here), so `base_url` must be `http://`:
-//! an in-cluster gateway, a local model server, or a TLS-terminating proxy.
+//! TLS: `https://` endpoints are verified against the system's roots (rustls with the ring
+//! provider), plus the CA certificates in `ca_cert_file` for private gateways.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -69,6 +68,9 @@ pub struct JudgeSettings {
     pub model_prices: BTreeMap<String, Prices>,
     /// Sent as `max_tokens` when set; bounds what a rambling judge costs.
     pub max_tokens: Option<u32>,
+    /// PEM file of extra CA certificates to trust for an `https://` endpoint (a private
+    /// gateway); the system's roots are trusted either way.
+    pub ca_cert_file: Option<std::path::PathBuf>,
     /// Runtime state, not config: leave it to `Default` (or `..Default::default()`).
     #[serde(skip)]
     pub runtime: JudgeRuntime,
@@ -103,6 +105,16 @@ pub struct Prices {
     pub completion_usd_per_mtok: f64,
 }
 
+/// The CA certificates of a PEM file.
+fn extra_roots(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in the file", path.display()));
+    }
+    Ok(certs)
+}
+
 impl Default for JudgeSettings {
     fn default() -> Self {
         Self {
@@ -117,6 +129,7 @@ impl Default for JudgeSettings {
             prices: Prices::default(),
             model_prices: BTreeMap::new(),
             max_tokens: None,
+            ca_cert_file: None,
             runtime: JudgeRuntime::default(),
         }
     }
@@ -136,6 +149,7 @@ impl fmt::Debug for JudgeSettings {
             .field("prices", &self.prices)
             .field("model_prices", &self.model_prices)
             .field("max_tokens", &self.max_tokens)
+            .field("ca_cert_file", &self.ca_cert_file)
             .finish()
     }
 }
@@ -158,15 +172,11 @@ impl JudgeSettings {
         }
         let url = reqwest::Url::parse(&self.base_url).map_err(|e| field("base_url", format!("not a URL: {e}")))?;
         match url.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(field(
-                    "base_url",
-                    "https is not supported by this build (no TLS in its HTTP client): use an http:// endpoint or a TLS-terminating proxy"
-                        .into(),
-                ))
-            }
+            "http" | "https" => {}
             other => return Err(field("base_url", format!("unsupported scheme {other:?}"))),
+        }
+        if let Some(path) = &self.ca_cert_file {
+            extra_roots(path).map_err(|e| field("ca_cert_file", e))?;
         }
         if self.timeout_ms == 0 {
             return Err(field("timeout_ms", "must be positive".into()));
@@ -196,11 +206,14 @@ impl JudgeSettings {
         if let Some(s) = slot.as_ref().filter(|s| s.permits == self.max_concurrency) {
             return Ok(s.clone());
         }
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(self.max_concurrency)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| ConfigError::field("judge", format!("cannot build the HTTP client: {e}")))?;
+        crate::install_crypto_provider();
+        let mut builder = reqwest::Client::builder().pool_max_idle_per_host(self.max_concurrency).tcp_nodelay(true);
+        if let Some(path) = &self.ca_cert_file {
+            for cert in extra_roots(path).map_err(|e| ConfigError::field("judge.ca_cert_file", e))? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder.build().map_err(|e| ConfigError::field("judge", format!("cannot build the HTTP client: {e}")))?;
         let shared = Arc::new(Shared { client, limit: Semaphore::new(self.max_concurrency), permits: self.max_concurrency });
         *slot = Some(shared.clone());
         Ok(shared)
@@ -603,7 +616,12 @@ mod tests {
         let s = JudgeSettings::default();
         assert_eq!(s.validate().unwrap_err().field, "judge.base_url");
         let s = JudgeSettings { base_url: "https://api.openai.com/v1".into(), ..Default::default() };
-        assert!(s.validate().unwrap_err().message.contains("https"));
+        assert!(s.validate().is_ok(), "https endpoints are supported");
+        let s = JudgeSettings { base_url: "ftp://x/v1".into(), ..Default::default() };
+        assert!(s.validate().unwrap_err().message.contains("unsupported scheme"));
+        let s =
+            JudgeSettings { base_url: "https://gateway/v1".into(), ca_cert_file: Some("/nonexistent/ca.pem".into()), ..Default::default() };
+        assert!(s.validate().unwrap_err().to_string().contains("ca_cert_file"));
         let s = JudgeSettings { base_url: "http://localhost:1/v1".into(), max_concurrency: 0, ..Default::default() };
         assert_eq!(s.validate().unwrap_err().field, "judge.max_concurrency");
         let s = JudgeSettings { base_url: "http://localhost:1/v1".into(), ..Default::default() };

@@ -79,7 +79,7 @@ impl Sextant {
         self.child = Some(cmd.spawn().expect("start sextant"));
         self.url = format!("http://127.0.0.1:{http}");
         self.grpc_url = format!("http://127.0.0.1:{grpc}");
-        let client = reqwest::Client::new();
+        let client = client(None);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = client.get(format!("{}/readyz", self.url)).send().await {
@@ -137,6 +137,8 @@ impl Drop for Sextant {
 
 /// A client that sends `x-api-key` when given one.
 pub fn client(key: Option<&str>) -> reqwest::Client {
+    // reqwest is built without a default TLS crypto provider (see sextant_evaluator).
+    sextant_evaluator::install_crypto_provider();
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(k) = key {
         headers.insert("x-api-key", k.parse().unwrap());
