@@ -1,5 +1,5 @@
-//! The gRPC `EvaluationService` (`proto/sextant/v1/evaluation.proto`): the comparison, over
-//! the same code as REST.
+//! The gRPC `EvaluationService` (`proto/sextant/v1/evaluation.proto`): the comparison,
+//! evaluation runs and dataset evaluators, over the same code as REST.
 
 use std::sync::Arc;
 
@@ -14,18 +14,122 @@ use sextant_proto::ApiError;
 use sextant_storage::Storage;
 
 use crate::compare::{compare, render, CompareOptions};
+use crate::dataset_evaluators::DatasetEvaluators;
+use crate::run::{EvalProgress, EvalRunner};
+
+type ProgressStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::EvaluationProgress, Status>> + Send>>;
 
 pub struct EvaluationGrpc {
     store: Arc<dyn Storage>,
+    runner: Arc<EvalRunner>,
+    dataset_evaluators: Arc<DatasetEvaluators>,
     auth: Arc<Authenticator>,
 }
 
-pub fn evaluation_service(store: Arc<dyn Storage>, auth: Arc<Authenticator>) -> EvaluationServiceServer<EvaluationGrpc> {
-    EvaluationServiceServer::new(EvaluationGrpc { store, auth })
+pub fn evaluation_service(
+    store: Arc<dyn Storage>,
+    runner: Arc<EvalRunner>,
+    dataset_evaluators: Arc<DatasetEvaluators>,
+    auth: Arc<Authenticator>,
+) -> EvaluationServiceServer<EvaluationGrpc> {
+    EvaluationServiceServer::new(EvaluationGrpc { store, runner, dataset_evaluators, auth })
+}
+
+fn dataset_id(v: &str) -> Result<sextant_core::DatasetId, ApiError> {
+    sextant_proto::grpc::required_uuid("dataset_id", v).map(sextant_core::DatasetId)
+}
+
+fn evaluator_to_pb(dataset: sextant_core::DatasetId, e: &sextant_core::dataset::DatasetEvaluator) -> pb::DatasetEvaluator {
+    pb::DatasetEvaluator {
+        dataset_id: dataset.to_string(),
+        key: e.key.clone(),
+        version: e.version,
+        config_json: e.config.as_str().to_owned(),
+        active: e.active,
+        created_at: sextant_proto::grpc::rfc3339(e.created_at),
+    }
+}
+
+fn progress_to_pb(p: &EvalProgress) -> pb::EvaluationProgress {
+    pb::EvaluationProgress {
+        total: p.total,
+        scored: p.scored,
+        skipped: p.skipped,
+        errors: p.errors,
+        unscorable: p.unscorable,
+        cost_usd: p.cost_usd,
+        done: p.done,
+    }
 }
 
 #[tonic::async_trait]
 impl EvaluationService for EvaluationGrpc {
+    type RunEvaluationStream = ProgressStream;
+
+    #[instrument(name = "grpc.run_evaluation", skip_all, fields(tenant = field::Empty))]
+    async fn run_evaluation(&self, req: Request<pb::RunEvaluationRequest>) -> Result<Response<Self::RunEvaluationStream>, Status> {
+        let p = authenticate(&self.auth, &req)?;
+        let r = req.into_inner();
+        if r.experiment.is_empty() {
+            return Err(ApiError::unprocessable("experiment is required (an id or name)").into());
+        }
+        let configs = sextant_proto::grpc::json_text("evaluators_json", &r.evaluators_json)?;
+        let evaluators = self.runner.parse(&configs)?;
+        crate::compare::find_experiment(self.store.as_ref(), p.tenant, &r.experiment).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Result<pb::EvaluationProgress, Status>>(64);
+        let runner = self.runner.clone();
+        tokio::spawn(async move {
+            let forward = {
+                let out_tx = out_tx.clone();
+                async move {
+                    let mut rx: tokio::sync::mpsc::Receiver<EvalProgress> = rx;
+                    while let Some(p) = rx.recv().await {
+                        let _ = out_tx.send(Ok(progress_to_pb(&p))).await;
+                    }
+                }
+            };
+            let run = runner.run(p.tenant, &r.experiment, evaluators, tx);
+            let (outcome, ()) = tokio::join!(run, forward);
+            if let Err(e) = outcome {
+                let _ = out_tx.send(Err(e.into())).await;
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(out_rx))))
+    }
+
+    #[instrument(name = "grpc.set_dataset_evaluator", skip_all, fields(tenant = field::Empty))]
+    async fn set_dataset_evaluator(&self, req: Request<pb::SetDatasetEvaluatorRequest>) -> Result<Response<pb::DatasetEvaluator>, Status> {
+        let p = authenticate(&self.auth, &req)?;
+        let r = req.into_inner();
+        let id = dataset_id(&r.dataset_id)?;
+        let config = sextant_proto::grpc::json_text("config_json", &r.config_json)?;
+        let e = self.dataset_evaluators.set(p.tenant, id, &config).await?;
+        Ok(Response::new(evaluator_to_pb(id, &e)))
+    }
+
+    #[instrument(name = "grpc.list_dataset_evaluators", skip_all, fields(tenant = field::Empty))]
+    async fn list_dataset_evaluators(
+        &self,
+        req: Request<pb::ListDatasetEvaluatorsRequest>,
+    ) -> Result<Response<pb::ListDatasetEvaluatorsResponse>, Status> {
+        let p = authenticate(&self.auth, &req)?;
+        let id = dataset_id(&req.get_ref().dataset_id)?;
+        let list = self.dataset_evaluators.list(p.tenant, id).await?;
+        Ok(Response::new(pb::ListDatasetEvaluatorsResponse { evaluators: list.iter().map(|e| evaluator_to_pb(id, e)).collect() }))
+    }
+
+    #[instrument(name = "grpc.retire_dataset_evaluator", skip_all, fields(tenant = field::Empty))]
+    async fn retire_dataset_evaluator(
+        &self,
+        req: Request<pb::RetireDatasetEvaluatorRequest>,
+    ) -> Result<Response<pb::RetireDatasetEvaluatorResponse>, Status> {
+        let p = authenticate(&self.auth, &req)?;
+        let r = req.get_ref();
+        self.dataset_evaluators.retire(p.tenant, dataset_id(&r.dataset_id)?, &r.key).await?;
+        Ok(Response::new(pb::RetireDatasetEvaluatorResponse {}))
+    }
+
     #[instrument(name = "grpc.compare_experiments", skip_all, fields(tenant = field::Empty))]
     async fn compare_experiments(
         &self,

@@ -301,7 +301,16 @@ pub async fn serve(
         .add_optional_service(api.then(|| sextant_feedback::grpc::feedback_service(server.feedback.clone(), server.auth.clone())))
         .add_optional_service(api.then(|| sextant_feedback::grpc::queue_service(server.queues.clone(), server.auth.clone())))
         .add_optional_service(api.then(|| sextant_dataset_curation::grpc::dataset_service(server.datasets.clone(), server.auth.clone())))
-        .add_optional_service(api.then(|| sextant_evaluator::grpc::evaluation_service(server.store.clone(), server.auth.clone())))
+        .add_optional_service(api.then(|| {
+            let runner =
+                sextant_evaluator::run::EvalRunner::new(server.store.clone(), server.feedback.clone(), server.config.judge.clone());
+            sextant_evaluator::grpc::evaluation_service(
+                server.store.clone(),
+                Arc::new(runner),
+                server.dataset_evaluators.clone(),
+                server.auth.clone(),
+            )
+        }))
         .add_optional_service(api.then(|| sextant_prompt_hub::grpc::prompt_service(server.prompts.clone(), server.auth.clone())));
     let grpc_task = tokio::spawn(async move {
         grpc_router

@@ -304,4 +304,42 @@ async fn the_binary_compares_experiments_over_grpc() {
     let empty = ev.compare_experiments(CompareExperimentsRequest::default()).await.unwrap_err();
     assert_eq!(empty.code(), tonic::Code::InvalidArgument);
     assert!(empty.message().contains("baseline"));
+
+    // Evaluators run over an experiment on the server, progress streamed, resumable.
+    use sextant_proto::pb::{RunEvaluationRequest, SetDatasetEvaluatorRequest};
+    let run = |ev: &mut EvaluationServiceClient<tonic::transport::Channel>| {
+        let req = RunEvaluationRequest {
+            experiment: "exp-candidate".into(),
+            evaluators_json: r#"[{"type": "length", "key": "short", "max": 10}]"#.into(),
+        };
+        let mut ev = ev.clone();
+        async move {
+            let mut stream = ev.run_evaluation(req).await.unwrap().into_inner();
+            let mut last = None;
+            while let Some(p) = stream.message().await.unwrap() {
+                last = Some(p);
+            }
+            last.expect("progress is streamed")
+        }
+    };
+    let first = run(&mut ev).await;
+    assert!(first.done && first.total == 30 && first.scored == 30 && first.errors == 0, "{first:?}");
+    let again = run(&mut ev).await;
+    assert!(again.done && again.scored == 0 && again.skipped == 30, "{again:?}");
+    let bad = ev
+        .run_evaluation(RunEvaluationRequest {
+            experiment: "exp-candidate".into(),
+            evaluators_json: r#"[{"type": "nope", "key": "k"}]"#.into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
+    let bad = ev
+        .set_dataset_evaluator(SetDatasetEvaluatorRequest {
+            dataset_id: uuid::Uuid::now_v7().to_string(),
+            config_json: r#"{"type": "json", "key": "j"}"#.into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::NotFound, "{bad:?}");
 }
