@@ -196,6 +196,77 @@ pub async fn consume_batches<F, Fut>(
     tracing::info!(consumer = %name, "consumer stopped");
 }
 
+/// What applying one event to a projection came to.
+pub enum Applied {
+    /// Applied (or not this projection's event): ack once the batch is durable.
+    Done,
+    /// A transient failure: redeliver after a backoff that grows with the delivery count.
+    Retry(String),
+    /// The event can never be applied: terminate it and record a dead letter.
+    Reject(String),
+}
+
+/// A store fed by one stream: what [`run_projection`] applies events to.
+#[async_trait]
+pub trait Projection: Send + Sync {
+    /// Applies one event idempotently (redelivery must change nothing).
+    async fn apply(&self, env: &Envelope, sequence: u64) -> Applied;
+    /// Makes what was applied durable; a batch is acked only after this succeeds.
+    async fn sync(&self) -> Result<(), String>;
+}
+
+/// Runs a projector until `shutdown`: applies each batch, syncs, then acks; undecodable and
+/// rejected events are dead-lettered, failed ones redelivered with backoff, and a failed sync
+/// redelivers the whole batch (harmless: applying is idempotent). `projected_metric` counts
+/// batches applied.
+pub async fn run_projection(
+    bus: &dyn EventBus,
+    spec: ConsumerSpec,
+    batch: usize,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    projection: &dyn Projection,
+    projected_metric: &'static str,
+) {
+    consume_batches(bus, spec, batch, shutdown, move |batch| async move {
+        let mut applied = Vec::with_capacity(batch.len());
+        for d in batch {
+            let outcome = match &d.payload {
+                Ok(env) => projection.apply(env, d.sequence).await,
+                Err(e) => Applied::Reject(format!("undecodable: {e}")),
+            };
+            match outcome {
+                Applied::Done => applied.push(d),
+                Applied::Reject(reason) => {
+                    tracing::error!(seq = d.sequence, %reason, "event cannot be projected; dead-lettering");
+                    let _ = d.term(&reason).await;
+                }
+                Applied::Retry(error) => {
+                    tracing::warn!(seq = d.sequence, %error, "projection failed; will retry");
+                    let backoff = Duration::from_millis(200 * u64::from(d.delivery_count.min(20)));
+                    let _ = d.nak(backoff).await;
+                }
+            }
+        }
+        if applied.is_empty() {
+            return;
+        }
+        if let Err(e) = projection.sync().await {
+            tracing::warn!(error = %e, "store sync failed; the batch will be redelivered");
+            for d in applied {
+                let _ = d.nak(Duration::from_millis(500)).await;
+            }
+            return;
+        }
+        for d in applied {
+            if let Err(e) = d.ack().await {
+                tracing::warn!(error = %e, "ack failed; the event will be redelivered (harmless)");
+            }
+        }
+        metrics::counter!(projected_metric).increment(1);
+    })
+    .await;
+}
+
 /// Subscribes, retrying every second while the bus refuses (NATS still starting, a stream not
 /// created yet), until `shutdown` turns true (then `None`). Every long-running consumer starts
 /// this way.

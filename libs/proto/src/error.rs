@@ -116,3 +116,35 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+/// A store failure as clients see it: invalid input 422, a clash 409, the store down 503 (the
+/// client retries); anything else is logged and a bare 500.
+pub fn storage_error(e: sextant_storage::StorageError) -> ApiError {
+    use sextant_storage::StorageErrorKind;
+    match e.kind {
+        StorageErrorKind::Invalid => ApiError::unprocessable(e.message),
+        StorageErrorKind::Conflict => ApiError::conflict(e.message),
+        StorageErrorKind::Unavailable => {
+            tracing::warn!(error = %e, "store unavailable");
+            ApiError::unavailable("the store is unavailable; retry shortly")
+        }
+        StorageErrorKind::Internal => {
+            tracing::error!(error = %e, "store failure");
+            ApiError::internal()
+        }
+    }
+}
+
+/// An event-bus failure as clients see it: an invalid event 422, the bus down 503; anything
+/// else is logged and a bare 500.
+pub fn bus_error(e: sextant_bus::BusError) -> ApiError {
+    use sextant_bus::BusErrorKind;
+    match e.kind {
+        BusErrorKind::Invalid => ApiError::unprocessable(e.to_string()),
+        BusErrorKind::Unavailable => ApiError::unavailable("the event bus is unavailable; retry shortly"),
+        _ => {
+            tracing::error!(error = %e, "event bus failure");
+            ApiError::internal()
+        }
+    }
+}

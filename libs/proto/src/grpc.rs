@@ -131,3 +131,18 @@ pub fn run_to_pb(r: Run) -> pb::Run {
         tags: r.tags,
     }
 }
+
+/// Sets a generated tonic server's message limits and compression (zstd and gzip, both ways),
+/// the same for every Sextant service: `tuned_server!(FooServiceServer::new(svc), max_request, max_response)`.
+#[macro_export]
+macro_rules! tuned_server {
+    ($server:expr, $max_request:expr, $max_response:expr) => {
+        $server
+            .max_decoding_message_size($max_request)
+            .max_encoding_message_size($max_response)
+            .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .send_compressed(tonic::codec::CompressionEncoding::Zstd)
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+    };
+}

@@ -12,15 +12,16 @@ use serde_json::{json, Map, Value};
 use tracing::instrument;
 use uuid::Uuid;
 
-use sextant_bus::{BusErrorKind, EventBus};
+use sextant_bus::EventBus;
 use sextant_core::dataset::{
     splits_of, DataType, DatasetChange, DatasetVersion, ExampleAttachment, ExampleChange, VersionDiff, DEFAULT_SPLIT,
     MAX_DATASET_NAME_BYTES, MAX_SPLIT_BYTES, MAX_TAG_BYTES, SPLIT_KEY,
 };
 use sextant_core::{Dataset, DatasetId, Example, ExampleId, RawJson, RunId, TenantId, Timestamp};
 use sextant_events::{DatasetChangedV1, Envelope, Event};
+pub use sextant_proto::error::{bus_error, storage_error};
 use sextant_proto::ApiError;
-use sextant_storage::{DatasetCreate, DatasetQuery, ExampleQuery, Storage, StorageError, StorageErrorKind};
+use sextant_storage::{DatasetCreate, DatasetQuery, ExampleQuery, Storage, StorageError};
 
 /// Most examples one write carries (the SDK batches by size well below this).
 pub const MAX_EXAMPLES_PER_WRITE: usize = 10_000;
@@ -29,32 +30,6 @@ pub const MAX_LIST_LIMIT: usize = 1000;
 /// A dataset change is split into events of at most this size (JetStream's default message
 /// limit is 1 MiB).
 const MAX_EVENT_BYTES: usize = 900 * 1024;
-
-pub fn storage_error(e: StorageError) -> ApiError {
-    match e.kind {
-        StorageErrorKind::Invalid => ApiError::unprocessable(e.message),
-        StorageErrorKind::Conflict => ApiError::conflict(e.message),
-        StorageErrorKind::Unavailable => {
-            tracing::warn!(error = %e, "store unavailable");
-            ApiError::unavailable("the store is unavailable; retry shortly")
-        }
-        StorageErrorKind::Internal => {
-            tracing::error!(error = %e, "store failure");
-            ApiError::internal()
-        }
-    }
-}
-
-fn bus_error(e: sextant_bus::BusError) -> ApiError {
-    match e.kind {
-        BusErrorKind::Invalid => ApiError::unprocessable(e.to_string()),
-        BusErrorKind::Unavailable => ApiError::unavailable("the event bus is unavailable; retry shortly"),
-        _ => {
-            tracing::error!(error = %e, "event bus failure");
-            ApiError::internal()
-        }
-    }
-}
 
 /// Applies one change to the store; what the projector and the write-through path share.
 pub async fn apply_change(store: &dyn Storage, tenant: TenantId, change: &DatasetChange) -> Result<(), StorageError> {

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
-use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 use tracing::{field, instrument};
 
@@ -32,13 +31,7 @@ pub struct DatasetGrpc {
 
 /// The gRPC `DatasetService` over `datasets`, authenticating with `auth`.
 pub fn dataset_service(datasets: Arc<Datasets>, auth: Arc<Authenticator>) -> DatasetServiceServer<DatasetGrpc> {
-    DatasetServiceServer::new(DatasetGrpc { datasets, auth })
-        .max_decoding_message_size(MAX_REQUEST_BYTES)
-        .max_encoding_message_size(MAX_RESPONSE_BYTES)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Zstd)
-        .send_compressed(CompressionEncoding::Gzip)
+    sextant_proto::tuned_server!(DatasetServiceServer::new(DatasetGrpc { datasets, auth }), MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES)
 }
 
 fn dataset_id(field: &str, v: &str) -> Result<DatasetId, ApiError> {

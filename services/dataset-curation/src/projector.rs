@@ -6,13 +6,13 @@
 //! and `as_of`; definitions and tags are last-writer-wins), so redelivery is harmless.
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::sync::watch;
-use tracing::{error, info, info_span, warn, Instrument};
+use tracing::{info_span, Instrument};
 
-use sextant_bus::{ConsumerSpec, EventBus};
-use sextant_events::{Event, Stream};
+use sextant_bus::{Applied, ConsumerSpec, EventBus, Projection};
+use sextant_events::{Envelope, Event, Stream};
 use sextant_storage::{Storage, StorageErrorKind};
 
 use crate::core::apply_change;
@@ -20,72 +20,29 @@ use crate::core::apply_change;
 pub const DATASET_PROJECTOR: &str = "dataset-projector";
 const BATCH: usize = 128;
 
-pub async fn run_dataset_projector(bus: Arc<dyn EventBus>, store: Arc<dyn Storage>, mut shutdown: watch::Receiver<bool>) {
-    let spec = ConsumerSpec::new(DATASET_PROJECTOR, Stream::Datasets);
-    let Some(mut sub) = sextant_bus::subscribe_until_ready(bus.as_ref(), spec, &mut shutdown).await else { return };
-    info!(consumer = DATASET_PROJECTOR, "dataset projector started");
-    loop {
-        if *shutdown.borrow() {
-            break;
-        }
-        let batch = tokio::select! {
-            b = sub.next_batch(BATCH, Duration::from_millis(200)) => b,
-            _ = shutdown.changed() => break,
-        };
-        let batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                warn!(error = %e, "dataset projector could not fetch events");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
+struct DatasetProjection(Arc<dyn Storage>);
+
+#[async_trait]
+impl Projection for DatasetProjection {
+    async fn apply(&self, env: &Envelope, sequence: u64) -> Applied {
+        let Event::DatasetChangedV1(ev) = &env.event else { return Applied::Done };
+        let span = info_span!("dataset.project_event", tenant = %env.tenant, dataset = %ev.change.dataset_id(), seq = sequence);
+        match apply_change(self.0.as_ref(), env.tenant, &ev.change).instrument(span).await {
+            Ok(()) => Applied::Done,
+            Err(e) if matches!(e.kind, StorageErrorKind::Invalid | StorageErrorKind::Conflict) => {
+                Applied::Reject(format!("rejected by the store: {e}"))
             }
-        };
-        let mut applied = Vec::with_capacity(batch.len());
-        for d in batch {
-            let env = match &d.payload {
-                Ok(env) => env,
-                Err(e) => {
-                    let reason = format!("undecodable: {e}");
-                    error!(seq = d.sequence, %reason, "dataset event cannot be projected; dead-lettering");
-                    let _ = d.term(&reason).await;
-                    continue;
-                }
-            };
-            let Event::DatasetChangedV1(ev) = &env.event else {
-                applied.push(d);
-                continue;
-            };
-            let span = info_span!("dataset.project_event", tenant = %env.tenant, dataset = %ev.change.dataset_id(), seq = d.sequence);
-            match apply_change(store.as_ref(), env.tenant, &ev.change).instrument(span).await {
-                Ok(()) => applied.push(d),
-                Err(e) if e.kind == StorageErrorKind::Invalid || e.kind == StorageErrorKind::Conflict => {
-                    let reason = format!("rejected by the store: {e}");
-                    error!(seq = d.sequence, %reason, "dataset event cannot be projected; dead-lettering");
-                    let _ = d.term(&reason).await;
-                }
-                Err(e) => {
-                    warn!(seq = d.sequence, error = %e, "dataset projection failed; will retry");
-                    let backoff = Duration::from_millis(200 * u64::from(d.delivery_count.min(20)));
-                    let _ = d.nak(backoff).await;
-                }
-            }
+            Err(e) => Applied::Retry(e.to_string()),
         }
-        if applied.is_empty() {
-            continue;
-        }
-        if let Err(e) = store.sync().await {
-            warn!(error = %e, "store sync failed; the batch will be redelivered");
-            for d in applied {
-                let _ = d.nak(Duration::from_millis(500)).await;
-            }
-            continue;
-        }
-        for d in applied {
-            if let Err(e) = d.ack().await {
-                warn!(error = %e, "ack failed; the event will be redelivered (harmless)");
-            }
-        }
-        metrics::counter!("sextant_dataset_events_projected_total").increment(1);
     }
-    info!("dataset projector stopped");
+
+    async fn sync(&self) -> Result<(), String> {
+        self.0.sync().await.map_err(|e| e.to_string())
+    }
+}
+
+pub async fn run_dataset_projector(bus: Arc<dyn EventBus>, store: Arc<dyn Storage>, shutdown: watch::Receiver<bool>) {
+    let spec = ConsumerSpec::new(DATASET_PROJECTOR, Stream::Datasets);
+    let projection = DatasetProjection(store);
+    sextant_bus::run_projection(bus.as_ref(), spec, BATCH, shutdown, &projection, "sextant_dataset_events_projected_total").await;
 }

@@ -17,8 +17,9 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use sextant_core::{Project, ProjectId, Run, RunId, TenantId};
+use sextant_proto::error::storage_error;
 use sextant_proto::ApiError;
-use sextant_storage::{FeedbackQuery, RunQuery, Storage, StorageError, StorageErrorKind};
+use sextant_storage::{FeedbackQuery, RunQuery, Storage};
 
 /// The metric computed from runs rather than feedback.
 pub const LATENCY: &str = "latency";
@@ -112,17 +113,6 @@ pub struct ExperimentRef {
 
 /// Per example, per metric: the values of its runs.
 type Scores = HashMap<Uuid, HashMap<String, Vec<f64>>>;
-
-fn storage_error(e: StorageError) -> ApiError {
-    match e.kind {
-        StorageErrorKind::Unavailable => ApiError::unavailable("the store is unavailable; retry shortly"),
-        StorageErrorKind::Invalid => ApiError::unprocessable(e.message),
-        _ => {
-            tracing::error!(error = %e, "store failure during a comparison");
-            ApiError::internal()
-        }
-    }
-}
 
 /// An experiment by id or by name.
 pub async fn find_experiment(store: &dyn Storage, tenant: TenantId, id_or_name: &str) -> Result<Project, ApiError> {

@@ -22,10 +22,11 @@ use sextant_bus::{ConsumerSpec, Delivery, EventBus};
 use sextant_core::dataset::DatasetEvaluator;
 use sextant_core::{DatasetId, ExampleId, RawJson, Run, TenantId, Timestamp};
 use sextant_dataset_curation::Datasets;
-use sextant_events::{Event, Stream};
+use sextant_events::Stream;
 use sextant_feedback::FeedbackService;
 use sextant_proto::ApiError;
 
+use crate::finished::{finished_root_runs, Announced};
 use crate::run::{result_feedback, result_id};
 use crate::scorers::{parse_evaluator, Evaluator, JudgeSettings, ScoreInput};
 
@@ -124,7 +125,9 @@ impl DatasetEvaluators {
     async fn score(&self, tenant: TenantId, run: &Run) -> Result<(), ApiError> {
         let Some(example_id) = run.reference_example_id else { return Ok(()) };
         let store = self.datasets.store();
-        let Some(project) = store.get_project(tenant, run.project_id).await.map_err(crate::run::store_error)? else { return Ok(()) };
+        let Some(project) = store.get_project(tenant, run.project_id).await.map_err(sextant_proto::error::storage_error)? else {
+            return Ok(());
+        };
         let Some(dataset) = project.reference_dataset_id else { return Ok(()) };
         let evaluators = self.active(tenant, sextant_core::DatasetId(dataset)).await?;
         if evaluators.is_empty() || run.outputs.is_none() {
@@ -133,7 +136,7 @@ impl DatasetEvaluators {
         let reference = store
             .get_example(tenant, ExampleId(example_id), None)
             .await
-            .map_err(crate::run::store_error)?
+            .map_err(sextant_proto::error::storage_error)?
             .and_then(|e| e.outputs.map(|o| o.to_value()));
         let input = ScoreInput {
             inputs: run.inputs.as_ref().map_or(Value::Null, |i| i.to_value()),
@@ -143,7 +146,7 @@ impl DatasetEvaluators {
         let mut entries = Vec::new();
         for (def, e) in evaluators.iter() {
             let id = result_id(run.id, e);
-            if store.get_feedback(tenant, id).await.map_err(crate::run::store_error)?.is_some() {
+            if store.get_feedback(tenant, id).await.map_err(sextant_proto::error::storage_error)?.is_some() {
                 continue;
             }
             if e.needs_reference() && reference.is_none() {
@@ -169,35 +172,26 @@ impl DatasetEvaluators {
     }
 
     async fn on_event(&self, d: Delivery) {
-        let Ok(env) = &d.payload else {
-            let _ = d.ack().await;
-            return;
-        };
-        let Event::RunsIngestedV1(ev) = &env.event else {
-            let _ = d.ack().await;
-            return;
-        };
-        let tenant = env.tenant;
-        let span = info_span!("experiment_eval", tenant = %tenant, seq = d.sequence);
-        // Only runs that cite an example (experiment runs) are looked at.
-        for f in ev.fragments.iter().filter(|f| (f.end_time.is_some() || f.error.is_some()) && f.reference_example_id.is_some()) {
-            let run = match self.datasets.store().get_run(tenant, f.id).await {
-                Ok(Some(r)) if (r.end_time.is_some() || r.error.is_some()) && r.reference_example_id.is_some() => r,
-                Ok(_) => {
-                    let _ = d.nak(Duration::from_millis(500)).await;
-                    return;
-                }
-                Err(e) => {
-                    warn!(error = %e, "experiment evaluator cannot read a run; will retry");
-                    let _ = d.nak(Duration::from_secs(1)).await;
-                    return;
-                }
-            };
-            if run.parent_run_id.is_some() {
-                continue;
+        let (tenant, runs) = match finished_root_runs(self.datasets.store().as_ref(), &d, |f| f.reference_example_id.is_some()).await {
+            Announced::Runs(tenant, runs) => (tenant, runs),
+            Announced::Nothing => {
+                let _ = d.ack().await;
+                return;
             }
-            if let Err(e) = self.score(tenant, &run).instrument(span.clone()).await {
-                warn!(error = %e.message, run = %run.id, "experiment evaluation failed; will retry");
+            Announced::NotYet => {
+                let _ = d.nak(Duration::from_millis(500)).await;
+                return;
+            }
+            Announced::Failed(e) => {
+                warn!(error = %e, "experiment evaluator cannot read a run; will retry");
+                let _ = d.nak(Duration::from_secs(1)).await;
+                return;
+            }
+        };
+        let span = info_span!("experiment_eval", tenant = %tenant, seq = d.sequence);
+        for run in &runs {
+            if let Err(e) = self.score(tenant, run).instrument(span.clone()).await {
+                warn!(error = %e.message, run = %run.id, "experiment_eval failed; will retry");
                 let _ = d.nak(Duration::from_secs(1)).await;
                 return;
             }

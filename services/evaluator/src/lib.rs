@@ -17,6 +17,7 @@
 
 pub mod compare;
 pub mod dataset_evaluators;
+mod finished;
 pub mod grpc;
 pub mod http;
 pub mod online;

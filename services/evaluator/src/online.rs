@@ -31,6 +31,7 @@ use sextant_feedback::FeedbackService;
 use sextant_filter::Filter;
 use sextant_storage::Storage;
 
+use crate::finished::{finished_root_runs, Announced};
 use crate::scorers::{parse_evaluator, Evaluator, JudgeSettings, ScoreInput, FEEDBACK_SOURCE_TYPE};
 
 pub const ONLINE_EVALUATOR: &str = "online-evaluator";
@@ -186,34 +187,26 @@ impl OnlineEvaluator {
     }
 
     async fn on_event(&self, d: Delivery) {
-        let Ok(env) = &d.payload else {
-            let _ = d.ack().await;
-            return;
-        };
-        let Event::RunsIngestedV1(ev) = &env.event else {
-            let _ = d.ack().await;
-            return;
-        };
-        let tenant = env.tenant;
-        let span = info_span!("online_eval", tenant = %tenant, seq = d.sequence);
-        for f in ev.fragments.iter().filter(|f| f.end_time.is_some() || f.error.is_some()) {
-            let run = match self.store.get_run(tenant, f.id).await {
-                Ok(Some(r)) if r.end_time.is_some() || r.error.is_some() => r,
-                Ok(_) => {
-                    let _ = d.nak(Duration::from_millis(500)).await;
-                    return;
-                }
-                Err(e) => {
-                    warn!(error = %e, "online evaluation cannot read a run; will retry");
-                    let _ = d.nak(Duration::from_secs(1)).await;
-                    return;
-                }
-            };
-            if run.parent_run_id.is_some() {
-                continue;
+        let (tenant, runs) = match finished_root_runs(self.store.as_ref(), &d, |_| true).await {
+            Announced::Runs(tenant, runs) => (tenant, runs),
+            Announced::Nothing => {
+                let _ = d.ack().await;
+                return;
             }
-            if let Err(e) = self.score_run(tenant, &run).instrument(span.clone()).await {
-                warn!(error = %e, run = %run.id, "online evaluation failed; will retry");
+            Announced::NotYet => {
+                let _ = d.nak(Duration::from_millis(500)).await;
+                return;
+            }
+            Announced::Failed(e) => {
+                warn!(error = %e, "online evaluation cannot read a run; will retry");
+                let _ = d.nak(Duration::from_secs(1)).await;
+                return;
+            }
+        };
+        let span = info_span!("online_eval", tenant = %tenant, seq = d.sequence);
+        for run in &runs {
+            if let Err(e) = self.score_run(tenant, run).instrument(span.clone()).await {
+                warn!(error = %e, run = %run.id, "online_eval failed; will retry");
                 let _ = d.nak(Duration::from_secs(1)).await;
                 return;
             }

@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use sextant_core::{ExampleId, Feedback, FeedbackId, Run, RunId, TenantId, Timestamp};
 use sextant_feedback::FeedbackService;
+use sextant_proto::error::storage_error;
 use sextant_proto::ApiError;
 use sextant_storage::{RunQuery, Storage};
 
@@ -91,7 +92,7 @@ impl EvalRunner {
         let mut cursor = None;
         loop {
             let q = RunQuery { projects: vec![project.id], is_root: Some(true), limit: PAGE, cursor, ..Default::default() };
-            let page = self.store.query_runs(tenant, &q).await.map_err(store_error)?;
+            let page = self.store.query_runs(tenant, &q).await.map_err(storage_error)?;
             runs.extend(page.runs.into_iter().filter(|r| r.reference_example_id.is_some()));
             match page.next {
                 Some(n) => cursor = Some(n),
@@ -113,7 +114,7 @@ impl EvalRunner {
             for r in chunk {
                 let ex = r.reference_example_id.expect("filtered");
                 if let std::collections::hash_map::Entry::Vacant(v) = references.entry(ex) {
-                    let example = self.store.get_example(tenant, ExampleId(ex), None).await.map_err(store_error)?;
+                    let example = self.store.get_example(tenant, ExampleId(ex), None).await.map_err(storage_error)?;
                     v.insert(example.and_then(|e| e.outputs.map(|o| o.to_value())));
                 }
             }
@@ -121,7 +122,7 @@ impl EvalRunner {
             for r in chunk {
                 for e in &evaluators {
                     let id = result_id(r.id, e);
-                    if self.store.get_feedback(tenant, id).await.map_err(store_error)?.is_some() {
+                    if self.store.get_feedback(tenant, id).await.map_err(storage_error)?.is_some() {
                         state.skipped += 1;
                         continue;
                     }
@@ -205,16 +206,6 @@ pub(crate) fn result_feedback(
         Err(err) => {
             warn!(error = %err, key = e.key(), "an evaluator result could not be recorded");
             None
-        }
-    }
-}
-
-pub(crate) fn store_error(e: sextant_storage::StorageError) -> ApiError {
-    match e.kind {
-        sextant_storage::StorageErrorKind::Unavailable => ApiError::unavailable("the store is unavailable; retry shortly"),
-        _ => {
-            tracing::error!(error = %e, "store failure during an evaluation run");
-            ApiError::internal()
         }
     }
 }

@@ -9,14 +9,15 @@ use serde_json::{Map, Value};
 use tracing::instrument;
 use uuid::Uuid;
 
-use sextant_bus::{BusErrorKind, EventBus};
+use sextant_bus::EventBus;
 use sextant_core::feedback::{parse_comment, parse_correction, parse_score, parse_value, FeedbackField};
 use sextant_core::{Feedback, FeedbackChange, FeedbackId, RawJson, RunId, TenantId, Timestamp};
 use sextant_events::{Envelope, Event, FeedbackChangedV1};
 use sextant_proto::{ApiError, ErrorKind};
-use sextant_storage::{FeedbackQuery, Storage, StorageError, StorageErrorKind};
+use sextant_storage::{FeedbackQuery, Storage};
 
 use crate::tokens::{Grant, TokenError, TokenSigner};
+pub use sextant_proto::error::{bus_error, storage_error};
 
 /// Most entries one list call returns.
 pub const MAX_LIST_LIMIT: usize = 1000;
@@ -27,32 +28,6 @@ pub struct FeedbackService {
     bus: Arc<dyn EventBus>,
     store: Arc<dyn Storage>,
     tokens: TokenSigner,
-}
-
-pub fn storage_error(e: StorageError) -> ApiError {
-    match e.kind {
-        StorageErrorKind::Invalid => ApiError::unprocessable(e.message),
-        StorageErrorKind::Conflict => ApiError::conflict(e.message),
-        StorageErrorKind::Unavailable => {
-            tracing::warn!(error = %e, "store unavailable");
-            ApiError::unavailable("the store is unavailable; retry shortly")
-        }
-        StorageErrorKind::Internal => {
-            tracing::error!(error = %e, "store failure");
-            ApiError::internal()
-        }
-    }
-}
-
-pub fn bus_error(e: sextant_bus::BusError) -> ApiError {
-    match e.kind {
-        BusErrorKind::Invalid => ApiError::unprocessable(e.to_string()),
-        BusErrorKind::Unavailable => ApiError::unavailable("the event bus is unavailable; retry shortly"),
-        _ => {
-            tracing::error!(error = %e, "event bus failure");
-            ApiError::internal()
-        }
-    }
 }
 
 fn invalid(e: sextant_core::feedback::InvalidFeedback) -> ApiError {

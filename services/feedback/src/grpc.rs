@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 use tracing::{field, instrument};
 
@@ -41,24 +40,12 @@ pub struct QueueGrpc {
 
 /// The gRPC `FeedbackService` over `feedback`, authenticating with `auth`.
 pub fn feedback_service(feedback: Arc<FeedbackService>, auth: Arc<Authenticator>) -> FeedbackServiceServer<FeedbackGrpc> {
-    FeedbackServiceServer::new(FeedbackGrpc { feedback, auth })
-        .max_decoding_message_size(MAX_REQUEST_BYTES)
-        .max_encoding_message_size(MAX_RESPONSE_BYTES)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Zstd)
-        .send_compressed(CompressionEncoding::Gzip)
+    sextant_proto::tuned_server!(FeedbackServiceServer::new(FeedbackGrpc { feedback, auth }), MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES)
 }
 
 /// The gRPC `AnnotationQueueService` over `queues`, authenticating with `auth`.
 pub fn queue_service(queues: Arc<Queues>, auth: Arc<Authenticator>) -> AnnotationQueueServiceServer<QueueGrpc> {
-    AnnotationQueueServiceServer::new(QueueGrpc { queues, auth })
-        .max_decoding_message_size(MAX_REQUEST_BYTES)
-        .max_encoding_message_size(MAX_RESPONSE_BYTES)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Zstd)
-        .send_compressed(CompressionEncoding::Gzip)
+    sextant_proto::tuned_server!(AnnotationQueueServiceServer::new(QueueGrpc { queues, auth }), MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES)
 }
 
 #[tonic::async_trait]

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use futures::Stream;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 use tracing::{field, instrument, Span};
 
@@ -37,13 +36,7 @@ pub struct RunGrpc {
 /// are accepted and used for responses when the client accepts them.
 pub fn service(ingest: Arc<Ingest>, auth: Arc<Authenticator>) -> RunServiceServer<RunGrpc> {
     let max_request = ingest.limits.max_body_bytes;
-    RunServiceServer::new(RunGrpc { ingest, auth })
-        .max_decoding_message_size(max_request)
-        .max_encoding_message_size(MAX_ENCODED_BYTES)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Zstd)
-        .send_compressed(CompressionEncoding::Gzip)
+    sextant_proto::tuned_server!(RunServiceServer::new(RunGrpc { ingest, auth }), max_request, MAX_ENCODED_BYTES)
 }
 
 #[tonic::async_trait]

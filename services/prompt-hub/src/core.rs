@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use tracing::instrument;
 use uuid::Uuid;
 
-use sextant_bus::{BusErrorKind, EventBus};
+use sextant_bus::EventBus;
 use sextant_core::prompt::{
     assign_variant, canonical_manifest, check_handle, check_label, check_tag_name, check_variants, commit_hash, diff_manifests,
     hash_prefix_of_id, tags_as_of, CommitRef, ManifestChange, PromptChange, PromptCommit, PromptRepo, RepoFilter, TagMove, Variant,
@@ -28,8 +28,9 @@ use sextant_core::prompt::{
 };
 use sextant_core::{RepoId, TenantId, Timestamp};
 use sextant_events::{Envelope, Event, PromptChangedV1};
+pub use sextant_proto::error::{bus_error, storage_error};
 use sextant_proto::{truncate, ApiError, ErrorKind};
-use sextant_storage::{RepoCreate, Storage, StorageError, StorageErrorKind};
+use sextant_storage::{RepoCreate, Storage, StorageError};
 
 /// Most commits or prompts one list call returns.
 pub const MAX_LIST_LIMIT: usize = 1000;
@@ -40,32 +41,6 @@ pub const MAX_README_BYTES: usize = 1024 * 1024;
 pub const MAX_USER_ID_BYTES: usize = 512;
 /// Write locks: repositories hash onto this many stripes.
 const LOCK_STRIPES: usize = 256;
-
-pub fn storage_error(e: StorageError) -> ApiError {
-    match e.kind {
-        StorageErrorKind::Invalid => ApiError::unprocessable(e.message),
-        StorageErrorKind::Conflict => ApiError::conflict(e.message),
-        StorageErrorKind::Unavailable => {
-            tracing::warn!(error = %e, "store unavailable");
-            ApiError::unavailable("the store is unavailable; retry shortly")
-        }
-        StorageErrorKind::Internal => {
-            tracing::error!(error = %e, "store failure");
-            ApiError::internal()
-        }
-    }
-}
-
-fn bus_error(e: sextant_bus::BusError) -> ApiError {
-    match e.kind {
-        BusErrorKind::Invalid => ApiError::unprocessable(e.to_string()),
-        BusErrorKind::Unavailable => ApiError::unavailable("the event bus is unavailable; retry shortly"),
-        _ => {
-            tracing::error!(error = %e, "event bus failure");
-            ApiError::internal()
-        }
-    }
-}
 
 /// Applies one change to the store; what the projector and the write-through path share.
 pub async fn apply_change(store: &dyn Storage, tenant: TenantId, change: &PromptChange) -> Result<(), StorageError> {

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
-use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 use tracing::{field, instrument};
 
@@ -33,13 +32,7 @@ pub struct PromptGrpc {
 
 /// The gRPC `PromptService` over `prompts`, authenticating with `auth`.
 pub fn prompt_service(prompts: Arc<Prompts>, auth: Arc<Authenticator>) -> PromptServiceServer<PromptGrpc> {
-    PromptServiceServer::new(PromptGrpc { prompts, auth })
-        .max_decoding_message_size(MAX_REQUEST_BYTES)
-        .max_encoding_message_size(MAX_RESPONSE_BYTES)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Zstd)
-        .send_compressed(CompressionEncoding::Gzip)
+    sextant_proto::tuned_server!(PromptServiceServer::new(PromptGrpc { prompts, auth }), MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES)
 }
 
 /// An empty owner is the caller's own tenant, as `-` is in REST paths.
