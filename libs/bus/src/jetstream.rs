@@ -7,6 +7,9 @@
 //! * Publishing is pipelined: every message of a batch is written before any PubAck is awaited,
 //!   and `publish` returns once all are acked (file storage: durable). `Nats-Msg-Id` is the
 //!   envelope id, so JetStream drops a retried publish within its duplicate window.
+//! * Publishes have a connection of their own. A NATS connection is one socket read in order:
+//!   on a shared one, PubAcks (which an HTTP request waits for) queue behind every consumer's
+//!   deliveries of large run events, and the ack tail grows with the number of consumers.
 //! * Consumers are durable pull consumers with explicit acks, shared by every replica that
 //!   subscribes under the same name; `max_ack_pending` bounds the work in flight.
 //! * The server redelivers up to `max_deliveries + 1` times; the adapter terminates and
@@ -106,8 +109,12 @@ pub struct JetStreamBus {
 }
 
 struct Inner {
+    /// Consumers, acks, stream and consumer management.
     client: async_nats::Client,
     js: jetstream::Context,
+    /// Publishing only (see the module docs).
+    publish_client: async_nats::Client,
+    publish_js: jetstream::Context,
     config: JetStreamConfig,
 }
 
@@ -130,27 +137,43 @@ impl JetStreamBus {
     /// `connect_timeout_ms`; once connected, the client reconnects by itself forever.
     pub async fn connect(config: JetStreamConfig) -> Result<Self, BusError> {
         config.validate().map_err(|e| BusError::new(BusErrorKind::Invalid, e))?;
+        let client = Self::connect_client(&config, "sextant").await?;
+        let publish_client = Self::connect_client(&config, "sextant-publish").await?;
+        let js_context = |c: &async_nats::Client| {
+            jetstream::ContextBuilder::new().timeout(Duration::from_millis(config.publish_timeout_ms)).build(c.clone())
+        };
+        let (js, publish_js) = (js_context(&client), js_context(&publish_client));
+        let inner = Arc::new(Inner { client, js, publish_client, publish_js, config });
+        inner.ensure_streams().await?;
+        Ok(Self { inner })
+    }
+
+    async fn connect_client(config: &JetStreamConfig, name: &str) -> Result<async_nats::Client, BusError> {
         let mut opts = async_nats::ConnectOptions::new()
-            .name("sextant")
+            .name(name)
             .connection_timeout(Duration::from_millis(config.connect_timeout_ms))
             .max_reconnects(None)
             .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).min(2000)))
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => info!("NATS connected"),
-                    async_nats::Event::Disconnected => warn!("NATS disconnected; publishing answers 503 until it is back"),
-                    other => debug!(event = %other, "NATS event"),
+            .event_callback({
+                let connection: Arc<str> = name.into();
+                move |event| {
+                    let connection = connection.clone();
+                    async move {
+                        match event {
+                            async_nats::Event::Connected => info!(%connection, "NATS connected"),
+                            async_nats::Event::Disconnected => {
+                                warn!(%connection, "NATS disconnected; publishing answers 503 until it is back")
+                            }
+                            other => debug!(%connection, event = %other, "NATS event"),
+                        }
+                    }
                 }
             });
         if let Some(creds) = &config.credentials_file {
             opts =
                 opts.credentials_file(creds).await.map_err(|e| unavailable(&format!("cannot read credentials {}", creds.display()), e))?;
         }
-        let client = opts.connect(config.servers.clone()).await.map_err(|e| unavailable("cannot connect", e))?;
-        let js = jetstream::ContextBuilder::new().timeout(Duration::from_millis(config.publish_timeout_ms)).build(client.clone());
-        let inner = Arc::new(Inner { client, js, config });
-        inner.ensure_streams().await?;
-        Ok(Self { inner })
+        opts.connect(config.servers.clone()).await.map_err(|e| unavailable("cannot connect", e))
     }
 
     /// The stream and subject names in use, for operators (`sextant serve` logs them).
@@ -248,7 +271,7 @@ impl EventBus for JetStreamBus {
         }
         // While disconnected the client would only buffer: answer at once so the caller can
         // tell its client to retry.
-        if self.inner.client.connection_state() != State::Connected {
+        if self.inner.publish_client.connection_state() != State::Connected {
             return Err(BusError::new(BusErrorKind::Unavailable, "NATS is not connected"));
         }
         let started = std::time::Instant::now();
@@ -265,7 +288,7 @@ impl EventBus for JetStreamBus {
                 }
                 let publish =
                     jetstream::message::PublishMessage::build().payload(payload.into()).headers(headers).message_id(env.id.to_string());
-                let ack = inner.js.send_publish(inner.subject(env), publish).await.map_err(|e| {
+                let ack = inner.publish_js.send_publish(inner.subject(env), publish).await.map_err(|e| {
                     let kind = match e.kind() {
                         jetstream::context::PublishErrorKind::MaxPayloadExceeded => BusErrorKind::Invalid,
                         _ => BusErrorKind::Unavailable,
@@ -304,7 +327,7 @@ impl EventBus for JetStreamBus {
     }
 
     async fn ready(&self) -> bool {
-        self.inner.client.connection_state() == State::Connected
+        self.inner.client.connection_state() == State::Connected && self.inner.publish_client.connection_state() == State::Connected
     }
 
     async fn pending(&self, durable: &str, stream: Stream) -> Result<Option<u64>, BusError> {

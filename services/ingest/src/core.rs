@@ -70,9 +70,17 @@ pub struct Ingest {
     store: Arc<dyn Storage>,
     pub limits: IngestLimits,
     project_cache: Mutex<HashMap<(TenantId, String), (ProjectId, Instant)>>,
-    /// The last backlog probe: when, and what it said.
-    backlog_probe: Mutex<Option<(Instant, Option<u64>)>>,
+    backlog_probe: Arc<Mutex<BacklogProbe>>,
     tenants_with_default: Mutex<HashSet<TenantId>>,
+}
+
+/// The run projector's backlog as this replica last probed it.
+#[derive(Default)]
+struct BacklogProbe {
+    /// When it was probed, and what it said (`None`: the bus could not say).
+    sample: Option<(Instant, Option<u64>)>,
+    /// A background refresh is under way.
+    refreshing: bool,
 }
 
 /// What an accepted ingest request produced.
@@ -167,6 +175,11 @@ impl RunMatcher for BothMatchers {
     }
 }
 
+/// One probe of the run projector's backlog (`None`: no projector yet, or the bus cannot say).
+async fn probe_backlog(bus: &dyn EventBus) -> Option<u64> {
+    bus.pending(crate::projector::RUN_PROJECTOR, Stream::Runs).await.ok().flatten()
+}
+
 fn compile(which: &str, src: &Option<String>) -> Result<Option<Arc<dyn RunMatcher>>, ApiError> {
     match src.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
@@ -185,7 +198,7 @@ impl Ingest {
             store,
             limits,
             project_cache: Mutex::new(HashMap::new()),
-            backlog_probe: Mutex::new(None),
+            backlog_probe: Arc::default(),
             tenants_with_default: Mutex::new(HashSet::new()),
         }
     }
@@ -249,7 +262,7 @@ impl Ingest {
         }
         self.admit().await?;
         self.bus.publish(&envelopes).await.map_err(bus_error)?;
-        if let Some((_, Some(backlog))) = self.backlog_probe.lock().expect("poisoned").as_mut() {
+        if let Some((_, Some(backlog))) = self.backlog_probe.lock().expect("poisoned").sample.as_mut() {
             *backlog += envelopes.len() as u64;
         }
         metrics::counter!("sextant_ingest_runs_total").increment(runs as u64);
@@ -286,18 +299,32 @@ impl Ingest {
         }
     }
 
-    /// The run projector's backlog, probed at most every [`BACKLOG_PROBE_INTERVAL`] (with a
-    /// networked bus each probe is a round trip, and every request asks) unless what this
-    /// replica published since the last probe could have crossed the limit.
+    /// The run projector's backlog. With a networked bus a probe is a round trip that the
+    /// server answers behind its other work, so a request does not wait for one while the last
+    /// sample is under the limit: a sample older than [`BACKLOG_PROBE_INTERVAL`] is refreshed
+    /// in the background and used meanwhile (with what this replica published since added to
+    /// it). Only with no sample yet, or one over the limit, does the request probe itself.
     async fn projection_backlog(&self) -> Option<u64> {
-        if let Some((at, backlog)) = *self.backlog_probe.lock().expect("poisoned") {
-            let under_limit = backlog.is_none_or(|b| b <= self.limits.max_projection_backlog);
-            if at.elapsed() < BACKLOG_PROBE_INTERVAL && under_limit {
-                return backlog;
+        {
+            let mut probe = self.backlog_probe.lock().expect("poisoned");
+            if let Some((at, backlog)) = probe.sample {
+                if backlog.is_none_or(|b| b <= self.limits.max_projection_backlog) {
+                    if at.elapsed() >= BACKLOG_PROBE_INTERVAL && !probe.refreshing {
+                        probe.refreshing = true;
+                        let (bus, shared) = (self.bus.clone(), self.backlog_probe.clone());
+                        tokio::spawn(async move {
+                            let backlog = probe_backlog(bus.as_ref()).await;
+                            let mut probe = shared.lock().expect("poisoned");
+                            probe.sample = Some((Instant::now(), backlog));
+                            probe.refreshing = false;
+                        });
+                    }
+                    return backlog;
+                }
             }
         }
-        let backlog = self.bus.pending(crate::projector::RUN_PROJECTOR, Stream::Runs).await.ok().flatten();
-        *self.backlog_probe.lock().expect("poisoned") = Some((Instant::now(), backlog));
+        let backlog = probe_backlog(self.bus.as_ref()).await;
+        self.backlog_probe.lock().expect("poisoned").sample = Some((Instant::now(), backlog));
         backlog
     }
 
