@@ -54,6 +54,16 @@ fn samples() -> Vec<(&'static str, Envelope)> {
     patch.error = Some("ValueError('boom')".into());
     vec![
         ("RunsIngestedV1", env(Event::RunsIngestedV1(RunsIngestedV1 { project_id: project().id, fragments: vec![post, patch] }))),
+        (
+            "RunsCompletedV1",
+            env(Event::RunsCompletedV1(RunsCompletedV1 {
+                project_id: project().id,
+                runs: vec![
+                    CompletedRun { id: RunId(Uuid::from_u128(0x4444)), reference_example_id: Some(Uuid::from_u128(0x6666)) },
+                    CompletedRun { id: RunId(Uuid::from_u128(0x7777)), reference_example_id: None },
+                ],
+            })),
+        ),
         ("ProjectCreatedV1", env(Event::ProjectCreatedV1(ProjectCreatedV1 { project: project() }))),
         (
             "ProjectUpdatedV1",
@@ -223,7 +233,7 @@ fn every_variant_has_a_fixture_that_still_decodes() {
 
 #[test]
 fn encoding_uses_named_fields() {
-    let (_, e) = &samples()[1];
+    let (_, e) = &samples().into_iter().find(|(name, _)| *name == "ProjectCreatedV1").unwrap();
     let bytes = encode(e).unwrap();
     // Named encoding writes field names as strings; positional encoding would not.
     let needle = b"reference_dataset_id";

@@ -20,10 +20,14 @@ pub enum Stream {
     Prompts,
     /// Experiments and evaluator results (evaluator service).
     Evaluations,
+    /// Runs that finished and are stored ([`RunsCompletedV1`], from the run projector): what
+    /// the consumers that act on finished runs read, instead of every run event's payload.
+    RunCompletions,
 }
 
 impl Stream {
-    pub const ALL: [Stream; 6] = [Stream::Runs, Stream::Projects, Stream::Feedback, Stream::Datasets, Stream::Prompts, Stream::Evaluations];
+    pub const ALL: [Stream; 7] =
+        [Stream::Runs, Stream::Projects, Stream::Feedback, Stream::Datasets, Stream::Prompts, Stream::Evaluations, Stream::RunCompletions];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -33,6 +37,7 @@ impl Stream {
             Self::Datasets => "datasets",
             Self::Prompts => "prompts",
             Self::Evaluations => "evaluations",
+            Self::RunCompletions => "run_completions",
         }
     }
 
@@ -45,6 +50,7 @@ impl Stream {
             Self::Datasets => 4,
             Self::Prompts => 5,
             Self::Evaluations => 6,
+            Self::RunCompletions => 7,
         }
     }
 }
@@ -72,6 +78,7 @@ pub enum Event {
     DatasetChangedV1(DatasetChangedV1),
     EvaluationAlertV1(EvaluationAlertV1),
     PromptChangedV1(PromptChangedV1),
+    RunsCompletedV1(RunsCompletedV1),
 }
 
 /// Run fragments (posts and patches) of one project, as acknowledged to a client.
@@ -79,6 +86,40 @@ pub enum Event {
 pub struct RunsIngestedV1 {
     pub project_id: ProjectId,
     pub fragments: Vec<RunFragment>,
+}
+
+/// Runs of one project that finished (an end time or an error arrived) and are stored, published
+/// by the run projector once the [`RunsIngestedV1`] that finished them is applied and durable.
+/// Annotation routing, curation rules and evaluators act on finished runs: they read these few
+/// bytes per run and then the stored run, rather than each taking every run event's payload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunsCompletedV1 {
+    pub project_id: ProjectId,
+    pub runs: Vec<CompletedRun>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompletedRun {
+    pub id: sextant_core::RunId,
+    /// The dataset example the run was evaluated on, if the event that finished it said so:
+    /// evaluators pick experiment runs by it without a store read.
+    #[serde(default)]
+    pub reference_example_id: Option<Uuid>,
+}
+
+impl RunsCompletedV1 {
+    /// The runs that `ingested` finished, or `None` when it finished none.
+    pub fn of(ingested: &RunsIngestedV1) -> Option<Self> {
+        // A post may carry the example while the patch that finishes the run does not.
+        let example = |id| ingested.fragments.iter().filter(|f| f.id == id).find_map(|f| f.reference_example_id);
+        let mut runs: Vec<CompletedRun> = Vec::new();
+        for f in ingested.fragments.iter().filter(|f| f.end_time.is_some() || f.error.is_some()) {
+            if !runs.iter().any(|r| r.id == f.id) {
+                runs.push(CompletedRun { id: f.id, reference_example_id: example(f.id) });
+            }
+        }
+        (!runs.is_empty()).then(|| Self { project_id: ingested.project_id, runs })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -188,6 +229,21 @@ impl Envelope {
         Self { id: Uuid::now_v7(), tenant, at_ms: Timestamp::now().millis(), traceparent: current_traceparent(), event }
     }
 
+    /// The [`RunsCompletedV1`] announcing the runs `ingested` (the event of `source`) finished,
+    /// if any. Its id derives from the source's, so projecting a redelivered source publishes
+    /// the same event again, which the bus drops as a duplicate. It keeps the source's trace.
+    pub fn completions_of(source: &Envelope, ingested: &RunsIngestedV1) -> Option<Envelope> {
+        const NAMESPACE: Uuid = Uuid::from_u128(0x5e7a_47c0_c0e1_7000_8000_0000_0000_0007);
+        let event = RunsCompletedV1::of(ingested)?;
+        Some(Envelope {
+            id: Uuid::new_v5(&NAMESPACE, source.id.as_bytes()),
+            tenant: source.tenant,
+            at_ms: Timestamp::now().millis(),
+            traceparent: source.traceparent.clone(),
+            event: Event::RunsCompletedV1(event),
+        })
+    }
+
     pub fn stream(&self) -> Stream {
         match &self.event {
             Event::RunsIngestedV1(_) => Stream::Runs,
@@ -196,6 +252,7 @@ impl Envelope {
             Event::DatasetChangedV1(_) => Stream::Datasets,
             Event::EvaluationAlertV1(_) => Stream::Evaluations,
             Event::PromptChangedV1(_) => Stream::Prompts,
+            Event::RunsCompletedV1(_) => Stream::RunCompletions,
         }
     }
 
@@ -212,6 +269,7 @@ impl Envelope {
             Event::DatasetChangedV1(e) => format!("{stream}.{}.{}", self.tenant, e.change.dataset_id()),
             Event::EvaluationAlertV1(_) => format!("{stream}.{}", self.tenant),
             Event::PromptChangedV1(e) => format!("{stream}.{}.{}", self.tenant, e.change.repo_id()),
+            Event::RunsCompletedV1(e) => format!("{stream}.{}.{}", self.tenant, e.project_id),
         }
     }
 
@@ -226,6 +284,7 @@ impl Envelope {
             Event::DatasetChangedV1(_) => "DatasetChangedV1",
             Event::EvaluationAlertV1(_) => "EvaluationAlertV1",
             Event::PromptChangedV1(_) => "PromptChangedV1",
+            Event::RunsCompletedV1(_) => "RunsCompletedV1",
         }
     }
 }
@@ -288,5 +347,52 @@ mod trace_context_tests {
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string();
         let inside = with_traceparent(tp.clone(), async { Envelope::new(tenant, event()) }).await;
         assert_eq!(inside.traceparent, Some(tp));
+    }
+}
+
+#[cfg(test)]
+mod completion_tests {
+    use super::*;
+    use sextant_core::{FragmentKind, RunId};
+
+    fn ingested() -> Envelope {
+        let run = |n: u128| RunId(Uuid::from_u128(n));
+        let mut post = RunFragment::new(FragmentKind::Post, run(1));
+        post.reference_example_id = Some(Uuid::from_u128(0xe));
+        let mut patch = RunFragment::new(FragmentKind::Patch, run(1));
+        patch.end_time = Some(Timestamp(2));
+        let open = RunFragment::new(FragmentKind::Post, run(2));
+        let mut failed = RunFragment::new(FragmentKind::Post, run(3));
+        failed.error = Some("boom".into());
+        let mut again = RunFragment::new(FragmentKind::Patch, run(3));
+        again.end_time = Some(Timestamp(3));
+        let event = RunsIngestedV1 { project_id: ProjectId(Uuid::from_u128(9)), fragments: vec![post, patch, open, failed, again] };
+        Envelope::new(TenantId(Uuid::from_u128(7)), Event::RunsIngestedV1(event))
+    }
+
+    #[test]
+    fn completions_name_each_finished_run_once_with_the_example_from_any_fragment() {
+        let source = ingested();
+        let Event::RunsIngestedV1(ev) = &source.event else { unreachable!() };
+        let done = Envelope::completions_of(&source, ev).expect("two runs finished");
+        let Event::RunsCompletedV1(c) = &done.event else { panic!("{:?}", done.event) };
+        assert_eq!(c.project_id, ev.project_id);
+        let ids: Vec<u128> = c.runs.iter().map(|r| r.id.0.as_u128()).collect();
+        assert_eq!(ids, vec![1, 3], "run 2 is still open; run 3 appears once");
+        assert_eq!(c.runs[0].reference_example_id, Some(Uuid::from_u128(0xe)), "taken from the post");
+        assert_eq!(c.runs[1].reference_example_id, None);
+        assert_eq!((done.tenant, done.stream()), (source.tenant, Stream::RunCompletions));
+        assert_eq!(done.subject(), format!("run_completions.{}.{}", source.tenant, ev.project_id));
+        // Redelivery of the source yields the same id, so the bus drops the republish.
+        assert_eq!(Envelope::completions_of(&source, ev).unwrap().id, done.id);
+        assert_ne!(done.id, source.id);
+    }
+
+    #[test]
+    fn an_event_that_finishes_nothing_announces_nothing() {
+        let source = ingested();
+        let Event::RunsIngestedV1(mut ev) = source.event.clone() else { unreachable!() };
+        ev.fragments.retain(|f| f.end_time.is_none() && f.error.is_none());
+        assert!(Envelope::completions_of(&source, &ev).is_none());
     }
 }

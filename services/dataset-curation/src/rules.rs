@@ -278,14 +278,14 @@ impl CurationRules {
             let _ = d.ack().await; // the run projector dead-letters undecodable events
             return;
         };
-        let Event::RunsIngestedV1(ev) = &env.event else {
+        let Event::RunsCompletedV1(ev) = &env.event else {
             let _ = d.ack().await;
             return;
         };
         let span = info_span!("curation_rules.runs", tenant = %env.tenant, seq = d.sequence);
         let mut outcome = Outcome::Done;
-        for f in ev.fragments.iter().filter(|f| f.end_time.is_some() || f.error.is_some()) {
-            outcome = self.consider(env.tenant, f.id, None, true).instrument(span.clone()).await;
+        for run in &ev.runs {
+            outcome = self.consider(env.tenant, run.id, None, true).instrument(span.clone()).await;
             if !matches!(outcome, Outcome::Done) {
                 break;
             }
@@ -354,7 +354,7 @@ pub async fn run_curation_rules(bus: Arc<dyn EventBus>, rules: Arc<CurationRules
         let rules = &rules;
         sextant_bus::consume_batches(
             bus.as_ref(),
-            spec(CURATION_RULES_RUNS, Stream::Runs),
+            spec(CURATION_RULES_RUNS, Stream::RunCompletions),
             256,
             shutdown.clone(),
             move |batch| async move {

@@ -201,7 +201,7 @@ impl DatasetEvaluators {
 }
 
 pub async fn run_experiment_evaluator(bus: Arc<dyn EventBus>, evaluators: Arc<DatasetEvaluators>, shutdown: watch::Receiver<bool>) {
-    let mut spec = ConsumerSpec::new(EXPERIMENT_EVALUATOR, Stream::Runs);
+    let mut spec = ConsumerSpec::new(EXPERIMENT_EVALUATOR, Stream::RunCompletions);
     spec.max_deliveries = MAX_DELIVERIES;
     let evaluators = &evaluators;
     sextant_bus::consume_batches(bus.as_ref(), spec, 64, shutdown, move |batch| async move {

@@ -1,14 +1,13 @@
-//! What the evaluator's run-stream consumers share: the finished root runs an event
-//! announced, read back once the run projector has stored them (rules look at the merged run,
-//! not at a fragment).
+//! What the evaluator's run-completion consumers share: the finished root runs an event
+//! announced, read back from the store (rules look at the merged run, not at a fragment).
 
 use sextant_bus::Delivery;
-use sextant_core::{Run, RunFragment, TenantId};
-use sextant_events::Event;
+use sextant_core::{Run, TenantId};
+use sextant_events::{CompletedRun, Event};
 use sextant_storage::Storage;
 
 pub(crate) enum Announced {
-    /// Not a run event, or none of its fragments is selected: ack.
+    /// Not a completion event, or none of its runs is selected: ack.
     Nothing,
     /// The finished root runs, as stored.
     Runs(TenantId, Vec<Run>),
@@ -18,12 +17,12 @@ pub(crate) enum Announced {
     Failed(String),
 }
 
-/// The stored finished root runs of the delivery's selected finished fragments.
-pub(crate) async fn finished_root_runs(store: &dyn Storage, d: &Delivery, select: impl Fn(&RunFragment) -> bool) -> Announced {
+/// The stored finished root runs among the delivery's selected completed runs.
+pub(crate) async fn finished_root_runs(store: &dyn Storage, d: &Delivery, select: impl Fn(&CompletedRun) -> bool) -> Announced {
     let Ok(env) = &d.payload else { return Announced::Nothing };
-    let Event::RunsIngestedV1(ev) = &env.event else { return Announced::Nothing };
+    let Event::RunsCompletedV1(ev) = &env.event else { return Announced::Nothing };
     let mut runs = Vec::new();
-    for f in ev.fragments.iter().filter(|f| (f.end_time.is_some() || f.error.is_some()) && select(f)) {
+    for f in ev.runs.iter().filter(|r| select(r)) {
         match store.get_run(env.tenant, f.id).await {
             Ok(Some(r)) if r.end_time.is_some() || r.error.is_some() => {
                 if r.parent_run_id.is_none() {

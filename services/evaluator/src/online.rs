@@ -347,7 +347,7 @@ pub async fn run_online_evaluator(bus: Arc<dyn EventBus>, online: Arc<OnlineEval
         return;
     }
     info!(rules = online.rules.len(), "online evaluation rules loaded");
-    let mut spec = ConsumerSpec::new(ONLINE_EVALUATOR, Stream::Runs);
+    let mut spec = ConsumerSpec::new(ONLINE_EVALUATOR, Stream::RunCompletions);
     spec.max_deliveries = MAX_DELIVERIES;
     let online = &online;
     sextant_bus::consume_batches(bus.as_ref(), spec, 64, shutdown, move |batch| async move {

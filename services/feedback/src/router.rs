@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use sextant_bus::{ConsumerSpec, Delivery, EventBus};
 use sextant_core::annotation::Queue;
-use sextant_core::{RunId, TenantId};
+use sextant_core::TenantId;
 use sextant_events::{Event, Stream};
 use sextant_filter::{Filter, RunView};
 use sextant_storage::Storage;
@@ -67,7 +67,7 @@ impl RuleCache {
 }
 
 pub async fn run_annotation_router(bus: Arc<dyn EventBus>, store: Arc<dyn Storage>, queues: Arc<Queues>, shutdown: watch::Receiver<bool>) {
-    let mut spec = ConsumerSpec::new(ANNOTATION_ROUTER, Stream::Runs);
+    let mut spec = ConsumerSpec::new(ANNOTATION_ROUTER, Stream::RunCompletions);
     spec.max_deliveries = MAX_DELIVERIES;
     let rules = tokio::sync::Mutex::new(RuleCache { loaded: None, by_tenant: HashMap::new() });
     let (rules, store, queues) = (&rules, &store, &queues);
@@ -86,7 +86,7 @@ async fn route(store: &Arc<dyn Storage>, queues: &Queues, rules: &RuleCache, d: 
         let _ = d.ack().await; // the run projector dead-letters undecodable events
         return;
     };
-    let Event::RunsIngestedV1(ev) = &env.event else {
+    let Event::RunsCompletedV1(ev) = &env.event else {
         let _ = d.ack().await;
         return;
     };
@@ -95,8 +95,7 @@ async fn route(store: &Arc<dyn Storage>, queues: &Queues, rules: &RuleCache, d: 
         return;
     };
     // Finished runs only: a rule looks at outputs, errors and feedback-worthy content.
-    let finished: Vec<RunId> = ev.fragments.iter().filter(|f| f.end_time.is_some() || f.error.is_some()).map(|f| f.id).collect();
-    for run_id in finished {
+    for run_id in ev.runs.iter().map(|r| r.id) {
         let applicable: Vec<&CompiledRule> = tenant_rules
             .iter()
             .filter(|r| (r.rule.project_ids.is_empty() || r.rule.project_ids.contains(&ev.project_id)) && r.rule.samples(run_id))

@@ -4,6 +4,13 @@
 //! only then acks, so an acked event is never lost. A redelivered event is harmless: merging
 //! fragments is idempotent. An event that cannot be decoded is terminated (dead-lettered);
 //! a store outage naks with backoff.
+//!
+//! Once a batch is durable it publishes, before acking, a [`RunsCompletedV1`] for each event
+//! that finished runs: the consumers that act on finished runs read that stream, small and
+//! already stored, instead of every run event. A redelivered event republishes the same
+//! completion id, which the bus drops.
+//!
+//! [`RunsCompletedV1`]: sextant_events::RunsCompletedV1
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +19,8 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, info_span, instrument, warn, Instrument};
 
 use sextant_bus::{ConsumerSpec, Delivery, EventBus};
-use sextant_events::{Event, Stream};
+use sextant_core::{ProjectId, RunFragment, TenantId};
+use sextant_events::{Envelope, Event, Stream};
 use sextant_storage::{Storage, StorageErrorKind};
 
 pub const RUN_PROJECTOR: &str = "ingest-run-projector";
@@ -46,7 +54,7 @@ pub async fn run_projector_with(bus: Arc<dyn EventBus>, store: Arc<dyn Storage>,
         };
         match batch {
             Ok(b) if b.is_empty() => {}
-            Ok(b) => project_batch(&store, b).await,
+            Ok(b) => project_batch(bus.as_ref(), &store, b).await,
             Err(e) => {
                 warn!(error = %e, "projector could not fetch events");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -56,47 +64,97 @@ pub async fn run_projector_with(bus: Arc<dyn EventBus>, store: Arc<dyn Storage>,
     info!("run projector stopped");
 }
 
+/// A batch's run events for one (tenant, project), applied with one store call: one write and
+/// one hand-off to the store instead of one per event. Merging is per run and independent of
+/// order, so events applied together give what they give applied one by one.
+struct Group {
+    tenant: TenantId,
+    project: ProjectId,
+    deliveries: Vec<Delivery>,
+    fragments: Vec<RunFragment>,
+    completions: Vec<Envelope>,
+}
+
 #[instrument(name = "ingest.project", skip_all, fields(events = batch.len()))]
-async fn project_batch(store: &Arc<dyn Storage>, batch: Vec<Delivery>) {
+async fn project_batch(bus: &dyn EventBus, store: &Arc<dyn Storage>, batch: Vec<Delivery>) {
     let started = Instant::now();
     let mut applied = Vec::with_capacity(batch.len());
+    let mut completions = Vec::new();
+    let mut groups: Vec<Group> = Vec::new();
+    // Events applied one by one: redeliveries, so one the store rejects is found alone.
+    let mut singles: Vec<Group> = Vec::new();
     for mut d in batch {
-        let outcome = match &mut d.payload {
-            Err(e) => Err(format!("undecodable: {e}")),
-            Ok(env) => match &mut env.event {
-                Event::RunsIngestedV1(ev) => {
-                    // Moved, not cloned: the delivery only needs its sequence from here on.
-                    let fragments = std::mem::take(&mut ev.fragments);
-                    let count = fragments.len() as u64;
-                    // The request's trace id, so one request can be followed from ingest to here.
-                    let trace_id = env.traceparent.as_deref().and_then(sextant_events::trace_id_of).unwrap_or_default();
-                    let span =
-                        info_span!("ingest.project_event", tenant = %env.tenant, project = %ev.project_id, seq = d.sequence, trace_id);
-                    let r = store.apply_run_fragments(env.tenant, ev.project_id, fragments).instrument(span.clone()).await;
-                    span.in_scope(|| debug!(runs = count, ok = r.is_ok(), "projected run event"));
-                    if r.is_ok() {
-                        metrics::counter!("sextant_projected_runs_total").increment(count);
-                    }
-                    match r {
-                        Ok(()) => Ok(None),
-                        Err(e) if e.kind == StorageErrorKind::Invalid => Err(format!("rejected by the store: {e}")),
-                        Err(e) => Ok(Some(e)),
-                    }
-                }
-                // Not for this projector; nothing to do.
-                _ => Ok(None),
-            },
-        };
-        match outcome {
-            Ok(None) => applied.push(d),
-            Ok(Some(transient)) => {
-                let backoff = Duration::from_millis(200 * u64::from(d.delivery_count.min(20)));
-                warn!(seq = d.sequence, error = %transient, "projection failed; will retry");
-                let _ = d.nak(backoff).await;
-            }
-            Err(reason) => {
+        let env = match &mut d.payload {
+            Err(e) => {
+                let reason = format!("undecodable: {e}");
                 error!(seq = d.sequence, %reason, "run event cannot be projected; dead-lettering");
                 let _ = d.term(&reason).await;
+                continue;
+            }
+            Ok(env) => env,
+        };
+        let completed = match &env.event {
+            Event::RunsIngestedV1(ev) => Envelope::completions_of(env, ev),
+            _ => {
+                applied.push(d); // not for this projector; nothing to do
+                continue;
+            }
+        };
+        let Event::RunsIngestedV1(ev) = &mut env.event else { unreachable!("matched above") };
+        // Moved, not cloned: the delivery only needs its sequence from here on.
+        let fragments = std::mem::take(&mut ev.fragments);
+        let (tenant, project) = (env.tenant, ev.project_id);
+        // The request's trace id, so one request can be followed from ingest to here.
+        let trace_id = env.traceparent.as_deref().and_then(sextant_events::trace_id_of).unwrap_or_default();
+        info_span!("ingest.project_event", tenant = %tenant, project = %project, seq = d.sequence, trace_id)
+            .in_scope(|| debug!(runs = fragments.len(), "projecting run event"));
+        let group = if d.delivery_count > 1 {
+            singles.push(Group { tenant, project, deliveries: Vec::new(), fragments: Vec::new(), completions: Vec::new() });
+            singles.last_mut().expect("pushed")
+        } else {
+            match groups.iter().position(|g| g.tenant == tenant && g.project == project) {
+                Some(i) => &mut groups[i],
+                None => {
+                    groups.push(Group { tenant, project, deliveries: Vec::new(), fragments: Vec::new(), completions: Vec::new() });
+                    groups.last_mut().expect("pushed")
+                }
+            }
+        };
+        group.fragments.extend(fragments);
+        group.completions.extend(completed);
+        group.deliveries.push(d);
+    }
+    for g in groups.into_iter().chain(singles) {
+        let count = g.fragments.len() as u64;
+        let span = info_span!("ingest.project_group", tenant = %g.tenant, project = %g.project, events = g.deliveries.len());
+        let r = store.apply_run_fragments(g.tenant, g.project, g.fragments).instrument(span.clone()).await;
+        span.in_scope(|| debug!(runs = count, ok = r.is_ok(), "projected run events"));
+        match r {
+            Ok(()) => {
+                metrics::counter!("sextant_projected_runs_total").increment(count);
+                applied.extend(g.deliveries);
+                completions.extend(g.completions);
+            }
+            // Rejected together: redelivered, each is applied alone and only the culprit fails.
+            Err(e) if e.kind == StorageErrorKind::Invalid && g.deliveries.len() > 1 => {
+                warn!(error = %e, events = g.deliveries.len(), "the store rejected a group of run events; retrying them one by one");
+                for d in g.deliveries {
+                    let _ = d.nak(Duration::ZERO).await;
+                }
+            }
+            Err(e) if e.kind == StorageErrorKind::Invalid => {
+                let reason = format!("rejected by the store: {e}");
+                for d in g.deliveries {
+                    error!(seq = d.sequence, %reason, "run event cannot be projected; dead-lettering");
+                    let _ = d.term(&reason).await;
+                }
+            }
+            Err(e) => {
+                for d in g.deliveries {
+                    let backoff = Duration::from_millis(200 * u64::from(d.delivery_count.min(20)));
+                    warn!(seq = d.sequence, error = %e, "projection failed; will retry");
+                    let _ = d.nak(backoff).await;
+                }
             }
         }
     }
@@ -106,6 +164,15 @@ async fn project_batch(store: &Arc<dyn Storage>, batch: Vec<Delivery>) {
     // Durable before acknowledging: after a crash, unacked events are replayed.
     if let Err(e) = store.sync().await {
         warn!(error = %e, "store sync failed; events will be redelivered");
+        for d in applied {
+            let _ = d.nak(Duration::from_millis(500)).await;
+        }
+        return;
+    }
+    // Announced before the acks: a crash in between replays the events, and the republished
+    // completions (same ids) are dropped as duplicates.
+    if let Err(e) = bus.publish(&completions).await {
+        warn!(error = %e, "cannot announce completed runs; events will be redelivered");
         for d in applied {
             let _ = d.nak(Duration::from_millis(500)).await;
         }
