@@ -182,7 +182,10 @@ loadgen() {
   local lag=""
   if [[ "$1" == ingest ]]; then
     # Projection lag quantiles as the server measured them (seconds), merged into the RESULT line.
-    lag="$(curl -sf "$URL/metrics" | awk '/^sextant_projection_lag_seconds\{quantile="0.5"\}/{p50=$2} /^sextant_projection_lag_seconds\{quantile="0.99"\}/{p99=$2} END{printf "%s %s", p50, p99}')" || true
+    curl -sf "$URL/metrics" >"$WORK/metrics.txt" || true
+    lag="$(awk '/^sextant_projection_lag_seconds\{quantile="0.5"\}/{p50=$2} /^sextant_projection_lag_seconds\{quantile="0.99"\}/{p99=$2} END{printf "%s %s", p50, p99}' "$WORK/metrics.txt")" || true
+    # Where ack time goes: the bus publish (all PubAcks) and any backpressure wait.
+    grep -E '^sextant_(bus_publish|ingest_backpressure)_seconds(_count)?(\{quantile="0\.(5|99|999)"\})? ' "$WORK/metrics.txt" >&2 || true
   fi
   grep '^RESULT ' "$out" | sed 's/^RESULT //' | python3 -c '
 import json, sys

@@ -201,7 +201,7 @@ impl EmbeddedStore {
         // write buffer) let RSS grow past a gigabyte under sustained ingest.
         #[allow(deprecated)] // the setter works; fjall marks it for a future rename
         let db =
-            Database::builder(dir).cache_size(64 << 20).max_write_buffer_size(Some(64 << 20)).open().map_err(|e| backend("open", e))?;
+            Database::builder(dir).cache_size(64 << 20).max_write_buffer_size(Some(160 << 20)).open().map_err(|e| backend("open", e))?;
         let ks = |name: &str| {
             db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(8 << 20)).map_err(|e| backend("open keyspace", e))
         };
@@ -209,7 +209,7 @@ impl EmbeddedStore {
         // and pointers instead of rewriting every run at every level.
         let runs = db
             .keyspace("runs", || {
-                KeyspaceCreateOptions::default().max_memtable_size(32 << 20).with_kv_separation(Some(KvSeparationOptions::default()))
+                KeyspaceCreateOptions::default().max_memtable_size(64 << 20).with_kv_separation(Some(KvSeparationOptions::default()))
             })
             .map_err(|e| backend("open keyspace", e))?;
         // Examples (documents of KBs) and attachments are written once and read by scans.
