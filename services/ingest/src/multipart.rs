@@ -3,7 +3,6 @@
 //! `attachment.<id>.<name>` and `feedback.<id>`.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::io::Read;
 
 use bytes::Bytes;
@@ -13,6 +12,7 @@ use sextant_core::run::Attachment;
 use sextant_core::{FragmentKind, RawJson, RunFragment, RunId};
 use sextant_proto::{ApiError, ErrorKind};
 
+use crate::form_data::Parts;
 use crate::wire::{parse_json, ProjectRef, WireRun};
 use sextant_proto::truncate;
 
@@ -68,8 +68,7 @@ pub async fn parse(content_type: Option<&str>, body: Bytes, max_parts: usize) ->
             format!("Content-Type {:?} is not multipart/form-data with a boundary", truncate(ct)),
         )
     })?;
-    let stream = futures::stream::once(async move { Ok::<Bytes, Infallible>(body) });
-    let mut mp = multer::Multipart::new(stream, boundary);
+    let mut mp = Parts::new(&body, &boundary).map_err(|e| ApiError::bad_request(format!("malformed multipart body: {e}")))?;
 
     let mut out = ParsedMultipart::default();
     let mut slots: HashMap<(FragmentKind, RunId), usize> = HashMap::new();
@@ -77,18 +76,18 @@ pub async fn parse(content_type: Option<&str>, body: Bytes, max_parts: usize) ->
     let bad = |m: String| ApiError::bad_request(m);
 
     loop {
-        let field = match mp.next_field().await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => return Err(bad(format!("malformed multipart body: {e}"))),
+        let field = match mp.next() {
+            Some(Ok(f)) => f,
+            None => break,
+            Some(Err(e)) => return Err(bad(format!("malformed multipart body: {e}"))),
         };
         parts += 1;
         if parts > max_parts {
             return Err(ApiError::new(ErrorKind::PayloadTooLarge, format!("more than {max_parts} parts in one request")));
         }
-        let name = field.name().map(str::to_string).ok_or_else(|| bad(format!("part {parts} has no name")))?;
+        let name = field.name.ok_or_else(|| bad(format!("part {parts} has no name")))?;
         let shown = truncate(&name);
-        if let Some(enc) = field.headers().get("content-encoding").and_then(|v| v.to_str().ok()) {
+        if let Some(enc) = field.content_encoding.as_deref() {
             if !enc.eq_ignore_ascii_case("identity") {
                 return Err(ApiError::new(
                     ErrorKind::UnsupportedMediaType,
@@ -96,17 +95,12 @@ pub async fn parse(content_type: Option<&str>, body: Bytes, max_parts: usize) ->
                 ));
             }
         }
-        let declared_len = match field.headers().get("content-length") {
-            Some(v) => Some(
-                v.to_str()
-                    .ok()
-                    .and_then(|s| s.trim().parse::<usize>().ok())
-                    .ok_or_else(|| bad(format!("part {shown}: Content-Length is not a number")))?,
-            ),
+        let declared_len = match field.content_length.as_deref() {
+            Some(v) => Some(v.parse::<usize>().map_err(|_| bad(format!("part {shown}: Content-Length is not a number")))?),
             None => None,
         };
-        let mime = field.content_type().map(|m| m.essence_str().to_string());
-        let data = field.bytes().await.map_err(|e| bad(format!("part {shown}: {e}")))?;
+        let mime = field.content_type;
+        let data = field.data;
         if let Some(n) = declared_len {
             if n != data.len() {
                 return Err(bad(format!("part {shown}: Content-Length says {n} bytes but the part has {}", data.len())));
