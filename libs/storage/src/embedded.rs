@@ -52,6 +52,30 @@ use crate::{
 #[derive(Clone)]
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
+    /// The thread that applies run fragments (see [`BACKGROUND_NICE`]).
+    projection: std::sync::mpsc::Sender<ProjectionJob>,
+}
+
+type ProjectionJob = Box<dyn FnOnce() + Send>;
+
+/// Projection is background work. Under CPU contention requests, and the acknowledgements
+/// clients wait for, should win over folding already-durable events into the store: overload
+/// then shows as projection lag, which ingest backpressure bounds, instead of as ack latency.
+/// So the thread that applies run fragments, and fjall's flush and compaction threads (which
+/// inherit it from the thread that opens the database), run at this `nice` value. Linux
+/// threads have their own nice value; raising it needs no privilege. Elsewhere it is a no-op.
+const BACKGROUND_NICE: i32 = 4;
+
+/// Lowers the calling thread's priority to [`BACKGROUND_NICE`] (best effort).
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscalls on the calling thread's id; no memory is shared.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, BACKGROUND_NICE) != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the store's background priority");
+        }
+    }
 }
 
 struct Inner {
@@ -197,6 +221,27 @@ pub(crate) fn order_time(run: &Run) -> i64 {
 impl EmbeddedStore {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| backend("create directory", e))?;
+        // Opened on a background-priority thread, so fjall's worker threads start at its
+        // priority; the thread then stays to apply run fragments.
+        let (open_tx, open_rx) = std::sync::mpsc::channel();
+        let (job_tx, job_rx) = std::sync::mpsc::channel::<ProjectionJob>();
+        let dir = dir.to_path_buf();
+        std::thread::Builder::new()
+            .name("store-projection".into())
+            .spawn(move || {
+                lower_thread_priority();
+                let _ = open_tx.send(Self::open_database(&dir));
+                // Until the store is dropped: each job holds what it needs.
+                while let Ok(job) = job_rx.recv() {
+                    job();
+                }
+            })
+            .map_err(|e| backend("start the projection thread", e))?;
+        let inner = open_rx.recv().map_err(|e| backend("open", e))??;
+        Ok(Self { inner: Arc::new(inner), projection: job_tx })
+    }
+
+    fn open_database(dir: &Path) -> Result<Inner> {
         // Memory is bounded: fjall's defaults (64 MiB memtables per keyspace, an unbounded
         // write buffer) let RSS grow past a gigabyte under sustained ingest.
         #[allow(deprecated)] // the setter works; fjall marks it for a future rename
@@ -221,40 +266,38 @@ impl EmbeddedStore {
         };
         let example_versions = separated("example_versions")?;
         let blobs = separated("blobs")?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                runs,
-                run_loc: ks("run_loc")?,
-                trace_idx: ks("trace_idx")?,
-                roots: ks("roots")?,
-                meta_idx: ks("meta_idx")?,
-                projects: ks("projects")?,
-                project_names: ks("project_names")?,
-                attachments: ks("attachments")?,
-                feedback: ks("feedback")?,
-                feedback_idx: ks("feedback_idx")?,
-                feedback_stats: ks("feedback_stats")?,
-                queues: ks("queues")?,
-                queue_items: ks("queue_items")?,
-                queue_runs: ks("queue_runs")?,
-                datasets: ks("datasets")?,
-                dataset_names: ks("dataset_names")?,
-                example_versions,
-                example_loc: ks("example_loc")?,
-                dataset_versions: ks("dataset_versions")?,
-                dataset_tags: ks("dataset_tags")?,
-                blobs,
-                curation_jobs: ks("curation_jobs")?,
-                prompt_repos: ks("prompt_repos")?,
-                prompt_names: ks("prompt_names")?,
-                prompt_deleted: ks("prompt_deleted")?,
-                prompt_commits: ks("prompt_commits")?,
-                prompt_commit_log: ks("prompt_commit_log")?,
-                prompt_tag_moves: ks("prompt_tag_moves")?,
-                prompt_likes: ks("prompt_likes")?,
-                write_lock: Mutex::new(()),
-                db,
-            }),
+        Ok(Inner {
+            runs,
+            run_loc: ks("run_loc")?,
+            trace_idx: ks("trace_idx")?,
+            roots: ks("roots")?,
+            meta_idx: ks("meta_idx")?,
+            projects: ks("projects")?,
+            project_names: ks("project_names")?,
+            attachments: ks("attachments")?,
+            feedback: ks("feedback")?,
+            feedback_idx: ks("feedback_idx")?,
+            feedback_stats: ks("feedback_stats")?,
+            queues: ks("queues")?,
+            queue_items: ks("queue_items")?,
+            queue_runs: ks("queue_runs")?,
+            datasets: ks("datasets")?,
+            dataset_names: ks("dataset_names")?,
+            example_versions,
+            example_loc: ks("example_loc")?,
+            dataset_versions: ks("dataset_versions")?,
+            dataset_tags: ks("dataset_tags")?,
+            blobs,
+            curation_jobs: ks("curation_jobs")?,
+            prompt_repos: ks("prompt_repos")?,
+            prompt_names: ks("prompt_names")?,
+            prompt_deleted: ks("prompt_deleted")?,
+            prompt_commits: ks("prompt_commits")?,
+            prompt_commit_log: ks("prompt_commit_log")?,
+            prompt_tag_moves: ks("prompt_tag_moves")?,
+            prompt_likes: ks("prompt_likes")?,
+            write_lock: Mutex::new(()),
+            db,
         })
     }
 
@@ -843,7 +886,14 @@ impl ProjectStore for EmbeddedStore {
 #[async_trait]
 impl RunStore for EmbeddedStore {
     async fn apply_run_fragments(&self, tenant: TenantId, project: ProjectId, fragments: Vec<RunFragment>) -> Result<()> {
-        self.blocking(move |s| s.apply_fragments(tenant, project, fragments)).await
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let inner = self.inner.clone();
+        let job: ProjectionJob = Box::new(move || {
+            let _ = done_tx.send(inner.apply_fragments(tenant, project, fragments));
+        });
+        let gone = || StorageError::new(StorageErrorKind::Internal, "the store's projection thread has stopped");
+        self.projection.send(job).map_err(|_| gone())?;
+        done_rx.await.map_err(|_| gone())?
     }
 
     async fn get_run(&self, tenant: TenantId, id: RunId) -> Result<Option<Run>> {
