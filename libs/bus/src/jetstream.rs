@@ -32,7 +32,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use sextant_events::{Envelope, Stream};
+use sextant_events::{CodecError, Envelope, Stream};
 
 use crate::{Acker, BusError, BusErrorKind, ConsumerSpec, DeadLetter, Delivery, EventBus, Subscription};
 
@@ -399,8 +399,8 @@ impl JsSubscription {
     }
 
     /// Turns a JetStream message into a delivery, or dead-letters it when it has been
-    /// delivered more often than the consumer allows.
-    async fn deliver(&self, msg: jetstream::Message) -> Result<Option<Delivery>, BusError> {
+    /// delivered more often than the consumer allows. `decoded` is its payload, decoded.
+    async fn deliver(&self, msg: jetstream::Message, decoded: Result<Envelope, CodecError>) -> Result<Option<Delivery>, BusError> {
         let (sequence, delivered) = match msg.info() {
             Ok(i) => (i.stream_sequence, u32::try_from(i.delivered).unwrap_or(u32::MAX)),
             Err(e) => return Err(BusError::new(BusErrorKind::Internal, format!("NATS: delivery without JetStream metadata: {e}"))),
@@ -420,7 +420,7 @@ impl JsSubscription {
             return Ok(None);
         }
         let traceparent = message.headers.as_ref().and_then(|h| h.get(HEADER_TRACEPARENT)).map(|v| v.as_str().to_string());
-        let payload = sextant_events::decode(&message.payload).map(|mut env| {
+        let payload = decoded.map(|mut env| {
             if env.traceparent.is_none() {
                 env.traceparent = traceparent;
             }
@@ -471,8 +471,14 @@ impl Subscription for JsSubscription {
                     Err(_) => break,
                 }
             }
-            for m in raw {
-                if let Some(d) = self.deliver(m).await? {
+            // A batch can be megabytes of events: decoded off the async workers, which must
+            // stay free for requests (a long poll there is an acknowledgement's tail latency).
+            let payloads: Vec<Bytes> = raw.iter().map(|m| m.payload.clone()).collect();
+            let decoded = tokio::task::spawn_blocking(move || payloads.iter().map(|p| sextant_events::decode(p)).collect::<Vec<_>>())
+                .await
+                .map_err(|e| BusError::new(BusErrorKind::Internal, format!("decoding a batch failed: {e}")))?;
+            for (m, payload) in raw.into_iter().zip(decoded) {
+                if let Some(d) = self.deliver(m, payload).await? {
                     out.push(d);
                 }
             }

@@ -26,7 +26,7 @@ use sextant_storage::{Storage, StorageErrorKind};
 pub const RUN_PROJECTOR: &str = "ingest-run-projector";
 /// Events per projection batch: enough to amortise one store fsync, small enough to bound memory
 /// (each event holds up to a request's runs).
-const BATCH: usize = 64;
+const BATCH: usize = 128;
 
 /// How long an event may stay unacknowledged before the bus hands it to another replica: long
 /// enough for a slow batch, short enough that a crashed replica's work resumes soon.
@@ -44,17 +44,29 @@ pub async fn run_projector_with(bus: Arc<dyn EventBus>, store: Arc<dyn Storage>,
     spec.ack_wait = ack_wait;
     let Some(mut sub) = sextant_bus::subscribe_until_ready(bus.as_ref(), spec, &mut shutdown).await else { return };
     info!(consumer = RUN_PROJECTOR, "run projector started");
+    let mut prefetched = None;
     loop {
         if *shutdown.borrow() {
+            // Handed back at once, so another replica need not wait out the ack wait.
+            for d in prefetched.and_then(Result::ok).unwrap_or_default() {
+                let _ = Delivery::nak(d, Duration::ZERO).await;
+            }
             break;
         }
-        let batch = tokio::select! {
-            b = sub.next_batch(BATCH, Duration::from_millis(200)) => b,
-            _ = shutdown.changed() => break,
+        let batch = match prefetched.take() {
+            Some(b) => b,
+            None => tokio::select! {
+                b = sub.next_batch(BATCH, Duration::from_millis(200)) => b,
+                _ = shutdown.changed() => break,
+            },
         };
         match batch {
             Ok(b) if b.is_empty() => {}
-            Ok(b) => project_batch(bus.as_ref(), &store, b).await,
+            Ok(b) => {
+                // The next batch is fetched and decoded while this one is applied.
+                let (next, ()) = tokio::join!(sub.next_batch(BATCH, Duration::from_millis(200)), project_batch(bus.as_ref(), &store, b));
+                prefetched = Some(next);
+            }
             Err(e) => {
                 warn!(error = %e, "projector could not fetch events");
                 tokio::time::sleep(Duration::from_millis(500)).await;
