@@ -22,11 +22,11 @@ use sextant_bus::{ConsumerSpec, Delivery, EventBus};
 use sextant_core::dataset::DatasetEvaluator;
 use sextant_core::{DatasetId, ExampleId, RawJson, Run, TenantId, Timestamp};
 use sextant_dataset_curation::Datasets;
-use sextant_events::Stream;
+use sextant_events::{CompletedRun, Stream};
 use sextant_feedback::FeedbackService;
 use sextant_proto::ApiError;
 
-use crate::finished::{finished_root_runs, Announced};
+use crate::finished::runs_to_score;
 use crate::run::{result_feedback, result_id};
 use crate::scorers::{parse_evaluator, Evaluator, JudgeSettings, ScoreInput};
 
@@ -172,21 +172,9 @@ impl DatasetEvaluators {
     }
 
     async fn on_event(&self, d: Delivery) {
-        let (tenant, runs) = match finished_root_runs(self.datasets.store().as_ref(), &d, |f| f.reference_example_id.is_some()).await {
-            Announced::Runs(tenant, runs) => (tenant, runs),
-            Announced::Nothing => {
-                let _ = d.ack().await;
-                return;
-            }
-            Announced::NotYet => {
-                let _ = d.nak(Duration::from_millis(500)).await;
-                return;
-            }
-            Announced::Failed(e) => {
-                warn!(error = %e, "experiment evaluator cannot read a run; will retry");
-                let _ = d.nak(Duration::from_secs(1)).await;
-                return;
-            }
+        let select = |r: &CompletedRun| r.reference_example_id.is_some();
+        let Some((d, tenant, runs)) = runs_to_score(self.datasets.store().as_ref(), d, EXPERIMENT_EVALUATOR, select).await else {
+            return;
         };
         let span = info_span!("experiment_eval", tenant = %tenant, seq = d.sequence);
         for run in &runs {

@@ -1,12 +1,16 @@
 //! What the evaluator's run-completion consumers share: the finished root runs an event
 //! announced, read back from the store (rules look at the merged run, not at a fragment).
 
+use std::time::Duration;
+
+use tracing::warn;
+
 use sextant_bus::Delivery;
 use sextant_core::{Run, TenantId};
 use sextant_events::{CompletedRun, Event};
 use sextant_storage::Storage;
 
-pub(crate) enum Announced {
+enum Announced {
     /// Not a completion event, or none of its runs is selected: ack.
     Nothing,
     /// The finished root runs, as stored.
@@ -18,7 +22,7 @@ pub(crate) enum Announced {
 }
 
 /// The stored finished root runs among the delivery's selected completed runs.
-pub(crate) async fn finished_root_runs(store: &dyn Storage, d: &Delivery, select: impl Fn(&CompletedRun) -> bool) -> Announced {
+async fn finished_root_runs(store: &dyn Storage, d: &Delivery, select: impl Fn(&CompletedRun) -> bool) -> Announced {
     let Ok(env) = &d.payload else { return Announced::Nothing };
     let Event::RunsCompletedV1(ev) = &env.event else { return Announced::Nothing };
     let mut runs = Vec::new();
@@ -38,4 +42,30 @@ pub(crate) async fn finished_root_runs(store: &dyn Storage, d: &Delivery, select
     } else {
         Announced::Runs(env.tenant, runs)
     }
+}
+
+/// The stored finished root runs the delivery announced (those `select` picks), with the
+/// delivery to settle once they are scored. `None` when the delivery is already settled: acked
+/// when there is nothing to score, nak'd to retry when a run is not stored yet or the store
+/// failed. `consumer` names the consumer in logs.
+pub(crate) async fn runs_to_score(
+    store: &dyn Storage,
+    d: Delivery,
+    consumer: &'static str,
+    select: impl Fn(&CompletedRun) -> bool,
+) -> Option<(Delivery, TenantId, Vec<Run>)> {
+    match finished_root_runs(store, &d, select).await {
+        Announced::Runs(tenant, runs) => return Some((d, tenant, runs)),
+        Announced::Nothing => {
+            let _ = d.ack().await;
+        }
+        Announced::NotYet => {
+            let _ = d.nak(Duration::from_millis(500)).await;
+        }
+        Announced::Failed(e) => {
+            warn!(consumer, error = %e, "cannot read a run; will retry");
+            let _ = d.nak(Duration::from_secs(1)).await;
+        }
+    }
+    None
 }

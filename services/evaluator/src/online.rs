@@ -31,7 +31,7 @@ use sextant_feedback::FeedbackService;
 use sextant_filter::Filter;
 use sextant_storage::Storage;
 
-use crate::finished::{finished_root_runs, Announced};
+use crate::finished::runs_to_score;
 use crate::scorers::{parse_evaluator, Evaluator, JudgeSettings, ScoreInput, FEEDBACK_SOURCE_TYPE};
 
 pub const ONLINE_EVALUATOR: &str = "online-evaluator";
@@ -187,22 +187,7 @@ impl OnlineEvaluator {
     }
 
     async fn on_event(&self, d: Delivery) {
-        let (tenant, runs) = match finished_root_runs(self.store.as_ref(), &d, |_| true).await {
-            Announced::Runs(tenant, runs) => (tenant, runs),
-            Announced::Nothing => {
-                let _ = d.ack().await;
-                return;
-            }
-            Announced::NotYet => {
-                let _ = d.nak(Duration::from_millis(500)).await;
-                return;
-            }
-            Announced::Failed(e) => {
-                warn!(error = %e, "online evaluation cannot read a run; will retry");
-                let _ = d.nak(Duration::from_secs(1)).await;
-                return;
-            }
-        };
+        let Some((d, tenant, runs)) = runs_to_score(self.store.as_ref(), d, ONLINE_EVALUATOR, |_| true).await else { return };
         let span = info_span!("online_eval", tenant = %tenant, seq = d.sequence);
         for run in &runs {
             if let Err(e) = self.score_run(tenant, run).instrument(span.clone()).await {

@@ -87,6 +87,12 @@ struct Group {
     completions: Vec<Envelope>,
 }
 
+impl Group {
+    fn new(tenant: TenantId, project: ProjectId) -> Self {
+        Self { tenant, project, deliveries: Vec::new(), fragments: Vec::new(), completions: Vec::new() }
+    }
+}
+
 #[instrument(name = "ingest.project", skip_all, fields(events = batch.len()))]
 async fn project_batch(bus: &dyn EventBus, store: &Arc<dyn Storage>, batch: Vec<Delivery>) {
     let started = Instant::now();
@@ -121,13 +127,13 @@ async fn project_batch(bus: &dyn EventBus, store: &Arc<dyn Storage>, batch: Vec<
         info_span!("ingest.project_event", tenant = %tenant, project = %project, seq = d.sequence, trace_id)
             .in_scope(|| debug!(runs = fragments.len(), "projecting run event"));
         let group = if d.delivery_count > 1 {
-            singles.push(Group { tenant, project, deliveries: Vec::new(), fragments: Vec::new(), completions: Vec::new() });
+            singles.push(Group::new(tenant, project));
             singles.last_mut().expect("pushed")
         } else {
             match groups.iter().position(|g| g.tenant == tenant && g.project == project) {
                 Some(i) => &mut groups[i],
                 None => {
-                    groups.push(Group { tenant, project, deliveries: Vec::new(), fragments: Vec::new(), completions: Vec::new() });
+                    groups.push(Group::new(tenant, project));
                     groups.last_mut().expect("pushed")
                 }
             }
