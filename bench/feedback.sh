@@ -25,5 +25,3 @@ PID=$!
 trap 'kill -TERM $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
 "$LOADGEN_BIN" wait --url "http://127.0.0.1:$HTTP" --pid "$PID" --timeout 60s
 "$LOADGEN_BIN" feedback --url "http://127.0.0.1:$HTTP" --connections "$CONNECTIONS" --duration "$DURATION" --runs "$RUNS" --server-pid "$PID"
-echo "feedback projection lag (publish -> applied and durable), seconds:"
-curl -sf "http://127.0.0.1:$HTTP/metrics" | grep '^sextant_feedback_projection_lag_seconds{quantile' || true

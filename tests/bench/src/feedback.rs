@@ -12,7 +12,9 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::client::{Conn, Target};
-use crate::util;
+use crate::{prom, util};
+
+const LAG: &str = "sextant_feedback_projection_lag_seconds";
 
 #[derive(clap::Args, Debug)]
 pub struct FeedbackArgs {
@@ -69,6 +71,7 @@ pub async fn run(a: FeedbackArgs) -> Result<()> {
     let acked = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let cpu0 = util::read_cpu_secs(a.server_pid);
+    let metrics0 = prom::scrape(&mut setup).await.ok();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..a.connections {
@@ -128,18 +131,30 @@ pub async fn run(a: FeedbackArgs) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let lag = match (metrics0, prom::scrape(&mut setup).await) {
+        (Some(before), Ok(after)) => {
+            prom::parse(&after, LAG).map_or(Value::Null, |h| h.since(prom::parse(&before, LAG).as_ref()).to_json(&[0.01, 0.1, 1.0]))
+        }
+        _ => Value::Null,
+    };
     let rate = total as f64 / elapsed;
     println!("sextant-loadgen feedback  url={} connections={} runs={}", a.url, a.connections, a.runs);
     println!("  timed phase: {elapsed:.2} s; {total} feedback acked ({rate:.0}/s), {} failed", failed.load(Ordering::Relaxed));
     println!("  ack latency: {}", util::hist_line(&hist));
     println!("  all {total} counted in project feedback_stats {visible_ms:.1} ms after the last ack");
+    if lag.is_object() {
+        println!(
+            "  projection lag (server, publish -> applied and durable, s): p50 {} p90 {} p99 {}; share within {}",
+            lag["p50"], lag["p90"], lag["p99"], lag["within"]
+        );
+    }
     if let Some(cpu) = cpu {
         println!("  server CPU: {cpu:.1}s ({:.0}% of one core)", cpu / elapsed * 100.0);
     }
     println!(
         "RESULT {}",
         json!({"kind": "feedback", "feedback_per_s": rate, "acked": total, "failed": failed.load(Ordering::Relaxed), "connections": a.connections,
-               "ack_latency_ms": util::hist_json(&hist), "visible_in_stats_ms": visible_ms, "server_cpu_s": cpu})
+               "ack_latency_ms": util::hist_json(&hist), "visible_in_stats_ms": visible_ms, "projection_lag_s": lag, "server_cpu_s": cpu})
     );
     Ok(())
 }

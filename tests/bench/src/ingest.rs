@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::client::{Conn, Target};
 use crate::gen::{build_pool, remap_id, zstd_compress, GenConfig, Mode, Pool};
+use crate::prom;
 use crate::util::{self, hist_json, hist_line, mib, new_hist, record_us};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -327,6 +328,9 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     });
     let server_cpu0 = args.server_pid.and_then(|p| util::read_cpu_secs(Some(p)));
     let self_cpu0 = util::read_cpu_secs(None);
+    // The server's own histograms, read again after the run: the difference is this run.
+    let mut metrics_conn = Conn::new(target.clone());
+    let metrics0 = prom::scrape(&mut metrics_conn).await.ok();
 
     // ---- timed phase
     let shared = Arc::new(Shared::default());
@@ -463,6 +467,12 @@ pub async fn run(args: IngestArgs) -> Result<()> {
         }
     }
 
+    // ---- the server's view: projection lag of every event of this run, publish and backpressure
+    let server_metrics = match metrics0 {
+        Some(before) => server_histograms(&mut metrics_conn, &before).await,
+        None => Value::Null,
+    };
+
     sampling.store(false, Ordering::Relaxed);
     if let Some(s) = sampler {
         let _ = s.await;
@@ -509,6 +519,15 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     );
     println!("  ack latency: {} (ms)", hist_line(&hist));
     println!("  queryable:   {queryable_line}");
+    for (label, key) in [("projection lag", "projection_lag_s"), ("bus publish", "bus_publish_s"), ("backpressure", "backpressure_s")] {
+        let h = &server_metrics[key];
+        if h.is_object() {
+            println!(
+                "  {label:<13} (server, s): {} samples, p50 {} p90 {} p99 {}; share within {}",
+                h["count"], h["p50"], h["p90"], h["p99"], h["within"]
+            );
+        }
+    }
     if let Some(pid) = args.server_pid {
         println!(
             "  server {pid}:  RSS peak {:.1} MiB, final {:.1} MiB; CPU {} during the timed phase",
@@ -523,7 +542,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     if let Some(e) = &first_error {
         println!("  first error: {e}");
     }
-    let result = json!({
+    let mut result = json!({
         "kind": "ingest",
         "mode": mode.as_str(),
         "url": args.url,
@@ -566,9 +585,39 @@ pub async fn run(args: IngestArgs) -> Result<()> {
         "loadgen_cpu_s": self_cpu.map(|c| (c * 100.0).round() / 100.0),
         "first_error": first_error,
     });
+    for key in ["projection_lag_s", "bus_publish_s", "backpressure_s"] {
+        result[key] = server_metrics[key].clone();
+    }
     println!("RESULT {result}");
     if ok == 0 {
         bail!("no request was acknowledged");
     }
     Ok(())
+}
+
+/// The server's histograms over this run. The run projector records an event's lag once it is
+/// applied and durable, so the scrape waits (up to 10 s) until that count stops growing.
+async fn server_histograms(conn: &mut Conn, before: &str) -> Value {
+    const LAG: &str = "sextant_projection_lag_seconds";
+    let mut text = String::new();
+    let mut last_count = -1.0;
+    for _ in 0..40 {
+        let Ok(t) = prom::scrape(conn).await else { return Value::Null };
+        let count = prom::parse(&t, LAG).map_or(0.0, |h| h.count);
+        text = t;
+        if count == last_count {
+            break;
+        }
+        last_count = count;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let read = |name: &str, bounds: &[f64]| match prom::parse(&text, name) {
+        Some(h) => h.since(prom::parse(before, name).as_ref()).to_json(bounds),
+        None => Value::Null,
+    };
+    json!({
+        "projection_lag_s": read(LAG, &[0.1, 0.5, 1.0, 2.0]),
+        "bus_publish_s": read("sextant_bus_publish_seconds", &[0.01, 0.05, 0.1]),
+        "backpressure_s": read("sextant_ingest_backpressure_seconds", &[0.01, 0.05, 0.1]),
+    })
 }

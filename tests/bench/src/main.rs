@@ -14,6 +14,7 @@ mod datasets;
 mod feedback;
 mod gen;
 mod ingest;
+mod prom;
 mod prompts;
 mod query;
 mod util;
