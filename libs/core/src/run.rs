@@ -402,6 +402,17 @@ impl Run {
 
     /// For a child sent without `trace_id`/`dotted_order` (the SDK's `create_run` path):
     /// inherits the parent's trace and extends the parent's dotted order.
+    /// The part of this run that [`Run::derive_from_parent`] reads when it is a parent: id,
+    /// project, start time, dotted order and trace. Cheap to keep for a whole batch of parents.
+    pub fn lineage(&self) -> Run {
+        let mut r = Run::empty(self.id, self.project_id);
+        r.trace_id = self.trace_id;
+        r.parent_run_id = self.parent_run_id;
+        r.dotted_order = self.dotted_order.clone();
+        r.start_time = self.start_time;
+        r
+    }
+
     pub fn derive_from_parent(&mut self, parent: &Run) {
         if self.dotted_order.is_none() {
             if let Some(start) = self.start_time {
@@ -580,6 +591,25 @@ mod tests {
         }
         r.derive();
         r
+    }
+
+    #[test]
+    fn a_child_derives_the_same_from_its_parents_lineage_as_from_the_parent() {
+        for parent_dotted in [None, Some(format!("19700101T000001000000Z{}", rid(1)))] {
+            let mut parent = merged(&[&post(), &patch()]);
+            parent.dotted_order = parent_dotted;
+            parent.trace_id = Some(rid(7));
+            let mut child = Run::empty(rid(2), parent.project_id);
+            child.parent_run_id = Some(parent.id);
+            child.start_time = Some(Timestamp(2_000_000));
+            let (mut from_run, mut from_lineage) = (child.clone(), child);
+            from_run.derive_from_parent(&parent);
+            from_lineage.derive_from_parent(&parent.lineage());
+            assert_eq!(from_run, from_lineage);
+            assert_eq!(from_run.trace_id, Some(rid(7)));
+            assert!(from_run.dotted_order.as_deref().unwrap().ends_with(&rid(2).to_string()));
+            assert!(parent.lineage().extra.is_empty() && parent.lineage().inputs.is_none(), "lineage keeps no payload");
+        }
     }
 
     #[test]

@@ -246,15 +246,32 @@ impl EmbeddedStore {
         // write buffer) let RSS grow past a gigabyte under sustained ingest.
         #[allow(deprecated)] // the setter works; fjall marks it for a future rename
         let db =
-            Database::builder(dir).cache_size(64 << 20).max_write_buffer_size(Some(160 << 20)).open().map_err(|e| backend("open", e))?;
+            Database::builder(dir).cache_size(64 << 20).max_write_buffer_size(Some(256 << 20)).open().map_err(|e| backend("open", e))?;
         let ks = |name: &str| {
             db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(8 << 20)).map_err(|e| backend("open keyspace", e))
         };
+        // The run indexes take an entry per run in key orders unrelated to arrival (run ids,
+        // trace ids, metadata values), so each compaction out of L0 rewrites most of the next
+        // level: larger memtables and more L0 tables per compaction make those rewrites rarer.
+        // (Options apply when a keyspace is created; existing stores keep theirs.)
+        let run_index = |name: &str| {
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default()
+                    .max_memtable_size(32 << 20)
+                    .compaction_strategy(Arc::new(fjall::compaction::Leveled::default().with_l0_threshold(8)))
+            })
+            .map_err(|e| backend("open keyspace", e))
+        };
         // Run records are 1-2 KB: kept in blob files (written once), so compaction moves keys
-        // and pointers instead of rewriting every run at every level.
+        // and pointers instead of rewriting every run at every level. The memtable holds the
+        // records, so its flushed tables of keys and pointers are small: more of them are
+        // gathered per compaction.
         let runs = db
             .keyspace("runs", || {
-                KeyspaceCreateOptions::default().max_memtable_size(64 << 20).with_kv_separation(Some(KvSeparationOptions::default()))
+                KeyspaceCreateOptions::default()
+                    .max_memtable_size(64 << 20)
+                    .with_kv_separation(Some(KvSeparationOptions::default()))
+                    .compaction_strategy(Arc::new(fjall::compaction::Leveled::default().with_l0_threshold(8)))
             })
             .map_err(|e| backend("open keyspace", e))?;
         // Examples (documents of KBs) and attachments are written once and read by scans.
@@ -268,10 +285,10 @@ impl EmbeddedStore {
         let blobs = separated("blobs")?;
         Ok(Inner {
             runs,
-            run_loc: ks("run_loc")?,
-            trace_idx: ks("trace_idx")?,
-            roots: ks("roots")?,
-            meta_idx: ks("meta_idx")?,
+            run_loc: run_index("run_loc")?,
+            trace_idx: run_index("trace_idx")?,
+            roots: run_index("roots")?,
+            meta_idx: run_index("meta_idx")?,
             projects: ks("projects")?,
             project_names: ks("project_names")?,
             attachments: ks("attachments")?,
@@ -378,13 +395,12 @@ impl Inner {
         }
         let mut batch = self.db.batch();
         let mut feedback_stats = feedback::StatsCache::default();
-        // Runs written earlier in this batch, so a child can find a parent sent alongside it.
+        // Lineage of the runs written earlier in this batch, so a child can find a parent sent
+        // alongside it. Only lineage: whole runs kept for the batch cost more to free than to build.
         let mut written: HashMap<RunId, Run> = HashMap::new();
         for id in order {
-            let existing = match written.get(&id) {
-                Some(r) => Some(r.clone()),
-                None => self.get_run(t, id)?,
-            };
+            // `order` holds each run once, so a run's earlier state is in the store, not `written`.
+            let existing = self.get_run(t, id)?;
             if existing.is_none() {
                 // Feedback may arrive before its run: it counts towards the run's project now.
                 self.adopt_orphan_feedback(t, id, project, &mut batch, &mut feedback_stats)?;
@@ -438,7 +454,7 @@ impl Inner {
             }
             batch.insert(&self.run_loc, Key::new().id(t.as_bytes()).id(id.as_bytes()).0, loc_value(p, s));
             batch.insert(&self.trace_idx, Key::new().id(t.as_bytes()).id(tr.as_bytes()).id(id.as_bytes()).0, loc_value(p, s));
-            written.insert(id, run);
+            written.insert(id, run.lineage());
         }
         feedback_stats.write(self, &mut batch);
         batch.commit().map_err(|e| backend("write runs", e))

@@ -145,7 +145,9 @@ async fn project_batch(bus: &dyn EventBus, store: &Arc<dyn Storage>, batch: Vec<
     for g in groups.into_iter().chain(singles) {
         let count = g.fragments.len() as u64;
         let span = info_span!("ingest.project_group", tenant = %g.tenant, project = %g.project, events = g.deliveries.len());
+        let applying = Instant::now();
         let r = store.apply_run_fragments(g.tenant, g.project, g.fragments).instrument(span.clone()).await;
+        metrics::histogram!("sextant_projector_apply_seconds").record(applying.elapsed().as_secs_f64());
         span.in_scope(|| debug!(runs = count, ok = r.is_ok(), "projected run events"));
         match r {
             Ok(()) => {
@@ -180,7 +182,10 @@ async fn project_batch(bus: &dyn EventBus, store: &Arc<dyn Storage>, batch: Vec<
         return;
     }
     // Durable before acknowledging: after a crash, unacked events are replayed.
-    if let Err(e) = store.sync().await {
+    let syncing = Instant::now();
+    let synced = store.sync().await;
+    metrics::histogram!("sextant_projector_sync_seconds").record(syncing.elapsed().as_secs_f64());
+    if let Err(e) = synced {
         warn!(error = %e, "store sync failed; events will be redelivered");
         for d in applied {
             let _ = d.nak(Duration::from_millis(500)).await;

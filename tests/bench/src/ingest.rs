@@ -519,7 +519,14 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     );
     println!("  ack latency: {} (ms)", hist_line(&hist));
     println!("  queryable:   {queryable_line}");
-    for (label, key) in [("projection lag", "projection_lag_s"), ("bus publish", "bus_publish_s"), ("backpressure", "backpressure_s")] {
+    for (label, key) in [
+        ("projection lag", "projection_lag_s"),
+        ("bus publish", "bus_publish_s"),
+        ("backpressure", "backpressure_s"),
+        ("store apply", "projector_apply_s"),
+        ("store sync", "projector_sync_s"),
+        ("proj. batch", "projector_batch_s"),
+    ] {
         let h = &server_metrics[key];
         if h.is_object() {
             println!(
@@ -585,7 +592,7 @@ pub async fn run(args: IngestArgs) -> Result<()> {
         "loadgen_cpu_s": self_cpu.map(|c| (c * 100.0).round() / 100.0),
         "first_error": first_error,
     });
-    for key in ["projection_lag_s", "bus_publish_s", "backpressure_s"] {
+    for key in ["projection_lag_s", "bus_publish_s", "backpressure_s", "projector_apply_s", "projector_sync_s", "projector_batch_s"] {
         result[key] = server_metrics[key].clone();
     }
     println!("RESULT {result}");
@@ -619,5 +626,8 @@ async fn server_histograms(conn: &mut Conn, before: &str) -> Value {
         "projection_lag_s": read(LAG, &[0.1, 0.5, 1.0, 2.0]),
         "bus_publish_s": read("sextant_bus_publish_seconds", &[0.01, 0.05, 0.1]),
         "backpressure_s": read("sextant_ingest_backpressure_seconds", &[0.01, 0.05, 0.1]),
+        "projector_apply_s": read("sextant_projector_apply_seconds", &[0.05, 0.1, 0.5]),
+        "projector_sync_s": read("sextant_projector_sync_seconds", &[0.01, 0.05, 0.1]),
+        "projector_batch_s": read("sextant_projector_batch_seconds", &[0.1, 0.5, 1.0]),
     })
 }
