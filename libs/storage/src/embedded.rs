@@ -61,18 +61,22 @@ type ProjectionJob = Box<dyn FnOnce() + Send>;
 /// Projection is background work. Under CPU contention requests, and the acknowledgements
 /// clients wait for, should win over folding already-durable events into the store: overload
 /// then shows as projection lag, which ingest backpressure bounds, instead of as ack latency.
-/// So the thread that applies run fragments, and fjall's flush and compaction threads (which
-/// inherit it from the thread that opens the database), run at this `nice` value. Linux
-/// threads have their own nice value; raising it needs no privilege. Elsewhere it is a no-op.
+/// So the thread that applies run fragments runs at this `nice` value. Linux threads have
+/// their own nice value; raising it needs no privilege. Elsewhere it is a no-op.
 const BACKGROUND_NICE: i32 = 4;
 
-/// Lowers the calling thread's priority to [`BACKGROUND_NICE`] (best effort).
-fn lower_thread_priority() {
+/// fjall's flush and compaction threads (which inherit it from the thread that opens the
+/// database) yield in turn to projection: compaction only has to keep up on average, and L0
+/// has room for bursts (fjall slows writes at 20 L0 runs; compactions start at 8).
+const COMPACTION_NICE: i32 = 8;
+
+/// Lowers the calling thread's priority to `nice` (best effort).
+fn lower_thread_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     // SAFETY: plain syscalls on the calling thread's id; no memory is shared.
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        if libc::setpriority(libc::PRIO_PROCESS, tid, BACKGROUND_NICE) != 0 {
+        if libc::setpriority(libc::PRIO_PROCESS, tid, nice) != 0 {
             tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the store's background priority");
         }
     }
@@ -221,23 +225,28 @@ pub(crate) fn order_time(run: &Run) -> i64 {
 impl EmbeddedStore {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| backend("create directory", e))?;
-        // Opened on a background-priority thread, so fjall's worker threads start at its
-        // priority; the thread then stays to apply run fragments.
-        let (open_tx, open_rx) = std::sync::mpsc::channel();
-        let (job_tx, job_rx) = std::sync::mpsc::channel::<ProjectionJob>();
+        // Opened on a thread at compaction priority, so fjall's worker threads start at it.
         let dir = dir.to_path_buf();
+        let inner = std::thread::Builder::new()
+            .name("store-open".into())
+            .spawn(move || {
+                lower_thread_priority(COMPACTION_NICE);
+                Self::open_database(&dir)
+            })
+            .map_err(|e| backend("start the thread that opens the store", e))?
+            .join()
+            .map_err(|_| StorageError::new(StorageErrorKind::Internal, "opening the embedded store panicked"))??;
+        let (job_tx, job_rx) = std::sync::mpsc::channel::<ProjectionJob>();
         std::thread::Builder::new()
             .name("store-projection".into())
             .spawn(move || {
-                lower_thread_priority();
-                let _ = open_tx.send(Self::open_database(&dir));
+                lower_thread_priority(BACKGROUND_NICE);
                 // Until the store is dropped: each job holds what it needs.
                 while let Ok(job) = job_rx.recv() {
                     job();
                 }
             })
             .map_err(|e| backend("start the projection thread", e))?;
-        let inner = open_rx.recv().map_err(|e| backend("open", e))??;
         Ok(Self { inner: Arc::new(inner), projection: job_tx })
     }
 
