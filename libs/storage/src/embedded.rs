@@ -265,13 +265,11 @@ impl EmbeddedStore {
         // trace ids, metadata values), so each compaction out of L0 rewrites most of the next
         // level: larger memtables and more L0 tables per compaction make those rewrites rarer.
         // (Options apply when a keyspace is created; existing stores keep theirs.)
+        // Eight L0 tables per compaction instead of fjall's four.
+        let gathering_l0 = || Arc::new(fjall::compaction::Leveled::default().with_l0_threshold(8));
         let run_index = |name: &str| {
-            db.keyspace(name, || {
-                KeyspaceCreateOptions::default()
-                    .max_memtable_size(32 << 20)
-                    .compaction_strategy(Arc::new(fjall::compaction::Leveled::default().with_l0_threshold(8)))
-            })
-            .map_err(|e| backend("open keyspace", e))
+            db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(32 << 20).compaction_strategy(gathering_l0()))
+                .map_err(|e| backend("open keyspace", e))
         };
         // Run records are 1-2 KB: kept in blob files (written once), so compaction moves keys
         // and pointers instead of rewriting every run at every level. The memtable holds the
@@ -282,7 +280,7 @@ impl EmbeddedStore {
                 KeyspaceCreateOptions::default()
                     .max_memtable_size(64 << 20)
                     .with_kv_separation(Some(KvSeparationOptions::default()))
-                    .compaction_strategy(Arc::new(fjall::compaction::Leveled::default().with_l0_threshold(8)))
+                    .compaction_strategy(gathering_l0())
             })
             .map_err(|e| backend("open keyspace", e))?;
         // Examples (documents of KBs) and attachments are written once and read by scans.
@@ -408,9 +406,9 @@ impl Inner {
         let mut feedback_stats = feedback::StatsCache::default();
         // Lineage of the runs written earlier in this batch, so a child can find a parent sent
         // alongside it. Only lineage: whole runs kept for the batch cost more to free than to build.
-        let mut written: HashMap<RunId, Run> = HashMap::new();
+        let mut lineage: HashMap<RunId, Run> = HashMap::new();
         for id in order {
-            // `order` holds each run once, so a run's earlier state is in the store, not `written`.
+            // `order` holds each run once, so a run's earlier state is in the store, not `lineage`.
             let existing = self.get_run(t, id)?;
             if existing.is_none() {
                 // Feedback may arrive before its run: it counts towards the run's project now.
@@ -431,7 +429,7 @@ impl Inner {
                 run.apply_owned(f);
             }
             if let (None, Some(parent_id)) = (&run.dotted_order, run.parent_run_id) {
-                let parent = match written.get(&parent_id) {
+                let parent = match lineage.get(&parent_id) {
                     Some(p) => Some(p.clone()),
                     None => self.get_run(t, parent_id)?,
                 };
@@ -465,7 +463,7 @@ impl Inner {
             }
             batch.insert(&self.run_loc, Key::new().id(t.as_bytes()).id(id.as_bytes()).0, loc_value(p, s));
             batch.insert(&self.trace_idx, Key::new().id(t.as_bytes()).id(tr.as_bytes()).id(id.as_bytes()).0, loc_value(p, s));
-            written.insert(id, run.lineage());
+            lineage.insert(id, run.lineage());
         }
         feedback_stats.write(self, &mut batch);
         batch.commit().map_err(|e| backend("write runs", e))

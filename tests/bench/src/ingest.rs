@@ -519,19 +519,12 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     );
     println!("  ack latency: {} (ms)", hist_line(&hist));
     println!("  queryable:   {queryable_line}");
-    for (label, key) in [
-        ("projection lag", "projection_lag_s"),
-        ("bus publish", "bus_publish_s"),
-        ("backpressure", "backpressure_s"),
-        ("store apply", "projector_apply_s"),
-        ("store sync", "projector_sync_s"),
-        ("proj. batch", "projector_batch_s"),
-    ] {
-        let h = &server_metrics[key];
-        if h.is_object() {
+    for h in SERVER_HISTOGRAMS {
+        let v = &server_metrics[h.key];
+        if v.is_object() {
             println!(
-                "  {label:<13} (server, s): {} samples, p50 {} p90 {} p99 {}; share within {}",
-                h["count"], h["p50"], h["p90"], h["p99"], h["within"]
+                "  {:<13} (server, s): {} samples, p50 {} p90 {} p99 {}; share within {}",
+                h.label, v["count"], v["p50"], v["p90"], v["p99"], v["within"]
             );
         }
     }
@@ -592,8 +585,8 @@ pub async fn run(args: IngestArgs) -> Result<()> {
         "loadgen_cpu_s": self_cpu.map(|c| (c * 100.0).round() / 100.0),
         "first_error": first_error,
     });
-    for key in ["projection_lag_s", "bus_publish_s", "backpressure_s", "projector_apply_s", "projector_sync_s", "projector_batch_s"] {
-        result[key] = server_metrics[key].clone();
+    for h in SERVER_HISTOGRAMS {
+        result[h.key] = server_metrics[h.key].clone();
     }
     println!("RESULT {result}");
     if ok == 0 {
@@ -602,10 +595,40 @@ pub async fn run(args: IngestArgs) -> Result<()> {
     Ok(())
 }
 
-/// The server's histograms over this run. The run projector records an event's lag once it is
-/// applied and durable, so the scrape waits (up to 10 s) until that count stops growing.
+/// A server histogram the ingest benchmark reports: RESULT key, label, metric, and the bounds
+/// (seconds) whose share it gives.
+struct ServerHistogram {
+    key: &'static str,
+    label: &'static str,
+    metric: &'static str,
+    bounds: &'static [f64],
+}
+
+const LAG: &str = "sextant_projection_lag_seconds";
+
+const SERVER_HISTOGRAMS: [ServerHistogram; 6] = [
+    ServerHistogram { key: "projection_lag_s", label: "projection lag", metric: LAG, bounds: &[0.1, 0.5, 1.0, 2.0] },
+    ServerHistogram { key: "bus_publish_s", label: "bus publish", metric: "sextant_bus_publish_seconds", bounds: &[0.01, 0.05, 0.1] },
+    ServerHistogram {
+        key: "backpressure_s",
+        label: "backpressure",
+        metric: "sextant_ingest_backpressure_seconds",
+        bounds: &[0.01, 0.05, 0.1],
+    },
+    ServerHistogram {
+        key: "projector_apply_s",
+        label: "store apply",
+        metric: "sextant_projector_apply_seconds",
+        bounds: &[0.05, 0.1, 0.5],
+    },
+    ServerHistogram { key: "projector_sync_s", label: "store sync", metric: "sextant_projector_sync_seconds", bounds: &[0.01, 0.05, 0.1] },
+    ServerHistogram { key: "projector_batch_s", label: "proj. batch", metric: "sextant_projector_batch_seconds", bounds: &[0.1, 0.5, 1.0] },
+];
+
+/// The server's histograms over this run, keyed as in [`SERVER_HISTOGRAMS`]. The run projector
+/// records an event's lag once it is applied and durable, so the scrape waits (up to 10 s)
+/// until that count stops growing.
 async fn server_histograms(conn: &mut Conn, before: &str) -> Value {
-    const LAG: &str = "sextant_projection_lag_seconds";
     let mut text = String::new();
     let mut last_count = -1.0;
     for _ in 0..40 {
@@ -618,16 +641,9 @@ async fn server_histograms(conn: &mut Conn, before: &str) -> Value {
         last_count = count;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let read = |name: &str, bounds: &[f64]| match prom::parse(&text, name) {
-        Some(h) => h.since(prom::parse(before, name).as_ref()).to_json(bounds),
+    let read = |h: &ServerHistogram| match prom::parse(&text, h.metric) {
+        Some(now) => now.since(prom::parse(before, h.metric).as_ref()).to_json(h.bounds),
         None => Value::Null,
     };
-    json!({
-        "projection_lag_s": read(LAG, &[0.1, 0.5, 1.0, 2.0]),
-        "bus_publish_s": read("sextant_bus_publish_seconds", &[0.01, 0.05, 0.1]),
-        "backpressure_s": read("sextant_ingest_backpressure_seconds", &[0.01, 0.05, 0.1]),
-        "projector_apply_s": read("sextant_projector_apply_seconds", &[0.05, 0.1, 0.5]),
-        "projector_sync_s": read("sextant_projector_sync_seconds", &[0.01, 0.05, 0.1]),
-        "projector_batch_s": read("sextant_projector_batch_seconds", &[0.1, 0.5, 1.0]),
-    })
+    Value::Object(SERVER_HISTOGRAMS.iter().map(|h| (h.key.to_string(), read(h))).collect())
 }
