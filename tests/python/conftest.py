@@ -26,7 +26,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import IO, Any, Callable, Iterator, Optional
 
 import pytest
 import requests
@@ -43,7 +43,7 @@ LOG_TAIL_LINES = 60
 # nothing from the developer's shell (a real API key, a hosted endpoint, OTEL mode, sampling)
 # leaks in, and nothing is ever sent anywhere but the local server.
 _SDK_ENV_PREFIXES = ("LANGSMITH_", "LANGCHAIN_")
-_HARNESS_ENV = {"SEXTANT_BIN", "SEXTANT_URL", "SEXTANT_READY_TIMEOUT", "SEXTANT_TEST_READ_TIMEOUT"}
+_HARNESS_ENV = {"SEXTANT_BIN", "SEXTANT_URL", "SEXTANT_READY_TIMEOUT", "SEXTANT_TEST_READ_TIMEOUT", "SEXTANT_MATRIX_CYCLES"}
 
 
 @dataclass
@@ -51,6 +51,7 @@ class Server:
     url: str
     log_path: Optional[Path]
     process: Optional[subprocess.Popen]
+    log_file: Optional[IO[bytes]] = None
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -65,15 +66,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> Optional[int]:
+    """Send `sig` and wait up to `timeout` for the process to exit; SIGKILL it past that.
+    Returns the exit code it had on its own (a negative signal number when a signal ended it),
+    or None when it had to be killed after the timeout."""
     if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
+        return proc.returncode
+    proc.send_signal(sig)
     try:
-        proc.wait(timeout=10)
+        return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
+        return None
 
 
 _SERVER: Optional[Server] = None
@@ -97,11 +102,16 @@ def sextant_binary() -> Path:
     return binary
 
 
-@contextmanager
-def run_server(data_dir: Path, log_path: Path) -> Iterator[Server]:
-    """Start `sextant serve` on free loopback ports over `data_dir`, wait until GET /readyz
-    answers 200, and stop it (SIGTERM, then SIGKILL) on exit. Its output is appended to
-    `log_path`."""
+def start_server(
+    data_dir: Path,
+    log_path: Path,
+    *,
+    config: Optional[str] = None,
+    env: Optional[dict[str, str]] = None,
+) -> Server:
+    """Start `sextant serve` on free loopback ports over `data_dir` and return once GET /readyz
+    answers 200. Its output is appended to `log_path`. `config` is TOML text passed with
+    `--config`; `env` adds environment variables. Stop it with `stop_server`."""
     binary = sextant_binary()
     data_dir.mkdir(parents=True, exist_ok=True)
     http_port, grpc_port = _free_port(), _free_port()
@@ -117,11 +127,16 @@ def run_server(data_dir: Path, log_path: Path) -> Iterator[Server]:
         "--data-dir",
         str(data_dir),
     ]
+    if config is not None:
+        config_path = log_path.with_name(log_path.stem + ".config.toml")
+        config_path.write_text(config)
+        cmd += ["--config", str(config_path)]
     # The suite's own knobs share the SEXTANT_ prefix with the server's configuration, which
     # rejects keys it does not know: keep them out of the server's environment.
-    env = {k: v for k, v in os.environ.items() if k not in _HARNESS_ENV}
-    env.setdefault("RUST_BACKTRACE", "1")
-    env.setdefault("NO_COLOR", "1")  # plain text in the log that failing reports quote
+    proc_env = {k: v for k, v in os.environ.items() if k not in _HARNESS_ENV}
+    proc_env.setdefault("RUST_BACKTRACE", "1")
+    proc_env.setdefault("NO_COLOR", "1")  # plain text in the log that failing reports quote
+    proc_env.update(env or {})
     log_file = open(log_path, "ab")
     log_file.write(("$ " + " ".join(cmd) + "\n").encode())
     log_file.flush()
@@ -130,10 +145,10 @@ def run_server(data_dir: Path, log_path: Path) -> Iterator[Server]:
         stdout=log_file,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        env=env,
+        env=proc_env,
         start_new_session=True,
     )
-    server = Server(url=f"http://127.0.0.1:{http_port}", log_path=log_path, process=proc)
+    server = Server(url=f"http://127.0.0.1:{http_port}", log_path=log_path, process=proc, log_file=log_file)
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
         last = "no answer yet"
@@ -157,11 +172,31 @@ def run_server(data_dir: Path, log_path: Path) -> Iterator[Server]:
                     f"(last: {last}).\n--- server log ({log_path}) ---\n{server.log_tail()}",
                     pytrace=False,
                 )
-            time.sleep(0.2)
+            time.sleep(0.05)
+    except BaseException:
+        stop_server(server)
+        raise
+    return server
+
+
+def stop_server(server: Server, sig: int = signal.SIGTERM, timeout: float = 10) -> Optional[int]:
+    """Stop a server that `start_server` started with `sig` (SIGTERM: a graceful shutdown,
+    SIGKILL: a crash); see `_stop` for the return value. Idempotent."""
+    code = _stop(server.process, sig, timeout) if server.process is not None else None
+    if server.log_file is not None:
+        server.log_file.close()
+        server.log_file = None
+    return code
+
+
+@contextmanager
+def run_server(data_dir: Path, log_path: Path, **kwargs: Any) -> Iterator[Server]:
+    """`start_server` as a context manager: stopped (SIGTERM, then SIGKILL) on exit."""
+    server = start_server(data_dir, log_path, **kwargs)
+    try:
         yield server
     finally:
-        _stop(proc)
-        log_file.close()
+        stop_server(server)
 
 
 @pytest.fixture(scope="session")
@@ -185,16 +220,19 @@ def sextant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
-    if report.failed and _SERVER is not None:
+    setattr(item, f"_sextant_rep_{report.when}", report)  # fixtures read how the test went
+    if not report.failed:
+        return
+    if _SERVER is not None:
         report.sections.append(
             (f"sextant server log (last {LOG_TAIL_LINES} lines)", _SERVER.log_tail())
         )
-        for log_path in getattr(item, "_sextant_private_logs", []):
-            private = Server(url="", log_path=log_path, process=None)
-            report.sections.append((f"private sextant server log {log_path}", private.log_tail()))
-        recorders: list[Recorder] = getattr(item, "_sextant_recorders", [])
-        if recorders:
-            report.sections.append(("HTTP exchanges with the server", "\n\n".join(r.summary() for r in recorders)))
+    for log_path in getattr(item, "_sextant_private_logs", []):
+        private = Server(url="", log_path=log_path, process=None)
+        report.sections.append((f"private sextant server log {log_path}", private.log_tail()))
+    recorders: list[Recorder] = getattr(item, "_sextant_recorders", [])
+    if recorders:
+        report.sections.append(("HTTP exchanges with the server", "\n\n".join(r.summary() for r in recorders)))
 
 
 def clear_sdk_env(mp: pytest.MonkeyPatch) -> None:
@@ -303,3 +341,51 @@ def private_server(
                 yield server, make
 
     return start
+
+
+class ServerControl:
+    """Starts and stops servers of one test over ONE data directory, each stop with the signal
+    the test asks for (SIGTERM: graceful; SIGKILL: a crash, as `kill -9`). Every server it
+    started and did not stop is stopped (SIGTERM, then SIGKILL) when the test ends."""
+
+    def __init__(self, data_dir: Path, log_dir: Path, item: Any) -> None:
+        self.data_dir = data_dir
+        self.log_dir = log_dir
+        self.item = item
+        self.server: Optional[Server] = None
+        self.starts = 0
+        if not hasattr(item, "_sextant_private_logs"):
+            item._sextant_private_logs = []
+
+    def start(self, *, name: str = "server", data_dir: Optional[Path] = None, **kwargs: Any) -> Server:
+        """Start a server (waits for /readyz 200). `kwargs` go to `start_server` (config, env)."""
+        assert self.server is None, "a server of this test is still running: stop it first"
+        log_path = self.log_dir / f"{name}.log"
+        if log_path not in self.item._sextant_private_logs:
+            self.item._sextant_private_logs.append(log_path)
+        self.server = start_server(data_dir or self.data_dir, log_path, **kwargs)
+        self.starts += 1
+        return self.server
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> Optional[int]:
+        """Send `sig` to the running server and wait for it to exit; see `_stop`."""
+        assert self.server is not None, "no server of this test is running"
+        server, self.server = self.server, None
+        return stop_server(server, sig, timeout)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.stop(signal.SIGTERM, timeout=10)
+
+
+@pytest.fixture
+def server_control(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServerControl]:
+    """A `ServerControl` over `<tmp_path>/data`, its logs in `tmp_path` (attached to a failing
+    test's report)."""
+    if os.environ.get("SEXTANT_URL"):
+        pytest.skip("needs to start its own server (SEXTANT_URL points at an external one)")
+    control = ServerControl(tmp_path / "data", tmp_path, request.node)
+    try:
+        yield control
+    finally:
+        control.close()

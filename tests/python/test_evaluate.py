@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -71,6 +72,27 @@ def test_evaluate_end_to_end_then_results_read_back(make_client) -> None:
     assert all(f.feedback_source.type == "model" for f in feedback)
 
 
+GATE_ROW = re.compile(
+    r"^(?P<metric>\S+)(?P<lower> \(lower\))?\s+(?P<baseline>\S+)\s+(?P<candidate>\S+)\s+(?P<delta>\S+)\s+"
+    r"(?P<pct>\S+)\s+(?P<interval>\[[^]]*\]|-)\s+(?P<n>\d+)\s+(?P<verdict>\S.*)$"
+)
+
+
+def gate_rows(stdout: str) -> dict[str, dict]:
+    """The gate's table, one row per metric: {metric: {baseline, candidate, delta, verdict, ...}}."""
+    lines = stdout.splitlines()
+    header = next((i for i, ln in enumerate(lines) if ln.split()[:2] == ["metric", "baseline"]), None)
+    assert header is not None, f"no metric table in the gate's output:\n{stdout}"
+    rows = {}
+    for ln in lines[header + 1:]:
+        if not ln.strip():
+            break
+        m = GATE_ROW.match(ln)
+        assert m, f"a table row the test cannot read: {ln!r}\n{stdout}"
+        rows[m["metric"]] = m.groupdict()
+    return rows
+
+
 def test_gate_blocks_a_regression_and_passes_a_clean_candidate(make_client) -> None:
     client = make_client()
     ds = make_dataset(client)
@@ -88,15 +110,22 @@ def test_gate_blocks_a_regression_and_passes_a_clean_candidate(make_client) -> N
     def gate(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(sextant_binary()), "eval", "gate", *args], env=env, capture_output=True, text=True, timeout=60)
 
+    # The verdicts the gate is about are the gated metrics' rows; latency is reported but not
+    # gated (timing can make it REGRESSED on any run), so only its row's "(not gated)" is checked.
     ok = gate("--baseline", baseline, "--candidate", clean)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "GATE PASSED" in ok.stdout and "REGRESSED" not in ok.stdout, ok.stdout
+    rows = gate_rows(ok.stdout)
+    assert set(rows) == {"correct", "concise", "latency"}, ok.stdout
+    for metric in ("correct", "concise"):  # the same answers: the same scores
+        assert rows[metric]["verdict"] == "NEUTRAL" and rows[metric]["delta"] == "+0.0000", f"{metric}: {rows[metric]}\n{ok.stdout}"
+    assert rows["latency"]["verdict"].endswith("(not gated)") and rows["latency"]["lower"], ok.stdout
+    assert "GATE PASSED: no metric regressed" in ok.stdout and "GATE FAILED" not in ok.stdout, ok.stdout
 
     bad = gate("--baseline", baseline, "--candidate", regressed)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "GATE FAILED" in bad.stdout and "correct regressed" in bad.stdout, bad.stdout
-    correct_line = [ln for ln in bad.stdout.splitlines() if ln.startswith("correct ")][0]
-    assert "REGRESSED" in correct_line and "-0.4800" in correct_line, correct_line  # 1.0 -> 0.52
+    correct_row = gate_rows(bad.stdout)["correct"]
+    assert correct_row["verdict"] == "REGRESSED" and correct_row["delta"] == "-0.4800", correct_row  # 1.0 -> 0.52
 
     # A threshold the clean candidate misses fails the gate too.
     strict = gate("--baseline", baseline, "--candidate", clean, "--threshold", "concise=0.99")
