@@ -5,6 +5,11 @@
 //! is what makes "acknowledged only when durable" affordable under load. Consumers keep their
 //! position (the lowest unsettled sequence) in a second keyspace; settled events below every
 //! consumer's position are trimmed in the background.
+//!
+//! Sequence numbers are never reused. Each group commit also writes every touched stream's
+//! high-water mark (the last sequence assigned) in the same atomic batch, so once the log is
+//! trimmed empty a restart still numbers new events above every consumer's saved position;
+//! otherwise consumers would skip them as already settled.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
@@ -20,7 +25,8 @@ use uuid::Uuid;
 
 use sextant_events::{decode, encode, Envelope, Stream};
 
-use crate::{Acker, BusError, BusErrorKind, ConsumerSpec, DeadLetter, Delivery, EventBus, Subscription};
+use crate::disk::DiskGuard;
+use crate::{Acker, BusError, BusErrorKind, ConsumerSpec, DeadLetter, Delivery, EventBus, Replayed, Subscription};
 
 /// How long a published envelope id is remembered for deduplication.
 const DEDUPE_WINDOW: Duration = Duration::from_secs(120);
@@ -43,6 +49,10 @@ struct Inner {
     writer: mpsc::Sender<PublishRequest>,
     heads: HashMap<Stream, watch::Sender<u64>>,
     consumers: Mutex<HashMap<String, Arc<Consumer>>>,
+    /// Refuses publishes while the disk is nearly full, before a write can fail.
+    disk: Arc<DiskGuard>,
+    /// Set when a write failed: fjall then refuses every write until the log is reopened.
+    failed: Mutex<Option<String>>,
 }
 
 struct PublishRequest {
@@ -65,9 +75,39 @@ fn stream_from_tag(tag: u8) -> Option<Stream> {
     Stream::ALL.into_iter().find(|s| s.tag() == tag)
 }
 
+/// The sequence in a log or dead-letter key (`[tag][seq]`).
+fn seq_of(key: &[u8]) -> Option<u64> {
+    key.get(1..9).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes)
+}
+
+/// A big-endian `u64` value (a high-water mark).
+fn seq_of_value(v: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(v).ok().map(u64::from_be_bytes)
+}
+
+/// Positions of every consumer ever created, including ones not subscribed right now.
+fn saved_positions_in(positions: &Keyspace) -> HashMap<String, (Stream, u64)> {
+    let mut out = HashMap::new();
+    for g in positions.iter() {
+        let Ok((k, v)) = g.into_inner() else { continue };
+        let (Some(stream), Some(floor)) = (v.first().and_then(|t| stream_from_tag(*t)), v.get(1..).and_then(seq_of_value)) else {
+            continue;
+        };
+        out.insert(String::from_utf8_lossy(&k).into_owned(), (stream, floor));
+    }
+    out
+}
+
 impl InProcessBus {
-    /// Opens (or creates) the event log in `dir`. Must be called inside a tokio runtime.
+    /// Opens (or creates) the event log in `dir`, without a free-space reserve. Must be called
+    /// inside a tokio runtime.
     pub fn open(dir: &Path) -> Result<Self, BusError> {
+        Self::open_with_reserve(dir, 0)
+    }
+
+    /// Opens the log; publishes are refused (`StorageFull`) while the filesystem holding `dir`
+    /// has less than `min_free_disk_bytes` free (0: no reserve).
+    pub fn open_with_reserve(dir: &Path, min_free_disk_bytes: u64) -> Result<Self, BusError> {
         std::fs::create_dir_all(dir).map_err(|e| io_err("create directory", e))?;
         #[allow(deprecated)] // the setter works; fjall marks it for a future rename
         let db = Database::builder(dir).cache_size(16 << 20).max_write_buffer_size(Some(64 << 20)).open().map_err(|e| io_err("open", e))?;
@@ -84,28 +124,52 @@ impl InProcessBus {
             .map_err(|e| io_err("open keyspace", e))?;
         let positions = db.keyspace("positions", KeyspaceCreateOptions::default).map_err(|e| io_err("open keyspace", e))?;
         let dead = db.keyspace("dead_letters", KeyspaceCreateOptions::default).map_err(|e| io_err("open keyspace", e))?;
+        let high_water = db.keyspace("high_water", KeyspaceCreateOptions::default).map_err(|e| io_err("open keyspace", e))?;
 
+        // The last sequence of each stream: the highest of the durable high-water mark, the
+        // newest event still in the log and every saved consumer position (a data directory
+        // written before the mark existed has only the last two).
+        let mut last_assigned: HashMap<Stream, u64> = Stream::ALL.into_iter().map(|s| (s, 0)).collect();
+        for s in Stream::ALL {
+            let mut last = 0;
+            if let Some(g) = log.prefix([s.tag()]).next_back() {
+                let k = g.key().map_err(|e| io_err("read", e))?;
+                last = seq_of(&k).unwrap_or(0);
+            }
+            if let Some(v) = high_water.get([s.tag()]).map_err(|e| io_err("read", e))? {
+                last = last.max(seq_of_value(&v).unwrap_or(0));
+            }
+            last_assigned.insert(s, last);
+        }
+        for (_, (stream, floor)) in saved_positions_in(&positions) {
+            // A consumer at `floor` has settled everything below it.
+            let e = last_assigned.entry(stream).or_default();
+            *e = (*e).max(floor.saturating_sub(1));
+        }
         let mut heads = HashMap::new();
         let mut next_seq = HashMap::new();
-        for s in Stream::ALL {
-            let last = match log.prefix([s.tag()]).next_back() {
-                Some(g) => {
-                    let k = g.key().map_err(|e| io_err("read", e))?;
-                    u64::from_be_bytes(k[1..9].try_into().expect("log keys are 9 bytes"))
-                }
-                None => 0,
-            };
+        for (s, last) in last_assigned {
             heads.insert(s, watch::channel(last).0);
             next_seq.insert(s, last + 1);
         }
 
         let (tx, rx) = mpsc::channel::<PublishRequest>(4096);
-        let inner =
-            Arc::new(Inner { db: db.clone(), log: log.clone(), positions, dead, writer: tx, heads, consumers: Mutex::new(HashMap::new()) });
+        let disk = DiskGuard::start(dir, min_free_disk_bytes);
+        let inner = Arc::new(Inner {
+            db: db.clone(),
+            log: log.clone(),
+            positions,
+            dead,
+            writer: tx,
+            heads,
+            consumers: Mutex::new(HashMap::new()),
+            disk,
+            failed: Mutex::new(None),
+        });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("bus-writer".into())
-            .spawn(move || writer_loop(rx, db, log, next_seq, weak))
+            .spawn(move || writer_loop(rx, db, log, high_water, next_seq, weak))
             .map_err(|e| io_err("start writer thread", e))?;
         tokio::spawn(housekeeping(Arc::downgrade(&inner)));
         Ok(Self { inner })
@@ -115,15 +179,20 @@ impl InProcessBus {
         let mut out = Vec::new();
         for g in self.inner.dead.iter() {
             let Ok((k, v)) = g.into_inner() else { continue };
-            let (Some(stream), Ok(seq)) = (stream_from_tag(k[0]), <[u8; 8]>::try_from(&k[1..9])) else { continue };
-            let text = String::from_utf8_lossy(&v);
-            let (consumer, reason) = text.split_once('\n').unwrap_or((&text, ""));
-            out.push(DeadLetter { stream, sequence: u64::from_be_bytes(seq), consumer: consumer.to_string(), reason: reason.to_string() });
+            if let Some(d) = DeadRecord::decode(&k, &v) {
+                out.push(d.letter());
+            }
         }
         // Keyed by (stream, sequence): newest first within the limit, across streams by position.
         out.sort_by_key(|d| std::cmp::Reverse(d.sequence));
         out.truncate(limit);
         out
+    }
+
+    /// Trims settled events now (housekeeping does it every few seconds).
+    pub fn trim_now(&self) -> Result<(), BusError> {
+        self.inner.persist_positions()?;
+        self.inner.trim()
     }
 
     /// Number of events retained in the log for a stream (for tests and metrics).
@@ -137,6 +206,7 @@ fn writer_loop(
     mut rx: mpsc::Receiver<PublishRequest>,
     db: Database,
     log: Keyspace,
+    high_water: Keyspace,
     mut next_seq: HashMap<Stream, u64>,
     inner: Weak<Inner>,
 ) {
@@ -174,13 +244,17 @@ fn writer_loop(
                 if seen.contains(id) || new_ids.contains(id) {
                     continue;
                 }
-                let seq = next_seq.get_mut(stream).expect("every stream has a sequence");
+                let seq = next_seq.entry(*stream).or_insert(1);
                 batch.insert(&log, log_key(*stream, *seq), payload.as_slice());
                 heads_touched.insert(*stream, *seq);
                 *seq += 1;
                 new_ids.push(*id);
                 count += 1;
             }
+        }
+        // In the same atomic batch as the events: the mark is durable exactly when they are.
+        for (stream, last) in &heads_touched {
+            batch.insert(&high_water, [stream.tag()], last.to_be_bytes());
         }
         let result = batch.commit().and_then(|()| db.persist(PersistMode::SyncData)).map_err(|e| io_err("write", e));
         if result.is_ok() {
@@ -199,6 +273,17 @@ fn writer_loop(
             // The sequences were not used; rewind so the log stays gap-free.
             next_seq = seq_before;
             error!(error = ?result.as_ref().err(), "event log write failed");
+            if let Some(inner) = inner.upgrade() {
+                inner.disk.refresh();
+                // fjall treats a failed write as fatal (it may have been torn): it refuses
+                // every later write until the log is reopened, so say so instead of failing
+                // each publish with a vague error.
+                let cause = result.as_ref().err().and_then(|e| e.source.as_ref()).map(|s| s.to_string()).unwrap_or_default();
+                *inner.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(format!(
+                    "the event log could not write ({cause}); it accepts no more writes until the server restarts: \
+                     free disk space (or fix the I/O error) and restart. Everything acknowledged before is kept"
+                ));
+            }
         }
         for req in group {
             let r = match &result {
@@ -256,19 +341,8 @@ impl Inner {
         Ok(())
     }
 
-    /// Positions of every consumer ever created, including ones not subscribed right now.
     fn saved_positions(&self) -> HashMap<String, (Stream, u64)> {
-        let mut out = HashMap::new();
-        for g in self.positions.iter() {
-            let Ok((k, v)) = g.into_inner() else { continue };
-            if v.len() != 9 {
-                continue;
-            }
-            let Some(stream) = stream_from_tag(v[0]) else { continue };
-            let floor = u64::from_be_bytes(v[1..9].try_into().expect("9 bytes"));
-            out.insert(String::from_utf8_lossy(&k).into_owned(), (stream, floor));
-        }
-        out
+        saved_positions_in(&self.positions)
     }
 
     fn trim(&self) -> Result<(), BusError> {
@@ -334,6 +408,10 @@ impl EventBus for InProcessBus {
         if envelopes.is_empty() {
             return Ok(());
         }
+        if let Some(reason) = self.inner.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() {
+            return Err(BusError::new(BusErrorKind::Unavailable, reason));
+        }
+        self.inner.disk.check()?;
         let mut items = Vec::with_capacity(envelopes.len());
         for e in envelopes {
             let bytes = encode(e).map_err(|err| BusError::with_source(BusErrorKind::Invalid, "cannot encode event", err))?;
@@ -383,8 +461,14 @@ impl EventBus for InProcessBus {
         Ok(Box::new(InProcessSubscription { inner: self.inner.clone(), consumer, head }))
     }
 
-    async fn ready(&self) -> bool {
-        !self.inner.writer.is_closed()
+    async fn not_ready_reason(&self) -> Option<String> {
+        if self.inner.writer.is_closed() {
+            return Some("the event log writer has stopped".into());
+        }
+        if let Some(reason) = self.inner.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() {
+            return Some(reason);
+        }
+        self.inner.disk.low_reason()
     }
 
     async fn pending(&self, durable: &str, stream: Stream) -> Result<Option<u64>, BusError> {
@@ -394,7 +478,31 @@ impl EventBus for InProcessBus {
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
-        Ok(self.read_dead_letters(limit))
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.read_dead_letters(limit))
+            .await
+            .map_err(|e| BusError::with_source(BusErrorKind::Internal, "dead-letter read panicked", e))
+    }
+
+    async fn replay_dead_letter(&self, stream: Stream, sequence: u64, consumer: &str) -> Result<Replayed, BusError> {
+        let probe = DeadRecord { stream, sequence, consumer: consumer.to_string(), reason: String::new(), payload: Vec::new() };
+        let mut key = probe.key();
+        let mut found = self.inner.dead.get(&key).map_err(|e| io_err("read dead letter", e))?;
+        if found.is_none() {
+            // A record from before dead letters were keyed by consumer.
+            let legacy = log_key(stream, sequence).to_vec();
+            found = self.inner.dead.get(&legacy).map_err(|e| io_err("read dead letter", e))?;
+            key = legacy;
+        }
+        let Some(value) = found else { return Ok(Replayed::NotFound) };
+        let Some(record) = DeadRecord::decode(&key, &value).filter(|r| r.consumer == consumer) else { return Ok(Replayed::NotFound) };
+        if record.payload.is_empty() {
+            return Err(BusError::new(BusErrorKind::Invalid, "this dead letter was recorded without its event; it cannot be replayed"));
+        }
+        let env = crate::replay_envelope(&record.payload)?;
+        self.publish(std::slice::from_ref(&env)).await?;
+        self.inner.dead.remove(key).map_err(|e| io_err("remove dead letter", e))?;
+        Ok(Replayed::Republished { event_id: env.id })
     }
 }
 
@@ -424,9 +532,10 @@ impl Subscription for InProcessSubscription {
                 for seq in expired {
                     let p = st.pending.get_mut(&seq).expect("just listed");
                     if p.count >= spec.max_deliveries {
+                        // Settled once its dead letter (with the event) is recorded, so the log
+                        // cannot be trimmed past it before then.
                         let count = p.count;
-                        st.pending.remove(&seq);
-                        st.floor_dirty = true;
+                        p.deadline = now + Duration::from_secs(24 * 3600);
                         claims.push(Claim::Dead(seq, count));
                     } else {
                         p.count += 1;
@@ -484,6 +593,7 @@ fn materialize(inner: &Arc<Inner>, consumer: &Arc<Consumer>, claims: Vec<Claim>)
             Claim::Dead(seq, count) => {
                 warn!(consumer = %consumer.spec.durable, seq, deliveries = count, "event exceeded max deliveries; dead-lettered");
                 record_dead(inner, consumer, seq, &format!("exceeded {count} deliveries"))?;
+                settle(consumer, seq);
             }
         }
     }
@@ -498,10 +608,76 @@ fn settle(consumer: &Consumer, seq: u64) {
 }
 
 fn record_dead(inner: &Inner, consumer: &Consumer, seq: u64, reason: &str) -> Result<(), BusError> {
-    let value = format!("{}\n{}", consumer.spec.durable, reason);
-    inner.dead.insert(log_key(consumer.spec.stream, seq), value.into_bytes()).map_err(|e| io_err("record dead letter", e))?;
-    metrics::counter!("sextant_bus_dead_letters_total").increment(1);
+    let stream = consumer.spec.stream;
+    // Not trimmed yet: the event is below no floor until it is settled, which follows this.
+    let payload = inner.read(stream, seq)?.unwrap_or_default();
+    let record = DeadRecord { stream, sequence: seq, consumer: consumer.spec.durable.clone(), reason: reason.to_string(), payload };
+    inner.dead.insert(record.key(), record.value()).map_err(|e| io_err("record dead letter", e))?;
+    metrics::counter!("sextant_bus_dead_letters_total", "stream" => stream.name(), "consumer" => consumer.spec.durable.clone())
+        .increment(1);
     Ok(())
+}
+
+/// A dead letter as kept: keyed by (stream, sequence, consumer), with the event's bytes so it
+/// can be replayed after the log has been trimmed past it.
+struct DeadRecord {
+    stream: Stream,
+    sequence: u64,
+    consumer: String,
+    reason: String,
+    payload: Vec<u8>,
+}
+
+/// First byte of a record that carries its event (earlier records were `consumer\nreason`).
+const DEAD_RECORD_V2: u8 = 0xFF;
+
+impl DeadRecord {
+    fn key(&self) -> Vec<u8> {
+        let mut k = log_key(self.stream, self.sequence).to_vec();
+        k.extend_from_slice(self.consumer.as_bytes());
+        k
+    }
+
+    fn value(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(1 + 8 + self.consumer.len() + self.reason.len() + self.payload.len());
+        v.push(DEAD_RECORD_V2);
+        for field in [self.consumer.as_bytes(), self.reason.as_bytes()] {
+            v.extend_from_slice(&(field.len() as u32).to_be_bytes());
+            v.extend_from_slice(field);
+        }
+        v.extend_from_slice(&self.payload);
+        v
+    }
+
+    fn decode(key: &[u8], value: &[u8]) -> Option<Self> {
+        let stream = stream_from_tag(*key.first()?)?;
+        let sequence = seq_of(key)?;
+        if value.first() != Some(&DEAD_RECORD_V2) {
+            let text = String::from_utf8_lossy(value);
+            let (consumer, reason) = text.split_once('\n').unwrap_or((&text, ""));
+            return Some(Self { stream, sequence, consumer: consumer.into(), reason: reason.into(), payload: Vec::new() });
+        }
+        let mut rest = &value[1..];
+        let mut field = || -> Option<String> {
+            let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+            let text = String::from_utf8_lossy(rest.get(4..4 + len)?).into_owned();
+            rest = &rest[4 + len..];
+            Some(text)
+        };
+        let consumer = field()?;
+        let reason = field()?;
+        Some(Self { stream, sequence, consumer, reason, payload: rest.to_vec() })
+    }
+
+    fn letter(&self) -> DeadLetter {
+        DeadLetter {
+            stream: self.stream,
+            sequence: self.sequence,
+            consumer: self.consumer.clone(),
+            reason: self.reason.clone(),
+            payload_bytes: self.payload.len(),
+        }
+    }
 }
 
 struct InProcessAcker {

@@ -34,7 +34,7 @@ use tracing::{debug, info, warn};
 
 use sextant_events::{CodecError, Envelope, Stream};
 
-use crate::{Acker, BusError, BusErrorKind, ConsumerSpec, DeadLetter, Delivery, EventBus, Subscription};
+use crate::{Acker, BusError, BusErrorKind, ConsumerSpec, DeadLetter, Delivery, EventBus, Replayed, Subscription};
 
 /// Where the bus finds NATS and how it sizes its streams.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -365,6 +365,7 @@ impl EventBus for JetStreamBus {
                             sequence: h(HEADER_DL_SEQUENCE).parse().unwrap_or(0),
                             consumer: h(HEADER_DL_CONSUMER),
                             reason: h(HEADER_DL_REASON),
+                            payload_bytes: m.payload.len(),
                         });
                     }
                 }
@@ -373,6 +374,29 @@ impl EventBus for JetStreamBus {
             seq -= 1;
         }
         Ok(out)
+    }
+
+    async fn replay_dead_letter(&self, stream_of: Stream, sequence: u64, consumer: &str) -> Result<Replayed, BusError> {
+        let name = self.inner.config.dead_letter_stream();
+        let mut stream = self.inner.js.get_stream(&name).await.map_err(|e| unavailable(&format!("stream {name}"), e))?;
+        let state = stream.info().await.map_err(|e| unavailable(&format!("stream {name}"), e))?.state.clone();
+        let mut seq = state.last_sequence;
+        while seq >= state.first_sequence && seq > 0 {
+            if let Ok(m) = stream.get_raw_message(seq).await {
+                let h = |k: &str| m.headers.get(k).map(|v| v.as_str().to_string()).unwrap_or_default();
+                if h(HEADER_DL_STREAM) == stream_of.name()
+                    && h(HEADER_DL_SEQUENCE) == sequence.to_string()
+                    && h(HEADER_DL_CONSUMER) == consumer
+                {
+                    let env = crate::replay_envelope(&m.payload)?;
+                    self.publish(std::slice::from_ref(&env)).await?;
+                    stream.delete_message(seq).await.map_err(|e| unavailable("remove dead letter", e))?;
+                    return Ok(Replayed::Republished { event_id: env.id });
+                }
+            }
+            seq -= 1;
+        }
+        Ok(Replayed::NotFound)
     }
 }
 

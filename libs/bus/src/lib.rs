@@ -19,12 +19,14 @@
 //! Adapters: [`inprocess::InProcessBus`] (embedded, durable, for `sextant serve`) and, behind
 //! the `nats` feature, [`jetstream::JetStreamBus`] for distributed deployments.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use sextant_events::{CodecError, Envelope, Stream};
 
+pub mod disk;
 pub mod inprocess;
 #[cfg(feature = "nats")]
 pub mod jetstream;
@@ -39,6 +41,9 @@ pub enum BusErrorKind {
     Unavailable,
     /// The request itself is wrong (oversized event, unknown consumer, ...).
     Invalid,
+    /// The disk is (nearly) full: nothing more can be made durable until space is freed.
+    /// Writes resume by themselves once it is.
+    StorageFull,
     /// A bug or corruption.
     Internal,
 }
@@ -85,6 +90,17 @@ pub struct DeadLetter {
     pub sequence: u64,
     pub consumer: String,
     pub reason: String,
+    /// Size of the kept event, in bytes (replayable when non-zero).
+    pub payload_bytes: usize,
+}
+
+/// What [`EventBus::replay_dead_letter`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replayed {
+    /// Published again to its stream (under a new envelope id) and removed from the dead letters.
+    Republished { event_id: uuid::Uuid },
+    /// No dead letter for that (stream, sequence, consumer).
+    NotFound,
 }
 
 /// Settles one delivery. Exactly one of the three is called; dropping a delivery without
@@ -104,23 +120,82 @@ pub struct Delivery {
     pub delivery_count: u32,
     /// Position in the stream, for logs.
     pub sequence: u64,
-    acker: Box<dyn Acker>,
+    acker: Settlement,
+}
+
+/// A delivery's acker, shared with [`handle_guarded`] so that a delivery a panicking handler
+/// dropped unsettled can still be settled.
+#[derive(Clone)]
+struct Settlement(Arc<std::sync::Mutex<Option<Box<dyn Acker>>>>);
+
+impl Settlement {
+    fn take(&self) -> Option<Box<dyn Acker>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
 }
 
 impl Delivery {
     pub fn new(payload: Result<Envelope, CodecError>, delivery_count: u32, sequence: u64, acker: Box<dyn Acker>) -> Self {
-        Self { payload, delivery_count, sequence, acker }
+        Self { payload, delivery_count, sequence, acker: Settlement(Arc::new(std::sync::Mutex::new(Some(acker)))) }
     }
     pub async fn ack(self) -> Result<(), BusError> {
-        self.acker.ack().await
+        match self.acker.take() {
+            Some(a) => a.ack().await,
+            None => Ok(()),
+        }
     }
     pub async fn nak(self, delay: Duration) -> Result<(), BusError> {
-        self.acker.nak(delay).await
+        match self.acker.take() {
+            Some(a) => a.nak(delay).await,
+            None => Ok(()),
+        }
     }
     pub async fn term(self, reason: &str) -> Result<(), BusError> {
-        self.acker.term(reason).await
+        match self.acker.take() {
+            Some(a) => a.term(reason).await,
+            None => Ok(()),
+        }
     }
 }
+
+/// The message of a caught panic.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Runs `handle` over a batch, containing a panic to that batch: every delivery the handler
+/// left unsettled is then dead-lettered with the panic's message if it was alone in the batch,
+/// or handed back for prompt redelivery if not. Returns the panic's message, so the caller can
+/// fetch one event at a time for a while and the culprit is found alone while the others pass.
+pub async fn handle_guarded<Fut>(consumer: &str, batch: Vec<Delivery>, handle: impl FnOnce(Vec<Delivery>) -> Fut) -> Result<(), String>
+where
+    Fut: std::future::Future<Output = ()>,
+{
+    use futures::FutureExt;
+    let settlements: Vec<(u64, Settlement)> = batch.iter().map(|d| (d.sequence, d.acker.clone())).collect();
+    let Err(panic) = std::panic::AssertUnwindSafe(handle(batch)).catch_unwind().await else { return Ok(()) };
+    let message = panic_message(panic.as_ref());
+    metrics::counter!("sextant_consumer_panics_total", "consumer" => consumer.to_string()).increment(1);
+    let alone = settlements.len() == 1;
+    for (seq, s) in settlements {
+        let Some(acker) = s.take() else { continue };
+        if alone {
+            tracing::error!(consumer, seq, panic = %message, "handling this event panicked; dead-lettering it");
+            let _ = acker.term(&format!("handler panicked: {message}")).await;
+        } else {
+            tracing::error!(consumer, seq, panic = %message, "handling a batch panicked; its events are retried one by one");
+            let _ = acker.nak(Duration::ZERO).await;
+        }
+    }
+    Err(message)
+}
+
+/// How long a consumer keeps fetching one event at a time after a handler panicked.
+pub const ISOLATE_AFTER_PANIC: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -149,7 +224,12 @@ pub trait EventBus: Send + Sync + 'static {
 
     /// Whether the bus can currently accept publishes (for `/readyz`).
     async fn ready(&self) -> bool {
-        true
+        self.not_ready_reason().await.is_none()
+    }
+
+    /// Why the bus cannot accept publishes now (`None`: it can), for `/readyz` and operators.
+    async fn not_ready_reason(&self) -> Option<String> {
+        None
     }
 
     /// Events of `stream` that the named consumer has not settled yet (delivered or not), or
@@ -158,6 +238,23 @@ pub trait EventBus: Send + Sync + 'static {
 
     /// The most recent dead letters, newest first, at most `limit`.
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError>;
+
+    /// Publishes a dead-lettered event again, under a new envelope id (so deduplication does
+    /// not drop it), to every consumer of its stream (handlers are idempotent), and forgets the
+    /// dead letter. An event whose bytes do not decode cannot be replayed (`Invalid`).
+    async fn replay_dead_letter(&self, stream: Stream, sequence: u64, consumer: &str) -> Result<Replayed, BusError> {
+        let _ = (stream, sequence, consumer);
+        Err(BusError::new(BusErrorKind::Invalid, "this bus cannot replay dead letters"))
+    }
+}
+
+/// The envelope to publish when replaying a dead letter: the same event under a fresh id.
+pub fn replay_envelope(payload: &[u8]) -> Result<Envelope, BusError> {
+    let mut env = sextant_events::decode(payload).map_err(|e| {
+        BusError::new(BusErrorKind::Invalid, format!("the dead-lettered event does not decode ({e}); it cannot be replayed"))
+    })?;
+    env.id = uuid::Uuid::now_v7();
+    Ok(env)
 }
 
 /// Runs a consumer until `shutdown` turns true: subscribes (retrying while the bus refuses),
@@ -176,17 +273,26 @@ pub async fn consume_batches<F, Fut>(
     let name = spec.durable.clone();
     let Some(mut sub) = subscribe_until_ready(bus, spec, &mut shutdown).await else { return };
     tracing::info!(consumer = %name, "consumer started");
+    let mut isolating_until: Option<tokio::time::Instant> = None;
     loop {
         if *shutdown.borrow() {
             break;
         }
+        let size = match isolating_until {
+            Some(t) if tokio::time::Instant::now() < t => 1,
+            _ => batch,
+        };
         let fetched = tokio::select! {
-            b = sub.next_batch(batch, Duration::from_millis(200)) => b,
+            b = sub.next_batch(size, Duration::from_millis(200)) => b,
             _ = shutdown.changed() => break,
         };
         match fetched {
             Ok(b) if b.is_empty() => {}
-            Ok(b) => handle(b).await,
+            Ok(b) => {
+                if handle_guarded(&name, b, &mut handle).await.is_err() {
+                    isolating_until = Some(tokio::time::Instant::now() + ISOLATE_AFTER_PANIC);
+                }
+            }
             Err(e) => {
                 tracing::warn!(consumer = %name, error = %e, "could not fetch events; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;

@@ -61,6 +61,10 @@ macro_rules! bus_conformance {
             $crate::testsuite::term_records_a_dead_letter($new.await).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn dead_letters_can_be_replayed() {
+            $crate::testsuite::dead_letters_can_be_replayed($new.await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn streams_are_separate() {
             $crate::testsuite::streams_are_separate($new.await).await
         }
@@ -259,6 +263,29 @@ pub async fn term_records_a_dead_letter(bus: Arc<dyn EventBus>) {
     // The stream keeps flowing past the dead letter.
     bus.publish(&[event(4)]).await.unwrap();
     assert_eq!(take_acked(&mut sub, 1).await, vec![4]);
+}
+
+pub async fn dead_letters_can_be_replayed(bus: Arc<dyn EventBus>) {
+    bus.publish(&[event(7), event(8)]).await.unwrap();
+    let s = spec("replay");
+    let mut sub = bus.subscribe(s.clone()).await.unwrap();
+    let mut batch = sub.next_batch(2, WAIT).await.unwrap().into_iter();
+    let poisoned = batch.next().expect("a delivery");
+    let seq = poisoned.sequence;
+    poisoned.term("handler bug").await.unwrap();
+    for d in batch {
+        d.ack().await.unwrap();
+    }
+    let dead = bus.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].payload_bytes > 0, "the event is kept for replay: {dead:?}");
+    assert_eq!(bus.replay_dead_letter(Stream::Projects, seq, "someone-else").await.unwrap(), crate::Replayed::NotFound);
+    let replayed = bus.replay_dead_letter(Stream::Projects, seq, &s.durable).await.unwrap();
+    assert!(matches!(replayed, crate::Replayed::Republished { .. }), "{replayed:?}");
+    assert!(bus.dead_letters(10).await.unwrap().is_empty(), "a replayed dead letter is forgotten");
+    // The same event comes back to the consumer that gave up on it.
+    assert_eq!(take_acked(&mut sub, 1).await, vec![7]);
+    assert_eq!(bus.replay_dead_letter(Stream::Projects, seq, &s.durable).await.unwrap(), crate::Replayed::NotFound);
 }
 
 pub async fn streams_are_separate(bus: Arc<dyn EventBus>) {

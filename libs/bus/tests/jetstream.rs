@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use sextant_bus::jetstream::{JetStreamBus, JetStreamConfig};
 use sextant_bus::nats_server::NatsServer;
-use sextant_bus::{bus_conformance, BusError, BusErrorKind, ConsumerSpec, DeadLetter, EventBus, Subscription};
+use sextant_bus::{bus_conformance, BusError, BusErrorKind, ConsumerSpec, DeadLetter, EventBus, Replayed, Subscription};
 use sextant_core::{ProjectId, TenantId};
 use sextant_events::{Envelope, Event, ProjectDeletedV1, Stream};
 
@@ -35,6 +35,9 @@ impl EventBus for BusWithServer {
     }
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
         self.bus.dead_letters(limit).await
+    }
+    async fn replay_dead_letter(&self, stream: Stream, sequence: u64, consumer: &str) -> Result<Replayed, BusError> {
+        self.bus.replay_dead_letter(stream, sequence, consumer).await
     }
 }
 
