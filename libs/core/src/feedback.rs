@@ -156,7 +156,7 @@ fn opt_doc(obj: &Map<String, Value>, field: &str, objects_only: bool) -> Result<
         None | Some(Value::Null) => Ok(None),
         Some(v) if objects_only && !v.is_object() => Err(bad(format!("{field}: expected an object, got {}", kind_of(v)))),
         Some(v) => {
-            let raw = RawJson::from_value(v);
+            let raw = RawJson::from_client_value(v).map_err(|e| bad(format!("{field}: {e}")))?;
             if raw.len() > MAX_DOC_BYTES {
                 return Err(bad(format!("{field}: larger than {MAX_DOC_BYTES} bytes")));
             }
@@ -267,13 +267,13 @@ impl Feedback {
 
     /// `feedback_source.type` (`"api"`, `"model"`, `"app"`, ...).
     pub fn source_type(&self) -> Option<String> {
-        let src = self.feedback_source.as_ref()?.to_value();
+        let src = self.feedback_source.as_ref()?.to_value().ok()?;
         src.get("type").and_then(Value::as_str).map(str::to_owned)
     }
 
     /// The `value` as a categorical label (strings, numbers and booleans).
     pub fn value_label(&self) -> Option<String> {
-        match self.value.as_ref()?.to_value() {
+        match self.value.as_ref()?.to_value().ok()? {
             Value::String(s) => Some(s),
             v @ (Value::Number(_) | Value::Bool(_)) => Some(v.to_string()),
             _ => None,
@@ -287,7 +287,7 @@ impl Feedback {
 
     /// The object the SDK parses (spec §13): `run_id` and `trace_id` present even when null.
     pub fn to_json(&self) -> Value {
-        let raw = |r: &Option<RawJson>| r.as_ref().map_or(Value::Null, RawJson::to_value);
+        let raw = |r: &Option<RawJson>| r.as_ref().map_or(Value::Null, RawJson::to_value_or_null);
         let mut source = raw(&self.feedback_source);
         // The SDK's model reads `user_id`/`user_name` at the top of `feedback_source`.
         if let Value::Object(m) = &mut source {
@@ -317,6 +317,9 @@ impl Feedback {
 }
 
 /// A change to one feedback entry, as the feedback stream carries it.
+// Upserts are by far the most common change and each is moved a few times: boxing would add
+// an allocation per event to save bytes on the rare patch.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum FeedbackChange {
     /// Create (or re-send) the whole entry.

@@ -437,7 +437,7 @@ impl Run {
         if !outputs.as_str().contains("usage_metadata") {
             return None;
         }
-        match outputs.to_value() {
+        match outputs.to_value().ok()? {
             Value::Object(mut o) => match o.remove("usage_metadata") {
                 Some(Value::Object(m)) => Some(m),
                 _ => None,

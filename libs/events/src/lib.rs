@@ -118,7 +118,7 @@ impl RunsCompletedV1 {
                 runs.push(CompletedRun { id: f.id, reference_example_id: example(f.id) });
             }
         }
-        (!runs.is_empty()).then(|| Self { project_id: ingested.project_id, runs })
+        (!runs.is_empty()).then_some(Self { project_id: ingested.project_id, runs })
     }
 }
 

@@ -25,7 +25,7 @@ impl From<&sextant_core::Feedback> for FeedbackRow {
         Self {
             key: f.key.clone(),
             score: f.score.map(sextant_core::feedback::Score::as_f64),
-            value: f.value.as_ref().map(RawJson::to_value),
+            value: f.value.as_ref().and_then(|v| v.to_value().ok()),
             source: f.source_type(),
         }
     }

@@ -197,6 +197,14 @@ fn meta_prefix(t: TenantId, p: ProjectId, k: &str, v: &str) -> Vec<u8> {
 
 /// Keys the SDK adds to every run (`ls_provider`, `LANGSMITH_PROJECT`, `revision_id`, ...):
 /// few distinct values, so a scan finds them fast, and indexing them would multiply writes.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
 pub(crate) fn sdk_generated(key: &str) -> bool {
     key.starts_with("ls_") || key.starts_with("LANGSMITH_") || key.starts_with("LANGCHAIN_") || key == "revision_id"
 }
@@ -241,9 +249,13 @@ impl EmbeddedStore {
             .name("store-projection".into())
             .spawn(move || {
                 lower_thread_priority(BACKGROUND_NICE);
-                // Until the store is dropped: each job holds what it needs.
+                // Until the store is dropped: each job holds what it needs. A job that panics
+                // answers its caller itself (see `apply_run_fragments`); catching it here keeps
+                // the thread, and with it every tenant's projection, alive.
                 while let Ok(job) = job_rx.recv() {
-                    job();
+                    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
+                        tracing::error!(panic = %panic_text(panic.as_ref()), "a projection job panicked");
+                    }
                 }
             })
             .map_err(|e| backend("start the projection thread", e))?;
@@ -389,7 +401,7 @@ impl Inner {
     }
 
     fn apply_fragments(&self, t: TenantId, project: ProjectId, fragments: Vec<RunFragment>) -> Result<()> {
-        let _guard = self.write_lock.lock().expect("poisoned");
+        let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Group by run, keeping arrival order within a run.
         let mut order: Vec<RunId> = Vec::new();
         let mut by_run: HashMap<RunId, Vec<RunFragment>> = HashMap::new();
@@ -606,7 +618,7 @@ impl Inner {
     }
 
     fn delete_project(&self, t: TenantId, p: ProjectId) -> Result<bool> {
-        let _guard = self.write_lock.lock().expect("poisoned");
+        let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(project) = self.get_project(t, p)? else { return Ok(false) };
         let mut batch = self.db.batch();
         let prefix = Key::new().id(t.as_bytes()).id(p.as_bytes()).0;
@@ -831,7 +843,7 @@ impl ProjectStore for EmbeddedStore {
     async fn create_project(&self, project: &Project) -> Result<CreateOutcome> {
         let project = project.clone();
         self.blocking(move |s| {
-            let _guard = s.write_lock.lock().expect("poisoned");
+            let _guard = s.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let t = project.tenant_id;
             if let Some(existing) = s.get_project(t, project.id)? {
                 return Ok(CreateOutcome::AlreadyExists(existing));
@@ -878,7 +890,7 @@ impl ProjectStore for EmbeddedStore {
     async fn update_project(&self, tenant: TenantId, id: ProjectId, patch: &ProjectPatch) -> Result<Option<Project>> {
         let patch = patch.clone();
         self.blocking(move |s| {
-            let _guard = s.write_lock.lock().expect("poisoned");
+            let _guard = s.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let Some(mut p) = s.get_project(tenant, id)? else { return Ok(None) };
             let old_name = p.name.clone();
             p.apply(&patch);
@@ -914,7 +926,16 @@ impl RunStore for EmbeddedStore {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let inner = self.inner.clone();
         let job: ProjectionJob = Box::new(move || {
-            let _ = done_tx.send(inner.apply_fragments(tenant, project, fragments));
+            // A panic is this group's fault (nothing was committed): refused as invalid, so
+            // the projector retries its events one by one and dead-letters only the culprit.
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.apply_fragments(tenant, project, fragments)))
+                .unwrap_or_else(|panic| {
+                    Err(StorageError::new(
+                        StorageErrorKind::Invalid,
+                        format!("applying these runs panicked: {}", panic_text(panic.as_ref())),
+                    ))
+                });
+            let _ = done_tx.send(applied);
         });
         let gone = || StorageError::new(StorageErrorKind::Internal, "the store's projection thread has stopped");
         self.projection.send(job).map_err(|_| gone())?;

@@ -219,7 +219,7 @@ impl Datasets {
 /// inputs that are not empty, and outputs.
 fn curatable_inputs(run: &Run) -> Option<(String, Value)> {
     let (Some(inputs), Some(_)) = (&run.inputs, &run.outputs) else { return None };
-    let doc = inputs.to_value();
+    let doc = inputs.to_value().ok()?;
     if doc.as_object().is_none_or(|o| o.is_empty()) {
         return None;
     }
@@ -245,12 +245,12 @@ pub(crate) fn example_from_run(
     provenance: (&str, Uuid),
 ) -> Option<(String, ExampleInput)> {
     let (hash, inputs_doc) = curatable_inputs(run)?;
-    let outputs_doc = run.outputs.as_ref()?.to_value();
+    let outputs_doc = run.outputs.as_ref()?.to_value().ok()?;
     let mut by_key: BTreeMap<String, Value> = BTreeMap::new();
     for f in feedback {
         by_key.insert(
             f.key.clone(),
-            json!({"score": f.score.map(|s| s.to_json()), "value": f.value.as_ref().map(|v| v.to_value()), "comment": f.comment}),
+            json!({"score": f.score.map(|s| s.to_json()), "value": f.value.as_ref().map(sextant_core::RawJson::to_value_or_null), "comment": f.comment}),
         );
     }
     let mut metadata = json!({

@@ -111,7 +111,7 @@ impl DatasetEvaluators {
         };
         let mut out = Vec::new();
         for e in d.evaluators.into_iter().filter(|e| e.active) {
-            match parse_evaluator(&e.config.to_value(), &self.judge) {
+            match parse_evaluator(&e.config.to_value_or_null(), &self.judge) {
                 Ok(parsed) => out.push((e, parsed)),
                 Err(err) => warn!(dataset = %dataset, key = %e.key, error = %err, "a dataset evaluator no longer parses; skipped"),
             }
@@ -137,10 +137,10 @@ impl DatasetEvaluators {
             .get_example(tenant, ExampleId(example_id), None)
             .await
             .map_err(sextant_proto::error::storage_error)?
-            .and_then(|e| e.outputs.map(|o| o.to_value()));
+            .and_then(|e| e.outputs.map(|o| o.to_value_or_null()));
         let input = ScoreInput {
-            inputs: run.inputs.as_ref().map_or(Value::Null, |i| i.to_value()),
-            outputs: run.outputs.as_ref().map_or(Value::Null, |o| o.to_value()),
+            inputs: run.inputs.as_ref().map_or(Value::Null, RawJson::to_value_or_null),
+            outputs: run.outputs.as_ref().map_or(Value::Null, RawJson::to_value_or_null),
             reference: reference.clone(),
         };
         let mut entries = Vec::new();
@@ -155,7 +155,8 @@ impl DatasetEvaluators {
             let outcome = e.score(&input).await;
             if let Some((mut f, _, _)) = result_feedback(project.id.0, (run.id, run.trace_id.unwrap_or(run.id)), e, id, outcome) {
                 // Name the version in the source, so a result says which config made it.
-                let mut source = f.feedback_source.as_ref().map(|s| s.to_value()).unwrap_or_else(|| json!({}));
+                let mut source =
+                    f.feedback_source.as_ref().and_then(|s| s.to_value().ok()).filter(Value::is_object).unwrap_or_else(|| json!({}));
                 source["metadata"]["dataset_evaluator_version"] = json!(def.version);
                 f.feedback_source = Some(RawJson::from_value(&source));
                 entries.push(f);

@@ -227,8 +227,8 @@ impl OnlineEvaluator {
                 }
             }
             let input = ScoreInput {
-                inputs: run.inputs.as_ref().map_or(Value::Null, |i| i.to_value()),
-                outputs: run.outputs.as_ref().map_or(Value::Null, |o| o.to_value()),
+                inputs: run.inputs.as_ref().map_or(Value::Null, sextant_core::RawJson::to_value_or_null),
+                outputs: run.outputs.as_ref().map_or(Value::Null, sextant_core::RawJson::to_value_or_null),
                 reference: None,
             };
             let mut entries = Vec::new();

@@ -115,7 +115,7 @@ impl EvalRunner {
                 let ex = r.reference_example_id.expect("filtered");
                 if let std::collections::hash_map::Entry::Vacant(v) = references.entry(ex) {
                     let example = self.store.get_example(tenant, ExampleId(ex), None).await.map_err(storage_error)?;
-                    v.insert(example.and_then(|e| e.outputs.map(|o| o.to_value())));
+                    v.insert(example.and_then(|e| e.outputs.map(|o| o.to_value_or_null())));
                 }
             }
             let mut todo = Vec::new();
@@ -132,8 +132,8 @@ impl EvalRunner {
                         continue;
                     }
                     let input = ScoreInput {
-                        inputs: r.inputs.as_ref().map_or(Value::Null, |i| i.to_value()),
-                        outputs: r.outputs.as_ref().map_or(Value::Null, |o| o.to_value()),
+                        inputs: r.inputs.as_ref().map_or(Value::Null, sextant_core::RawJson::to_value_or_null),
+                        outputs: r.outputs.as_ref().map_or(Value::Null, sextant_core::RawJson::to_value_or_null),
                         reference,
                     };
                     todo.push(((r.id, r.trace_id.unwrap_or(r.id)), e.clone(), id, input));

@@ -59,7 +59,7 @@ fn change_of(event: &Event, at_ms: i64) -> Result<Option<FeedbackChange>, String
     match event {
         Event::FeedbackChangedV1(e) => Ok(Some(e.change.clone())),
         Event::FeedbackPartReceivedV1(p) => {
-            let v = p.json.to_value();
+            let v = p.json.to_value().map_err(|e| format!("invalid feedback part {}: {e}", p.feedback_id))?;
             let f = Feedback::from_wire(&v, FeedbackId(p.feedback_id), Timestamp(at_ms.saturating_mul(1000)))
                 .map_err(|e| format!("invalid feedback part {}: {}", p.feedback_id, e.0))?;
             Ok(Some(FeedbackChange::Upsert(f)))
@@ -70,7 +70,9 @@ fn change_of(event: &Event, at_ms: i64) -> Result<Option<FeedbackChange>, String
 
 async fn project_batch(store: &Arc<dyn Storage>, batch: Vec<Delivery>) {
     let mut applied = Vec::with_capacity(batch.len());
-    let mut pending: Vec<(Delivery, Option<(sextant_core::TenantId, uuid::Uuid, FeedbackChange)>)> = Vec::with_capacity(batch.len());
+    // Each delivery with the change it asks for (tenant, event id, change), if any.
+    type Asked = Option<(sextant_core::TenantId, uuid::Uuid, FeedbackChange)>;
+    let mut pending: Vec<(Delivery, Asked)> = Vec::with_capacity(batch.len());
     for d in batch {
         let decoded = match &d.payload {
             Err(e) => Err(format!("undecodable: {e}")),

@@ -101,7 +101,7 @@ pub fn queue_json(tenant: TenantId, q: &Queue) -> Value {
         "tenant_id": tenant,
         "description": q.description,
         "rubric_instructions": q.rubric_instructions,
-        "rubric_items": q.rubric_items.as_ref().map_or(json!([]), RawJson::to_value),
+        "rubric_items": q.rubric_items.as_ref().map_or(json!([]), RawJson::to_value_or_null),
         "num_reviewers_per_item": q.num_reviewers_per_item,
         "created_at": q.created_at.to_iso(),
         "updated_at": q.updated_at.to_iso(),

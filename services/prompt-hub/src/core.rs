@@ -529,7 +529,7 @@ impl Prompts {
         let (tenant, repo) = self.find(caller, owner, handle, false).await?;
         let a = self.resolve(tenant, &repo, owner, &from_ref).await?;
         let b = self.resolve(tenant, &repo, owner, &to_ref).await?;
-        let changes = diff_manifests(&a.manifest.to_value(), &b.manifest.to_value());
+        let changes = diff_manifests(&a.manifest.to_value_or_null(), &b.manifest.to_value_or_null());
         Ok((a, b, changes))
     }
 

@@ -12,7 +12,7 @@ use tracing::{field, instrument};
 use sextant_auth::Authenticator;
 use sextant_core::prompt::{ArchivedFilter, PromptCommit, RepoFilter, Variant};
 use sextant_core::Timestamp;
-use sextant_proto::grpc::{authenticate, json_text, rfc3339, time};
+use sextant_proto::grpc::{authenticate, json_text, rfc3339, time, ClientErrors};
 use sextant_proto::pb;
 use sextant_proto::pb::prompt_service_server::{PromptService, PromptServiceServer};
 use sextant_proto::{truncate, ApiError};
@@ -31,7 +31,7 @@ pub struct PromptGrpc {
 }
 
 /// The gRPC `PromptService` over `prompts`, authenticating with `auth`.
-pub fn prompt_service(prompts: Arc<Prompts>, auth: Arc<Authenticator>) -> PromptServiceServer<PromptGrpc> {
+pub fn prompt_service(prompts: Arc<Prompts>, auth: Arc<Authenticator>) -> ClientErrors<PromptServiceServer<PromptGrpc>> {
     sextant_proto::tuned_server!(PromptServiceServer::new(PromptGrpc { prompts, auth }), MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES)
 }
 
@@ -66,7 +66,7 @@ fn prompt_to_pb(v: RepoView) -> pb::Prompt {
 }
 
 fn commit_to_pb(c: PromptCommit, include_model: bool) -> pb::Commit {
-    let manifest_json = match (include_model, sextant_core::prompt::prompt_without_model(&c.manifest.to_value())) {
+    let manifest_json = match (include_model, sextant_core::prompt::prompt_without_model(&c.manifest.to_value_or_null())) {
         (false, Some(prompt)) => sextant_core::prompt::canonical_json(prompt),
         _ => c.manifest.as_str().to_owned(),
     };

@@ -92,7 +92,7 @@ pub fn repo_json(caller: TenantId, v: &RepoView) -> Value {
 fn manifest_text(c: &PromptCommit, include_model: bool) -> (String, bool) {
     // Only a `RunnableSequence` carries a model: skip the parse for plain prompts (the hot path).
     if !include_model && c.manifest.as_str().contains("\"RunnableSequence\"") {
-        if let Some(prompt) = prompt_without_model(&c.manifest.to_value()) {
+        if let Some(prompt) = prompt_without_model(&c.manifest.to_value_or_null()) {
             return (sextant_core::prompt::canonical_json(prompt), true);
         }
     }

@@ -49,7 +49,7 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 fn metadata_matches(md: Option<&sextant_core::RawJson>, want: &Map<String, Value>) -> bool {
-    let md = md.map(sextant_core::RawJson::to_value).unwrap_or(Value::Null);
+    let md = md.map(sextant_core::RawJson::to_value_or_null).unwrap_or(Value::Null);
     want.iter().all(|(k, v)| md.get(k) == Some(v))
 }
 
@@ -129,7 +129,7 @@ impl Inner {
     }
 
     pub(super) fn create_dataset(&self, t: TenantId, d: &Dataset) -> Result<DatasetCreate> {
-        let _guard = self.write_lock.lock().expect("poisoned");
+        let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(existing) = self.get_dataset(t, d.id)? {
             return Ok(DatasetCreate::AlreadyExists(existing));
         }
@@ -144,7 +144,7 @@ impl Inner {
     }
 
     pub(super) fn put_dataset(&self, t: TenantId, d: &Dataset) -> Result<bool> {
-        let _guard = self.write_lock.lock().expect("poisoned");
+        let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(stored) = self.get_dataset(t, d.id)? else { return Ok(false) };
         if stored.modified_at > d.modified_at {
             return Ok(true);
@@ -183,7 +183,7 @@ impl Inner {
     }
 
     pub(super) fn delete_dataset(&self, t: TenantId, d: DatasetId) -> Result<bool> {
-        let _guard = self.write_lock.lock().expect("poisoned");
+        let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(stored) = self.get_dataset(t, d)? else { return Ok(false) };
         let prefix = dataset_key(t, d);
         let mut batch = self.db.batch();
@@ -316,7 +316,7 @@ impl Inner {
     }
 
     pub(super) fn set_tag(&self, t: TenantId, d: DatasetId, tag: &str, as_of: Timestamp, at: Timestamp) -> Result<()> {
-        let _guard = self.write_lock.lock().expect("poisoned");
+        let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = Key::new().id(t.as_bytes()).id(d.as_bytes()).bytes(tag.as_bytes()).0;
         if let Some(v) = self.dataset_tags.get(&key).map_err(|e| backend("read tag", e))? {
             let (_, stored_at): (i64, i64) = dec("tag", &v)?;

@@ -87,7 +87,7 @@ impl Inner {
     }
 
     pub(super) fn apply_feedback(&self, changes: &[(TenantId, Uuid, FeedbackChange)]) -> Result<()> {
-        let _guard = self.write_lock.lock().expect("poisoned");
+        let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut batch = self.db.batch();
         let mut stats = StatsCache::default();
         // Records changed earlier in this batch: later changes build on them.

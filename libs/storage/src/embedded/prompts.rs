@@ -55,7 +55,7 @@ impl Inner {
     }
 
     pub(super) fn create_repo(&self, t: TenantId, repo: &PromptRepo) -> Result<RepoCreate> {
-        let _guard = self.write_lock.lock().expect("poisoned");
+        let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.repo_deleted(t, repo.id)? {
             return Ok(RepoCreate::Deleted);
         }
@@ -73,7 +73,7 @@ impl Inner {
     }
 
     pub(super) fn put_repo(&self, t: TenantId, repo: &PromptRepo) -> Result<bool> {
-        let _guard = self.write_lock.lock().expect("poisoned");
+        let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(stored) = self.get_repo(t, repo.id)? else { return Ok(false) };
         if stored.handle != repo.handle {
             return Err(StorageError::new(StorageErrorKind::Invalid, "a prompt's handle cannot change"));
@@ -95,7 +95,7 @@ impl Inner {
     }
 
     pub(super) fn delete_repo(&self, t: TenantId, r: RepoId, at: Timestamp) -> Result<bool> {
-        let _guard = self.write_lock.lock().expect("poisoned");
+        let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let stored = self.get_repo(t, r)?;
         let prefix = repo_key(t, r);
         let mut batch = self.db.batch();
@@ -191,7 +191,7 @@ impl Inner {
     }
 
     pub(super) fn set_like(&self, t: TenantId, r: RepoId, by: TenantId, liked: bool, at: Timestamp) -> Result<()> {
-        let _guard = self.write_lock.lock().expect("poisoned");
+        let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.repo_deleted(t, r)? {
             return Ok(());
         }

@@ -32,7 +32,7 @@ impl Inner {
     }
 
     pub(super) fn create_queue(&self, t: TenantId, queue: &Queue) -> Result<Queue> {
-        let _guard = self.write_lock.lock().expect("poisoned");
+        let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(existing) = self.get_queue(t, queue.id)? {
             return Ok(existing);
         }
@@ -41,7 +41,7 @@ impl Inner {
     }
 
     pub(super) fn put_queue(&self, t: TenantId, queue: &Queue) -> Result<Option<Queue>> {
-        let _guard = self.write_lock.lock().expect("poisoned");
+        let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.get_queue(t, queue.id)?.is_none() {
             return Ok(None);
         }
@@ -66,7 +66,7 @@ impl Inner {
     }
 
     pub(super) fn delete_queue(&self, t: TenantId, q: QueueId) -> Result<bool> {
-        let _guard = self.write_lock.lock().expect("poisoned");
+        let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.get_queue(t, q)?.is_none() {
             return Ok(false);
         }
@@ -96,7 +96,7 @@ impl Inner {
     }
 
     pub(super) fn add_queue_items(&self, t: TenantId, q: QueueId, items: Vec<QueueItem>) -> Result<Vec<QueueItem>> {
-        let _guard = self.write_lock.lock().expect("poisoned");
+        let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut batch = self.db.batch();
         let mut out = Vec::with_capacity(items.len());
         let mut added: std::collections::HashMap<sextant_core::RunId, QueueItem> = Default::default();
@@ -139,7 +139,7 @@ impl Inner {
     }
 
     pub(super) fn update_queue_item(&self, t: TenantId, q: QueueId, item: Uuid, mut update: ItemUpdate) -> Result<Option<QueueItem>> {
-        let _guard = self.write_lock.lock().expect("poisoned");
+        let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(mut it) = self.get_queue_item(t, q, item)? else { return Ok(None) };
         if update(&mut it)? {
             self.queue_items.insert(item_key(t, q, item), enc(&it)).map_err(|e| backend("write queue item", e))?;
@@ -148,7 +148,7 @@ impl Inner {
     }
 
     pub(super) fn delete_queue_items(&self, t: TenantId, q: QueueId, items: &[Uuid]) -> Result<usize> {
-        let _guard = self.write_lock.lock().expect("poisoned");
+        let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut batch = self.db.batch();
         let mut n = 0;
         for id in items {
@@ -171,7 +171,7 @@ impl Inner {
         until: Timestamp,
         reviewers_needed: u32,
     ) -> Result<Option<QueueItem>> {
-        let _guard = self.write_lock.lock().expect("poisoned");
+        let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for g in self.queue_items.prefix(queue_key(t, q)) {
             let (k, v) = g.into_inner().map_err(|e| backend("scan queue items", e))?;
             let mut it: QueueItem = dec("queue item", &v)?;

@@ -178,7 +178,7 @@ fn example_matches(e: &Example, q: &ExampleQuery) -> bool {
 
 fn dataset_matches(q: &DatasetQuery, d: &Dataset) -> bool {
     let metadata_matches = |want: &Map<String, Value>| {
-        let md = d.metadata.as_ref().map(RawJson::to_value).unwrap_or(Value::Null);
+        let md = d.metadata.as_ref().map(RawJson::to_value_or_null).unwrap_or(Value::Null);
         want.iter().all(|(k, v)| md.get(k) == Some(v))
     };
     (q.ids.is_empty() || q.ids.contains(&d.id))
