@@ -22,6 +22,15 @@ pub struct ApiKeyConfig {
     pub tenant: TenantId,
 }
 
+/// An operator key for the `/admin` endpoints (dead letters): not bound to a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminKeyConfig {
+    pub name: String,
+    /// `sha256:<64 hex digits>` of the key.
+    pub hash: String,
+}
+
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -38,6 +47,8 @@ pub enum AuthError {
     InvalidKey,
     #[error("X-Tenant-Id {0:?} does not match the API key's tenant")]
     TenantMismatch(String),
+    #[error("operator endpoints need an admin key, and none is configured (auth.admin_keys)")]
+    NoAdminKeys,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +61,13 @@ pub struct ConfigError {
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     by_hash: HashMap<[u8; 32], Principal>,
+    admins: HashMap<[u8; 32], String>,
+}
+
+fn parse_hash(hash: &str) -> Result<[u8; 32], &'static str> {
+    let hex_part = hash.strip_prefix("sha256:").ok_or("hash must start with sha256:")?;
+    let bytes = hex::decode(hex_part).map_err(|_| "hash is not hexadecimal")?;
+    bytes.try_into().map_err(|_| "hash must be 64 hex digits")
 }
 
 /// `sha256:<hex>` of a key, the form the configuration takes.
@@ -62,14 +80,35 @@ impl Authenticator {
         let mut by_hash = HashMap::new();
         for k in keys {
             let err = |reason: &str| ConfigError { name: k.name.clone(), reason: reason.into() };
-            let hex_part = k.hash.strip_prefix("sha256:").ok_or_else(|| err("hash must start with sha256:"))?;
-            let bytes = hex::decode(hex_part).map_err(|_| err("hash is not hexadecimal"))?;
-            let digest: [u8; 32] = bytes.try_into().map_err(|_| err("hash must be 64 hex digits"))?;
+            let digest = parse_hash(&k.hash).map_err(err)?;
             if by_hash.insert(digest, Principal { tenant: k.tenant, key_name: k.name.clone() }).is_some() {
                 return Err(err("the same key is configured twice"));
             }
         }
-        Ok(Self { by_hash })
+        Ok(Self { by_hash, admins: HashMap::new() })
+    }
+
+    /// Adds operator keys (`auth.admin_keys`); a key may not be both a tenant's and an operator's.
+    pub fn with_admin_keys(mut self, keys: &[AdminKeyConfig]) -> Result<Self, ConfigError> {
+        for k in keys {
+            let err = |reason: &str| ConfigError { name: k.name.clone(), reason: reason.into() };
+            let digest = parse_hash(&k.hash).map_err(err)?;
+            if self.by_hash.contains_key(&digest) || self.admins.insert(digest, k.name.clone()).is_some() {
+                return Err(err("the same key is configured twice"));
+            }
+        }
+        Ok(self)
+    }
+
+    /// An operator: any caller in open mode (no keys of either kind), else a configured admin
+    /// key. Returns the key's label.
+    pub fn authenticate_admin(&self, api_key: Option<&str>) -> Result<String, AuthError> {
+        if self.admins.is_empty() {
+            return if self.is_open() { Ok("local".into()) } else { Err(AuthError::NoAdminKeys) };
+        }
+        let key = api_key.map(str::trim).filter(|k| !k.is_empty()).ok_or(AuthError::MissingKey)?;
+        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        self.admins.get(&digest).cloned().ok_or(AuthError::InvalidKey)
     }
 
     /// No keys: every request is the local tenant.
@@ -109,6 +148,20 @@ mod tests {
             ApiKeyConfig { name: "b".into(), hash: hash_key("key-b"), tenant: tenant(2) },
         ])
         .unwrap()
+    }
+
+    #[test]
+    fn admin_keys_are_separate_from_tenant_keys() {
+        let a = auth();
+        assert_eq!(a.authenticate_admin(Some("key-a")), Err(AuthError::NoAdminKeys), "a tenant key is no operator key");
+        let a = a.with_admin_keys(&[AdminKeyConfig { name: "ops".into(), hash: hash_key("ops-key") }]).unwrap();
+        assert_eq!(a.authenticate_admin(Some("ops-key")).unwrap(), "ops");
+        assert_eq!(a.authenticate_admin(Some("key-a")), Err(AuthError::InvalidKey));
+        assert_eq!(a.authenticate_admin(None), Err(AuthError::MissingKey));
+        assert_eq!(a.authenticate(Some("ops-key"), None), Err(AuthError::InvalidKey), "an operator key reads no tenant's data");
+        assert!(Authenticator::new(&[]).unwrap().authenticate_admin(None).is_ok(), "open mode");
+        let dup = auth().with_admin_keys(&[AdminKeyConfig { name: "x".into(), hash: hash_key("key-a") }]);
+        assert!(dup.is_err());
     }
 
     #[test]

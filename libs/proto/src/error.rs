@@ -18,8 +18,12 @@ pub enum ErrorKind {
     PayloadTooLarge,
     UnsupportedMediaType,
     RateLimited,
+    /// The client sent its request too slowly (a body that stopped arriving).
+    RequestTimeout,
     /// A dependency (bus, store) is down; the client should retry.
     Unavailable,
+    /// The disk is (nearly) full: nothing more can be made durable until space is freed.
+    InsufficientStorage,
     Internal,
 }
 
@@ -35,7 +39,9 @@ impl ErrorKind {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -49,7 +55,9 @@ impl ErrorKind {
             Self::Conflict => tonic::Code::AlreadyExists,
             Self::PayloadTooLarge => tonic::Code::ResourceExhausted,
             Self::RateLimited => tonic::Code::ResourceExhausted,
+            Self::RequestTimeout => tonic::Code::DeadlineExceeded,
             Self::Unavailable => tonic::Code::Unavailable,
+            Self::InsufficientStorage => tonic::Code::ResourceExhausted,
             Self::Internal => tonic::Code::Internal,
         }
     }
@@ -109,8 +117,12 @@ impl IntoResponse for ApiError {
         // `detail` is what LangSmith clients print.
         let body = serde_json::json!({ "detail": self.message, "error": format!("{:?}", self.kind) });
         let mut resp = (self.kind.http(), axum::Json(body)).into_response();
-        if self.kind == ErrorKind::Unavailable {
+        if matches!(self.kind, ErrorKind::Unavailable | ErrorKind::InsufficientStorage) {
             resp.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+        }
+        if self.kind == ErrorKind::RequestTimeout {
+            // The rest of the body may still come: the connection cannot carry another request.
+            resp.headers_mut().insert("connection", HeaderValue::from_static("close"));
         }
         resp.extensions_mut().insert(self);
         resp
@@ -142,6 +154,7 @@ pub fn bus_error(e: sextant_bus::BusError) -> ApiError {
     match e.kind {
         BusErrorKind::Invalid => ApiError::unprocessable(e.to_string()),
         BusErrorKind::Unavailable => ApiError::unavailable("the event bus is unavailable; retry shortly"),
+        BusErrorKind::StorageFull => ApiError::new(ErrorKind::InsufficientStorage, e.message),
         _ => {
             tracing::error!(error = %e, "event bus failure");
             ApiError::internal()

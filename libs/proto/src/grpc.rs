@@ -23,7 +23,7 @@ pub fn authenticate<T>(auth: &Authenticator, req: &Request<T>) -> Result<Princip
         get("x-api-key").or_else(|| get("authorization").and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))));
     let principal = auth.authenticate(key, get("x-tenant-id")).map_err(|e| match e {
         AuthError::MissingKey | AuthError::InvalidKey => ApiError::new(ErrorKind::Unauthenticated, e.to_string()),
-        AuthError::TenantMismatch(_) => ApiError::new(ErrorKind::Forbidden, e.to_string()),
+        AuthError::TenantMismatch(_) | AuthError::NoAdminKeys => ApiError::new(ErrorKind::Forbidden, e.to_string()),
     })?;
     Span::current().record("tenant", field::display(principal.tenant));
     Ok(principal)
@@ -74,7 +74,11 @@ pub fn time(field: &str, v: &str) -> Result<Option<Timestamp>, ApiError> {
 /// JSON text carried in a `*_json` field, parsed so the core validates it as it validates a
 /// REST body.
 pub fn json_text(field: &str, v: &str) -> Result<Value, ApiError> {
-    serde_json::from_str(v).map_err(|e| ApiError::unprocessable(format!("{field}: invalid JSON: {e}")))
+    // The REST body rules: depth checked first, trailing content refused.
+    sextant_core::json::body_from_slice(v.as_bytes()).map_err(|e| match e {
+        sextant_core::json::InvalidJson::Syntax(e) => ApiError::unprocessable(format!("{field}: invalid JSON: {e}")),
+        too_deep => ApiError::unprocessable(format!("{field}: {too_deep}")),
+    })
 }
 
 pub fn non_empty(s: String) -> Option<String> {
@@ -133,16 +137,89 @@ pub fn run_to_pb(r: Run) -> pb::Run {
 }
 
 /// Sets a generated tonic server's message limits and compression (zstd and gzip, both ways),
-/// the same for every Sextant service: `tuned_server!(FooServiceServer::new(svc), max_request, max_response)`.
+/// the same for every Sextant service, and wraps it in [`ClientErrors`]:
+/// `tuned_server!(FooServiceServer::new(svc), max_request, max_response)`.
 #[macro_export]
 macro_rules! tuned_server {
     ($server:expr, $max_request:expr, $max_response:expr) => {
-        $server
-            .max_decoding_message_size($max_request)
-            .max_encoding_message_size($max_response)
-            .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
-            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
-            .send_compressed(tonic::codec::CompressionEncoding::Zstd)
-            .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+        $crate::grpc::ClientErrors(
+            $server
+                .max_decoding_message_size($max_request)
+                .max_encoding_message_size($max_response)
+                .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                .send_compressed(tonic::codec::CompressionEncoding::Zstd)
+                .send_compressed(tonic::codec::CompressionEncoding::Gzip),
+        )
     };
+}
+
+/// A generated gRPC server whose undecodable requests are the client's fault. tonic answers a
+/// request it cannot decode (malformed protobuf, a frame cut short, no message at all, a
+/// compressed frame that does not decompress) with INTERNAL, as if the server had failed;
+/// this answers INVALID_ARGUMENT instead, with a message that says what was wrong. Statuses
+/// the service itself returns are left alone.
+#[derive(Debug, Clone)]
+pub struct ClientErrors<S>(pub S);
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for ClientErrors<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B, RB> tonic::codegen::Service<http::Request<B>> for ClientErrors<S>
+where
+    S: tonic::codegen::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<RB>;
+    type Error = S::Error;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let fut = self.0.call(req);
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            reclassify_decode_error(&mut resp);
+            Ok(resp)
+        })
+    }
+}
+
+/// What tonic's request decoding says when the request (not the server) is at fault, and what
+/// the client is told instead.
+fn decode_error_message(internal: &str) -> Option<String> {
+    if internal.starts_with("failed to decode Protobuf message") {
+        Some(format!("the request is not a valid protobuf message ({internal})"))
+    } else if internal.starts_with("Unexpected EOF decoding stream") {
+        Some("the request body ends inside a gRPC message frame (truncated)".into())
+    } else if internal.starts_with("Missing request message") {
+        Some("the request body holds no gRPC message frame".into())
+    } else if internal.starts_with("protocol error: received message with invalid compression flag") {
+        Some(format!("malformed gRPC message frame: {internal}"))
+    } else if internal.starts_with("Error decompressing") {
+        Some(format!("the request message does not decompress: {internal}"))
+    } else {
+        None
+    }
+}
+
+fn reclassify_decode_error<B>(resp: &mut http::Response<B>) {
+    let Some(status) = tonic::Status::from_header_map(resp.headers()) else { return };
+    if status.code() != tonic::Code::Internal {
+        return;
+    }
+    let Some(message) = decode_error_message(status.message()) else { return };
+    let replacement = tonic::Status::invalid_argument(message);
+    let headers = resp.headers_mut();
+    headers.remove("grpc-message");
+    headers.remove("grpc-status-details-bin");
+    // `add_header` sets grpc-status and grpc-message; should it fail, the response keeps its
+    // INTERNAL status.
+    if replacement.add_header(headers).is_ok() {
+        resp.extensions_mut().insert(replacement);
+    }
 }

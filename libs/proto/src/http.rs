@@ -23,7 +23,7 @@ pub async fn require_principal(State(auth): State<Arc<Authenticator>>, mut req: 
         .or_else(|| header(headers, "authorization").and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))));
     let principal = auth.authenticate(key, header(headers, "x-tenant-id")).map_err(|e| match e {
         AuthError::MissingKey | AuthError::InvalidKey => ApiError::new(ErrorKind::Unauthenticated, e.to_string()),
-        AuthError::TenantMismatch(_) => ApiError::new(ErrorKind::Forbidden, e.to_string()),
+        AuthError::TenantMismatch(_) | AuthError::NoAdminKeys => ApiError::new(ErrorKind::Forbidden, e.to_string()),
     })?;
     tracing::Span::current().record("tenant", tracing::field::display(principal.tenant));
     req.extensions_mut().insert(principal);
@@ -55,6 +55,26 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 const DRAIN_MAX_BYTES: usize = 256 * 1024 * 1024;
 const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The most [`read_body`] allocates up front for a body that declares its length.
+const INITIAL_BODY_CAPACITY: usize = 1024 * 1024;
+
+/// A body that failed to arrive: too slowly (the server's body-read timeouts: 408, and the
+/// connection is closed) or broken off (400).
+fn body_error(e: &axum::Error) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<tower_http::timeout::TimeoutError>() {
+            return ApiError::new(
+                ErrorKind::RequestTimeout,
+                "the request body arrived too slowly (server.body_read_timeout_secs between bytes, \
+                 server.body_read_deadline_secs in all)",
+            );
+        }
+        source = s.source();
+    }
+    ApiError::bad_request(format!("could not read request body: {e}"))
+}
+
 /// Reads a whole body, refusing more than `limit` bytes with a 413 that states the limit.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     use http_body_util::BodyExt;
@@ -65,11 +85,12 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     let declared = header(headers, "content-length").and_then(|v| v.parse::<usize>().ok());
     let mut body = body;
     if declared.is_none_or(|len| len <= limit) {
-        let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0));
+        // Grown as the body arrives: a declared length is a claim, not memory to set aside.
+        let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(INITIAL_BODY_CAPACITY));
         loop {
             match body.frame().await {
                 None => return Ok(buf.freeze()),
-                Some(Err(e)) => return Err(ApiError::bad_request(format!("could not read request body: {e}"))),
+                Some(Err(e)) => return Err(body_error(&e)),
                 Some(Ok(frame)) => {
                     let Ok(data) = frame.into_data() else { continue };
                     if buf.len() + data.len() > limit {
@@ -100,7 +121,11 @@ pub async fn json_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     if raw.is_empty() {
         return Err(ApiError::unprocessable("body: expected JSON, got nothing"));
     }
-    serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))
+    // Depth-checked before parsing, trailing content refused.
+    sextant_core::json::body_from_slice(&raw).map_err(|e| match e {
+        sextant_core::json::InvalidJson::Syntax(e) => ApiError::bad_request(format!("body is not valid JSON: {e}")),
+        too_deep => ApiError::unprocessable(format!("body: {too_deep}")),
+    })
 }
 
 /// A UUID path segment; the error names `what` and quotes (the start of) the value.

@@ -8,6 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use tracing::instrument;
 use uuid::Uuid;
@@ -155,7 +156,7 @@ struct Schemas {
 
 impl Schemas {
     fn of(d: &Dataset) -> Result<Self, ApiError> {
-        let compile = |which: &str, s: &Option<RawJson>| s.as_ref().map(|s| Schema::compile(which, &s.to_value())).transpose();
+        let compile = |which: &str, s: &Option<RawJson>| s.as_ref().map(|s| Schema::compile(which, &s.to_value_or_null())).transpose();
         Ok(Self { inputs: compile("inputs_schema", &d.inputs_schema)?, outputs: compile("outputs_schema", &d.outputs_schema)? })
     }
 }
@@ -446,12 +447,24 @@ impl Datasets {
     // ---- examples ----
 
     /// Validates and versions new examples; all or nothing. Returns them and their version.
-    #[instrument(name = "datasets.create_examples", skip_all, fields(tenant = %tenant, dataset = %id, examples = inputs.len()))]
     pub async fn create_examples(
         &self,
         tenant: TenantId,
         id: DatasetId,
         inputs: Vec<ExampleInput>,
+    ) -> Result<(Vec<Example>, Timestamp), ApiError> {
+        self.create_examples_with_blobs(tenant, id, inputs, Vec::new()).await
+    }
+
+    /// [`Datasets::create_examples`] whose attachments reference `blobs` (keyed by
+    /// [`blob_key`]): the bytes are stored only once every example is valid.
+    #[instrument(name = "datasets.create_examples", skip_all, fields(tenant = %tenant, dataset = %id, examples = inputs.len()))]
+    pub async fn create_examples_with_blobs(
+        &self,
+        tenant: TenantId,
+        id: DatasetId,
+        inputs: Vec<ExampleInput>,
+        blobs: Vec<Bytes>,
     ) -> Result<(Vec<Example>, Timestamp), ApiError> {
         if inputs.len() > MAX_EXAMPLES_PER_WRITE {
             return Err(ApiError::new(
@@ -480,6 +493,7 @@ impl Datasets {
                 return Err(ApiError::conflict(format!("example {} already exists (in dataset {})", e.id, existing.dataset_id)));
             }
         }
+        self.put_blobs(tenant, &blobs).await?;
         self.write_version(tenant, id, as_of, out.iter().cloned().map(ExampleChange::Put).collect()).await?;
         Ok((out, as_of))
     }
@@ -492,8 +506,21 @@ impl Datasets {
     }
 
     /// Updates existing examples (fields not given are kept); all or nothing.
-    #[instrument(name = "datasets.update_examples", skip_all, fields(tenant = %tenant, examples = updates.len()))]
     pub async fn update_examples(&self, tenant: TenantId, updates: Vec<ExampleInput>) -> Result<(Vec<Example>, Timestamp), ApiError> {
+        self.update_examples_in(tenant, None, updates, Vec::new()).await
+    }
+
+    /// [`Datasets::update_examples`] of examples that must be in `dataset` when it is given (a
+    /// 409 naming both datasets otherwise), whose attachments reference `blobs` (stored only
+    /// once the whole update is valid). Nothing is written unless every example is valid.
+    #[instrument(name = "datasets.update_examples", skip_all, fields(tenant = %tenant, examples = updates.len()))]
+    pub async fn update_examples_in(
+        &self,
+        tenant: TenantId,
+        dataset: Option<DatasetId>,
+        updates: Vec<ExampleInput>,
+        blobs: Vec<Bytes>,
+    ) -> Result<(Vec<Example>, Timestamp), ApiError> {
         if updates.is_empty() {
             return Err(ApiError::unprocessable("no examples to update"));
         }
@@ -514,9 +541,17 @@ impl Datasets {
                 .ok_or_else(|| ApiError::not_found(format!("example {eid} not found")))?;
             current.push(e);
         }
+        if let Some(want) = dataset {
+            if let Some(e) = current.iter().find(|e| e.dataset_id != want) {
+                return Err(ApiError::conflict(format!("example {} is in dataset {}, not in dataset {want}", e.id, e.dataset_id)));
+            }
+        }
         let dataset = current[0].dataset_id;
-        if current.iter().any(|e| e.dataset_id != dataset) {
-            return Err(ApiError::unprocessable("examples of one update must belong to one dataset"));
+        if let Some(e) = current.iter().find(|e| e.dataset_id != dataset) {
+            return Err(ApiError::conflict(format!(
+                "one update changes one dataset: example {} is in dataset {dataset}, example {} in dataset {}",
+                current[0].id, e.id, e.dataset_id
+            )));
         }
         let d = self.get_dataset(tenant, dataset).await?;
         let schemas = Schemas::of(&d)?;
@@ -524,9 +559,10 @@ impl Datasets {
         let mut out = Vec::with_capacity(updates.len());
         for (i, (u, cur)) in updates.into_iter().zip(current).enumerate() {
             let where_ = format!("examples[{i}]");
-            let inputs_doc = u.inputs.clone().unwrap_or_else(|| cur.inputs.to_value());
+            let inputs_doc = u.inputs.clone().unwrap_or_else(|| cur.inputs.to_value_or_null());
             out.push(build_example(&schemas, &where_, cur.id, dataset, inputs_doc, u, as_of, Some(&cur))?);
         }
+        self.put_blobs(tenant, &blobs).await?;
         self.write_version(tenant, dataset, as_of, out.iter().cloned().map(ExampleChange::Put).collect()).await?;
         Ok((out, as_of))
     }
@@ -547,12 +583,15 @@ impl Datasets {
                 .ok_or_else(|| ApiError::not_found(format!("example {id} not found")))?;
             by_dataset.entry(e.dataset_id).or_default().push(ExampleChange::Delete(*id));
         }
+        // Every dataset's new version in one publish.
         let mut last = Timestamp(0);
+        let mut events = Vec::new();
         for (dataset, changes) in by_dataset {
             let as_of = self.next_version(tenant, dataset).await?;
-            self.write_version(tenant, dataset, as_of, changes).await?;
+            events.extend(version_events(dataset, as_of, changes));
             last = last.max(as_of);
         }
+        self.commit(tenant, events).await?;
         Ok(last)
     }
 
@@ -577,7 +616,10 @@ impl Datasets {
                 .map_err(storage_error)?
                 .filter(|e| e.dataset_id == id)
                 .ok_or_else(|| ApiError::not_found(format!("example {eid} not found in dataset {id}")))?;
-            let mut md = e.metadata.to_value();
+            let mut md = e.metadata.to_value_or_null();
+            if !md.is_object() {
+                md = json!({});
+            }
             let mut splits = splits_of(&md);
             if remove {
                 splits.retain(|s| s != split);
@@ -601,25 +643,7 @@ impl Datasets {
         as_of: Timestamp,
         changes: Vec<ExampleChange>,
     ) -> Result<(), ApiError> {
-        let mut events = Vec::new();
-        let mut chunk = Vec::new();
-        let mut size = 0;
-        for c in changes {
-            let s = match &c {
-                ExampleChange::Put(e) => {
-                    e.inputs.as_str().len() + e.outputs.as_ref().map_or(0, |o| o.as_str().len()) + e.metadata.as_str().len() + 256
-                }
-                ExampleChange::Delete(_) => 32,
-            };
-            if !chunk.is_empty() && size + s > MAX_EVENT_BYTES {
-                events.push(DatasetChange::Examples { dataset_id: id, as_of, changes: std::mem::take(&mut chunk) });
-                size = 0;
-            }
-            size += s;
-            chunk.push(c);
-        }
-        events.push(DatasetChange::Examples { dataset_id: id, as_of, changes: chunk });
-        self.commit(tenant, events).await
+        self.commit(tenant, version_events(id, as_of, changes)).await
     }
 
     pub async fn get_example(&self, tenant: TenantId, id: ExampleId, as_of: Option<&str>) -> Result<Example, ApiError> {
@@ -650,11 +674,46 @@ impl Datasets {
 
     /// Stores attachment bytes; returns their key.
     pub async fn put_blob(&self, tenant: TenantId, bytes: &[u8]) -> Result<String, ApiError> {
-        use sha2::{Digest, Sha256};
-        let sha = hex::encode(Sha256::digest(bytes));
+        let sha = blob_key(bytes);
         self.store.put_blob(tenant, &sha, bytes).await.map_err(storage_error)?;
         Ok(sha)
     }
+
+    async fn put_blobs(&self, tenant: TenantId, blobs: &[Bytes]) -> Result<(), ApiError> {
+        for b in blobs {
+            self.put_blob(tenant, b).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The key attachment bytes are stored under (their SHA-256, in hex).
+pub fn blob_key(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// One version's changes as dataset events, split as their size needs.
+fn version_events(id: DatasetId, as_of: Timestamp, changes: Vec<ExampleChange>) -> Vec<DatasetChange> {
+    let mut events = Vec::new();
+    let mut chunk = Vec::new();
+    let mut size = 0;
+    for c in changes {
+        let s = match &c {
+            ExampleChange::Put(e) => {
+                e.inputs.as_str().len() + e.outputs.as_ref().map_or(0, |o| o.as_str().len()) + e.metadata.as_str().len() + 256
+            }
+            ExampleChange::Delete(_) => 32,
+        };
+        if !chunk.is_empty() && size + s > MAX_EVENT_BYTES {
+            events.push(DatasetChange::Examples { dataset_id: id, as_of, changes: std::mem::take(&mut chunk) });
+            size = 0;
+        }
+        size += s;
+        chunk.push(c);
+    }
+    events.push(DatasetChange::Examples { dataset_id: id, as_of, changes: chunk });
+    events
 }
 
 /// One example version from a write: validated against the schemas, splits folded into
@@ -690,12 +749,25 @@ fn build_example(
     if !inputs.is_object() {
         return Err(ApiError::unprocessable(format!("{where_}.inputs: expected a JSON object")));
     }
+    let too_deep = |field: &str, doc: &Value| {
+        sextant_core::json::check_depth(doc).map_err(|e| ApiError::unprocessable(format!("{where_}.{field}: {e}")))
+    };
+    too_deep("inputs", &inputs)?;
+    if let Some(o) = &input.outputs {
+        too_deep("outputs", o)?;
+    }
+    if input.metadata.as_ref().is_some_and(|m| sextant_core::json::depth_of_object(m) > sextant_core::json::MAX_JSON_DEPTH) {
+        return Err(ApiError::unprocessable(format!(
+            "{where_}.metadata: JSON nested deeper than {} levels",
+            sextant_core::json::MAX_JSON_DEPTH
+        )));
+    }
     if let Some(s) = &schemas.inputs {
         s.check(&inputs, &format!("{where_}.inputs"))?;
     }
     let outputs = match (input.outputs, current) {
         (Some(o), _) => Some(o),
-        (None, Some(c)) => c.outputs.as_ref().map(RawJson::to_value),
+        (None, Some(c)) => c.outputs.as_ref().map(RawJson::to_value_or_null),
         (None, None) => None,
     };
     if let (Some(s), Some(o)) = (&schemas.outputs, &outputs) {
@@ -703,7 +775,7 @@ fn build_example(
     }
     let mut metadata = match (input.metadata, current) {
         (Some(m), _) => m,
-        (None, Some(c)) => c.metadata.to_value().as_object().cloned().unwrap_or_default(),
+        (None, Some(c)) => c.metadata.to_value_or_null().as_object().cloned().unwrap_or_default(),
         (None, None) => Map::new(),
     };
     if let Some(split) = &input.split {

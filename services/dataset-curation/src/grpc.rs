@@ -11,7 +11,7 @@ use tracing::{field, instrument};
 use sextant_auth::Authenticator;
 use sextant_core::dataset::{CurationJob, CurationRule, DataType, DatasetVersion, RunSelection};
 use sextant_core::{Dataset, DatasetId, Example, ExampleId, RawJson, TenantId};
-use sextant_proto::grpc::{authenticate, json_text, non_empty, required_uuid, rfc3339, uuids};
+use sextant_proto::grpc::{authenticate, json_text, non_empty, required_uuid, rfc3339, uuids, ClientErrors};
 use sextant_proto::pb;
 use sextant_proto::pb::dataset_service_server::{DatasetService, DatasetServiceServer};
 use sextant_proto::{truncate, ApiError};
@@ -30,7 +30,7 @@ pub struct DatasetGrpc {
 }
 
 /// The gRPC `DatasetService` over `datasets`, authenticating with `auth`.
-pub fn dataset_service(datasets: Arc<Datasets>, auth: Arc<Authenticator>) -> DatasetServiceServer<DatasetGrpc> {
+pub fn dataset_service(datasets: Arc<Datasets>, auth: Arc<Authenticator>) -> ClientErrors<DatasetServiceServer<DatasetGrpc>> {
     sextant_proto::tuned_server!(DatasetServiceServer::new(DatasetGrpc { datasets, auth }), MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES)
 }
 

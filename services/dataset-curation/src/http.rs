@@ -80,7 +80,7 @@ fn dataset_id(s: &str) -> Result<DatasetId, ApiError> {
 }
 
 fn raw(j: &Option<RawJson>) -> Value {
-    j.as_ref().map_or(Value::Null, RawJson::to_value)
+    j.as_ref().map_or(Value::Null, RawJson::to_value_or_null)
 }
 
 // ---- JSON shapes the SDK parses ----
@@ -150,9 +150,9 @@ fn example_json(s: &DatasetState, tenant: TenantId, e: &Example) -> Value {
     json!({
         "id": e.id,
         "dataset_id": e.dataset_id,
-        "inputs": e.inputs.to_value(),
+        "inputs": e.inputs.to_value_or_null(),
         "outputs": raw(&e.outputs),
-        "metadata": e.metadata.to_value(),
+        "metadata": e.metadata.to_value_or_null(),
         "created_at": e.created_at.to_iso(),
         "modified_at": e.modified_at.to_iso(),
         "source_run_id": e.source_run_id,
@@ -541,7 +541,12 @@ async fn parse_multipart(headers: &HeaderMap, body: Body) -> Result<Vec<(Example
         }
         let slot = parts.entry(id).or_default();
         let json = |what: &str| -> Result<Value, ApiError> {
-            serde_json::from_slice(&data).map_err(|e| ApiError::unprocessable(format!("part {shown}: {what} is not valid JSON: {e}")))
+            sextant_core::json::body_from_slice(&data).map_err(|e| match e {
+                sextant_core::json::InvalidJson::Syntax(e) => {
+                    ApiError::unprocessable(format!("part {shown}: {what} is not valid JSON: {e}"))
+                }
+                too_deep => ApiError::unprocessable(format!("part {shown}: {what}: {too_deep}")),
+            })
         };
         match rest {
             None => slot.body = Some(json("the example")?),
@@ -561,8 +566,11 @@ async fn parse_multipart(headers: &HeaderMap, body: Body) -> Result<Vec<(Example
     Ok(order.into_iter().map(|id| (id, parts.remove(&id).expect("inserted above"))).collect())
 }
 
-async fn multipart_inputs(s: &DatasetState, tenant: TenantId, parsed: Vec<(ExampleId, PartsOf)>) -> Result<Vec<ExampleInput>, ApiError> {
+/// The examples a multipart body describes, and the attachment bytes they reference (stored
+/// by the core only once the whole write is valid).
+fn multipart_inputs(parsed: Vec<(ExampleId, PartsOf)>) -> Result<(Vec<ExampleInput>, Vec<Bytes>), ApiError> {
     let mut out = Vec::with_capacity(parsed.len());
+    let mut blobs = Vec::new();
     for (i, (id, p)) in parsed.into_iter().enumerate() {
         let where_ = format!("example {id}");
         let mut body = match p.body {
@@ -582,8 +590,9 @@ async fn multipart_inputs(s: &DatasetState, tenant: TenantId, parsed: Vec<(Examp
         }
         let (mut input, _) = ExampleInput::from_json(&Value::Object(body), &format!("examples[{i}]"))?;
         for (name, mime, data) in p.attachments {
-            let sha = s.datasets.put_blob(tenant, &data).await?;
+            let sha = crate::core::blob_key(&data);
             input.attachments.push(ExampleAttachment { name, mime_type: mime, size: data.len() as u64, sha256: sha });
+            blobs.push(data);
         }
         if let Some(ops) = p.operations {
             // `{"rename": {old: new}, "retain": [names]}`: renames are not supported yet.
@@ -596,7 +605,7 @@ async fn multipart_inputs(s: &DatasetState, tenant: TenantId, parsed: Vec<(Examp
         }
         out.push(input);
     }
-    Ok(out)
+    Ok((out, blobs))
 }
 
 async fn multipart_create(
@@ -609,8 +618,8 @@ async fn multipart_create(
     let dataset = dataset_id(&id)?;
     s.datasets.get_dataset(p.tenant, dataset).await?;
     let parsed = parse_multipart(&headers, body).await?;
-    let inputs = multipart_inputs(&s, p.tenant, parsed).await?;
-    let (created, as_of) = s.datasets.create_examples(p.tenant, dataset, inputs).await?;
+    let (inputs, blobs) = multipart_inputs(parsed)?;
+    let (created, as_of) = s.datasets.create_examples_with_blobs(p.tenant, dataset, inputs, blobs).await?;
     Ok(upsert_response(&created, as_of))
 }
 
@@ -623,11 +632,9 @@ async fn multipart_update(
 ) -> Result<Response, ApiError> {
     let dataset = dataset_id(&id)?;
     let parsed = parse_multipart(&headers, body).await?;
-    let inputs = multipart_inputs(&s, p.tenant, parsed).await?;
-    let (updated, as_of) = s.datasets.update_examples(p.tenant, inputs).await?;
-    if updated.iter().any(|e| e.dataset_id != dataset) {
-        return Err(ApiError::unprocessable(format!("the examples are not in dataset {dataset}")));
-    }
+    let (inputs, blobs) = multipart_inputs(parsed)?;
+    // Checked before anything is written: every example must be in this dataset.
+    let (updated, as_of) = s.datasets.update_examples_in(p.tenant, Some(dataset), inputs, blobs).await?;
     Ok(upsert_response(&updated, as_of))
 }
 

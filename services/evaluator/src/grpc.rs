@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use tracing::{field, instrument};
 
 use sextant_auth::Authenticator;
-use sextant_proto::grpc::authenticate;
+use sextant_proto::grpc::{authenticate, ClientErrors};
 use sextant_proto::pb;
 use sextant_proto::pb::evaluation_service_server::{EvaluationService, EvaluationServiceServer};
 use sextant_proto::ApiError;
@@ -31,8 +31,8 @@ pub fn evaluation_service(
     runner: Arc<EvalRunner>,
     dataset_evaluators: Arc<DatasetEvaluators>,
     auth: Arc<Authenticator>,
-) -> EvaluationServiceServer<EvaluationGrpc> {
-    EvaluationServiceServer::new(EvaluationGrpc { store, runner, dataset_evaluators, auth })
+) -> ClientErrors<EvaluationServiceServer<EvaluationGrpc>> {
+    ClientErrors(EvaluationServiceServer::new(EvaluationGrpc { store, runner, dataset_evaluators, auth }))
 }
 
 fn dataset_id(v: &str) -> Result<sextant_core::DatasetId, ApiError> {

@@ -13,7 +13,7 @@ use sextant_auth::Authenticator;
 use sextant_core::annotation::{ItemStatus, KeyAgreement, Queue, QueueItem, RoutingRule};
 use sextant_core::feedback::Score;
 use sextant_core::{Feedback, FeedbackId, ProjectId, QueueId, RawJson, RunId, Timestamp};
-use sextant_proto::grpc::{authenticate, json_text, non_empty, required_uuid, rfc3339, run_to_pb, uuids};
+use sextant_proto::grpc::{authenticate, json_text, non_empty, required_uuid, rfc3339, run_to_pb, uuids, ClientErrors};
 use sextant_proto::pb;
 use sextant_proto::pb::annotation_queue_service_server::{AnnotationQueueService, AnnotationQueueServiceServer};
 use sextant_proto::pb::feedback_service_server::{FeedbackService as FeedbackRpc, FeedbackServiceServer};
@@ -39,12 +39,12 @@ pub struct QueueGrpc {
 }
 
 /// The gRPC `FeedbackService` over `feedback`, authenticating with `auth`.
-pub fn feedback_service(feedback: Arc<FeedbackService>, auth: Arc<Authenticator>) -> FeedbackServiceServer<FeedbackGrpc> {
+pub fn feedback_service(feedback: Arc<FeedbackService>, auth: Arc<Authenticator>) -> ClientErrors<FeedbackServiceServer<FeedbackGrpc>> {
     sextant_proto::tuned_server!(FeedbackServiceServer::new(FeedbackGrpc { feedback, auth }), MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES)
 }
 
 /// The gRPC `AnnotationQueueService` over `queues`, authenticating with `auth`.
-pub fn queue_service(queues: Arc<Queues>, auth: Arc<Authenticator>) -> AnnotationQueueServiceServer<QueueGrpc> {
+pub fn queue_service(queues: Arc<Queues>, auth: Arc<Authenticator>) -> ClientErrors<AnnotationQueueServiceServer<QueueGrpc>> {
     sextant_proto::tuned_server!(AnnotationQueueServiceServer::new(QueueGrpc { queues, auth }), MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES)
 }
 

@@ -29,6 +29,10 @@ const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub struct FeedbackState {
     pub feedback: Arc<FeedbackService>,
     pub queues: Arc<Queues>,
+    /// Where clients reach this server (`https://host[/path]`, no trailing `/`), from the
+    /// configuration: token URLs point here. Never taken from request headers, which the
+    /// client controls.
+    pub public_url: Arc<str>,
 }
 
 pub fn router(state: FeedbackState, auth: Arc<Authenticator>) -> Router {
@@ -106,15 +110,8 @@ async fn delete_feedback(State(s): State<FeedbackState>, Caller(p): Caller, Path
     Ok(ok())
 }
 
-/// Where tokens are redeemed: this server, as the client reached it.
-fn base_url(headers: &HeaderMap) -> String {
-    let host = headers.get("x-forwarded-host").or_else(|| headers.get("host")).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
-    let proto = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).filter(|p| *p == "https").unwrap_or("http");
-    format!("{proto}://{host}")
-}
-
 async fn create_tokens(State(s): State<FeedbackState>, Caller(p): Caller, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let base = base_url(&headers);
+    let base = s.public_url.clone();
     let body = json_body(&headers, body, MAX_BODY_BYTES).await?;
     match &body {
         Value::Array(reqs) => {
@@ -251,7 +248,7 @@ async fn add_runs_by_key(
 
 /// RunWithAnnotationQueueInfo: the run's fields plus when it was added and last reviewed.
 fn queue_run_json(run: &Run, it: &sextant_core::annotation::QueueItem) -> Value {
-    let raw = |r: &Option<sextant_core::RawJson>| r.as_ref().map_or(Value::Null, sextant_core::RawJson::to_value);
+    let raw = |r: &Option<sextant_core::RawJson>| r.as_ref().map_or(Value::Null, sextant_core::RawJson::to_value_or_null);
     json!({
         "id": run.id,
         "name": run.name.as_deref().unwrap_or(""),
@@ -347,7 +344,7 @@ async fn next_item(
             "lease_expires_at": item.lease.as_ref().map(|l| l.until.to_iso()),
             "run": run.as_ref().map(|r| queue_run_json(r, &item)),
             "rubric_instructions": q.rubric_instructions,
-            "rubric_items": q.rubric_items.as_ref().map_or(json!([]), sextant_core::RawJson::to_value),
+            "rubric_items": q.rubric_items.as_ref().map_or(json!([]), sextant_core::RawJson::to_value_or_null),
         }))
         .into_response()),
     }

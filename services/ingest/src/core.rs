@@ -49,6 +49,9 @@ pub struct IngestLimits {
     /// How long a request waits for the backlog to drain before a 503 with `Retry-After`
     /// (below the SDK's 10 s read timeout for background sends).
     pub backpressure_wait: Duration,
+    /// Decoded (decompressed) request bytes all requests together may hold at once
+    /// ([`crate::decode::DecodeBudget`]); a request waits briefly for it, then gets a 503.
+    pub max_decoded_bytes_in_flight: usize,
 }
 
 impl Default for IngestLimits {
@@ -61,6 +64,7 @@ impl Default for IngestLimits {
             max_query_limit: 1000,
             max_projection_backlog: 2000,
             backpressure_wait: Duration::from_secs(5),
+            max_decoded_bytes_in_flight: 512 * 1024 * 1024,
         }
     }
 }
@@ -69,6 +73,8 @@ pub struct Ingest {
     bus: Arc<dyn EventBus>,
     store: Arc<dyn Storage>,
     pub limits: IngestLimits,
+    /// Shared by every request that decompresses a body (REST and gRPC).
+    pub decode_budget: crate::decode::DecodeBudget,
     project_cache: Mutex<HashMap<(TenantId, String), (ProjectId, Instant)>>,
     backlog_probe: Arc<Mutex<BacklogProbe>>,
     tenants_with_default: Mutex<HashSet<TenantId>>,
@@ -97,6 +103,10 @@ pub fn bus_error(e: BusError) -> ApiError {
             ApiError::unavailable("event bus unavailable; retry shortly")
         }
         BusErrorKind::Invalid => ApiError::unprocessable(e.message),
+        BusErrorKind::StorageFull => {
+            warn!(error = %e, "refusing writes: disk full");
+            ApiError::new(sextant_proto::ErrorKind::InsufficientStorage, e.message)
+        }
         BusErrorKind::Internal => {
             error!(error = ?e, "event bus failure");
             ApiError::internal()
@@ -117,6 +127,45 @@ pub fn storage_error(e: StorageError) -> ApiError {
             ApiError::internal()
         }
     }
+}
+
+/// The `status` values a run may carry: the ones LangSmith and its SDKs use.
+pub const RUN_STATUSES: [&str; 3] = ["success", "error", "pending"];
+
+/// The rules every run fragment meets, whichever transport brought it (REST JSON, multipart
+/// parts, gRPC): [`Ingest::ingest`] applies them to every fragment before anything is written,
+/// and the transports apply them early to name the field as the client sent it. `where_`
+/// names the run in the message (`post[3]`).
+pub fn validate_fragment(f: &RunFragment, where_: &str) -> Result<(), ApiError> {
+    let bad = |field: &str, problem: String| Err(ApiError::unprocessable(format!("{where_}.{field}: {problem}")));
+    for (field, v) in [("prompt_cost", f.prompt_cost), ("completion_cost", f.completion_cost), ("total_cost", f.total_cost)] {
+        if let Some(c) = v {
+            if !c.is_finite() || c < 0.0 {
+                return bad(field, format!("{c} is not a finite, non-negative number"));
+            }
+        }
+    }
+    for (field, v) in [("prompt_tokens", f.prompt_tokens), ("completion_tokens", f.completion_tokens), ("total_tokens", f.total_tokens)] {
+        if let Some(n) = v.filter(|n| *n < 0) {
+            return bad(field, format!("{n} is negative"));
+        }
+    }
+    if let Some(st) = f.status.as_deref().filter(|s| !RUN_STATUSES.contains(s)) {
+        return bad("status", format!("{:?} is not one of {}", sextant_proto::truncate(st), RUN_STATUSES.join(", ")));
+    }
+    // LangSmith stores inputs and outputs as objects (the SDK wraps anything else in one).
+    for (field, v) in [("inputs", &f.inputs), ("outputs", &f.outputs)] {
+        if let Some(j) = v.as_ref().filter(|j| !j.is_null() && !j.as_str().trim_start().starts_with('{')) {
+            let kind = match j.as_str().trim_start().as_bytes().first() {
+                Some(b'[') => "an array",
+                Some(b'"') => "a string",
+                Some(b't' | b'f') => "a boolean",
+                _ => "a number",
+            };
+            return bad(field, format!("expected a JSON object, got {kind}"));
+        }
+    }
+    Ok(())
 }
 
 /// What `POST /runs/query` (and gRPC `QueryRuns`) asks for, already validated.
@@ -193,10 +242,12 @@ fn compile(which: &str, src: &Option<String>) -> Result<Option<Arc<dyn RunMatche
 
 impl Ingest {
     pub fn new(bus: Arc<dyn EventBus>, store: Arc<dyn Storage>, limits: IngestLimits) -> Self {
+        let decode_budget = crate::decode::DecodeBudget::new(limits.max_decoded_bytes_in_flight, crate::decode::DECODE_BUDGET_WAIT);
         Self {
             bus,
             store,
             limits,
+            decode_budget,
             project_cache: Mutex::new(HashMap::new()),
             backlog_probe: Arc::default(),
             tenants_with_default: Mutex::new(HashSet::new()),
@@ -213,13 +264,37 @@ impl Ingest {
 
     /// Accepts run fragments: resolves projects, publishes events and returns once they are
     /// durable. All or nothing: a request either becomes events entirely or is rejected.
-    #[instrument(name = "ingest.runs", skip_all, fields(tenant = %tenant, runs = fragments.len()))]
     pub async fn ingest(&self, tenant: TenantId, fragments: Vec<(RunFragment, ProjectRef)>) -> Result<IngestReceipt, ApiError> {
+        self.ingest_with(tenant, fragments, Vec::new()).await
+    }
+
+    /// [`Ingest::ingest`], publishing `also` (already validated events of the same request,
+    /// such as `/runs/multipart`'s feedback parts) in the same publish as the runs.
+    #[instrument(name = "ingest.runs", skip_all, fields(tenant = %tenant, runs = fragments.len()))]
+    pub async fn ingest_with(
+        &self,
+        tenant: TenantId,
+        fragments: Vec<(RunFragment, ProjectRef)>,
+        also: Vec<Envelope>,
+    ) -> Result<IngestReceipt, ApiError> {
         if fragments.len() > self.limits.max_runs_per_request {
             return Err(ApiError::new(
                 ErrorKind::PayloadTooLarge,
                 format!("{} runs in one request; the limit is {}", fragments.len(), self.limits.max_runs_per_request),
             ));
+        }
+        // Everything is checked before anything is written: resolving a project by name may
+        // create it, so a bad fragment or project further down must be found first.
+        let mut checked: HashSet<&ProjectRef> = HashSet::new();
+        for (f, r) in &fragments {
+            let kind = match f.kind {
+                sextant_core::FragmentKind::Post => "post",
+                sextant_core::FragmentKind::Patch => "patch",
+            };
+            validate_fragment(f, &format!("{kind} {}", f.id))?;
+            if checked.insert(r) {
+                self.check_project_ref(tenant, r).await?;
+            }
         }
         let mut by_project: Vec<(ProjectId, Vec<RunFragment>)> = Vec::new();
         let mut index: HashMap<ProjectId, usize> = HashMap::new();
@@ -259,6 +334,10 @@ impl Ingest {
             if !chunk.is_empty() {
                 envelopes.push(Envelope::new(tenant, Event::RunsIngestedV1(RunsIngestedV1 { project_id, fragments: chunk })));
             }
+        }
+        envelopes.extend(also);
+        if envelopes.is_empty() {
+            return Ok(IngestReceipt::default());
         }
         self.admit().await?;
         self.bus.publish(&envelopes).await.map_err(bus_error)?;
@@ -326,6 +405,20 @@ impl Ingest {
         let backlog = probe_backlog(self.bus.as_ref()).await;
         self.backlog_probe.lock().expect("poisoned").sample = Some((Instant::now(), backlog));
         backlog
+    }
+
+    /// What [`Ingest::resolve_project`] would refuse, found without creating anything.
+    async fn check_project_ref(&self, tenant: TenantId, r: &ProjectRef) -> Result<(), ApiError> {
+        match r {
+            ProjectRef::Id(id) => {
+                if self.store.get_project(tenant, ProjectId(*id)).await.map_err(storage_error)?.is_none() {
+                    return Err(ApiError::unprocessable(format!("session_id {id} does not name an existing project")));
+                }
+                Ok(())
+            }
+            ProjectRef::Name(name) => validate_project_name(name).map_err(|e| ApiError::unprocessable(format!("session_name: {e}"))),
+            ProjectRef::Unspecified => Ok(()),
+        }
     }
 
     async fn resolve_project(&self, tenant: TenantId, r: &ProjectRef, f: &RunFragment) -> Result<ProjectId, ApiError> {
@@ -510,7 +603,11 @@ impl Ingest {
     }
 
     pub async fn list_projects(&self, tenant: TenantId, q: &ProjectQuery) -> Result<Vec<Project>, ApiError> {
-        self.ensure_default_project(tenant).await?;
+        // A listing is a read: it answers even when the default project cannot be created now
+        // (the disk is full, the bus is down); it is created on a later listing.
+        if let Err(e) = self.ensure_default_project(tenant).await {
+            warn!(tenant = %tenant, error = %e.message, "cannot create the default project now; listing without it");
+        }
         self.store.list_projects(tenant, q).await.map_err(storage_error)
     }
 

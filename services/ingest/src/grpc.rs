@@ -13,7 +13,7 @@ use tracing::{field, instrument, Span};
 
 use sextant_auth::Authenticator;
 use sextant_core::{FragmentKind, ProjectId, RunFragment, RunId};
-use sextant_proto::grpc::{authenticate, non_empty, opt_uuid, required_uuid, run_to_pb, time, uuids};
+use sextant_proto::grpc::{authenticate, non_empty, opt_uuid, required_uuid, run_to_pb, time, uuids, ClientErrors};
 use sextant_proto::pb;
 use sextant_proto::pb::run_service_server::{RunService, RunServiceServer};
 use sextant_proto::ApiError;
@@ -34,7 +34,7 @@ pub struct RunGrpc {
 /// The gRPC `RunService` over `ingest`, authenticating with `auth`. Requests are limited to
 /// the REST body limit (`IngestLimits::max_body_bytes`, after decompression); gzip and zstd
 /// are accepted and used for responses when the client accepts them.
-pub fn service(ingest: Arc<Ingest>, auth: Arc<Authenticator>) -> RunServiceServer<RunGrpc> {
+pub fn service(ingest: Arc<Ingest>, auth: Arc<Authenticator>) -> ClientErrors<RunServiceServer<RunGrpc>> {
     let max_request = ingest.limits.max_body_bytes;
     sextant_proto::tuned_server!(RunServiceServer::new(RunGrpc { ingest, auth }), max_request, MAX_ENCODED_BYTES)
 }
@@ -246,6 +246,35 @@ mod tests {
         assert!(bad(|r| r.start_time = Some("yesterday".into())).contains("post[3].start_time"));
         assert!(bad(|r| r.inputs_json = Some("{".into())).contains("post[3].inputs_json"));
         assert!(bad(|r| r.extra_json = Some("[1]".into())).contains("post[3].extra_json"));
+    }
+
+    #[test]
+    fn grpc_runs_meet_the_same_rules_as_rest() {
+        let bad = |edit: fn(&mut pb::Run)| {
+            let mut r = run();
+            edit(&mut r);
+            let e = to_fragment(r, FragmentKind::Post, "post[0]").unwrap_err();
+            assert_eq!(e.kind.grpc(), tonic::Code::InvalidArgument);
+            e.message
+        };
+        assert!(bad(|r| r.prompt_cost = Some(f64::NAN)).contains("post[0].prompt_cost: NaN"));
+        assert!(bad(|r| r.completion_cost = Some(f64::INFINITY)).contains("post[0].completion_cost"));
+        assert!(bad(|r| r.total_cost = Some(f64::NEG_INFINITY)).contains("post[0].total_cost"));
+        assert!(bad(|r| r.total_cost = Some(-0.5)).contains("post[0].total_cost: -0.5"));
+        assert!(bad(|r| r.prompt_tokens = Some(-1)).contains("post[0].prompt_tokens: -1 is negative"));
+        assert!(bad(|r| r.completion_tokens = Some(-3)).contains("post[0].completion_tokens"));
+        assert!(bad(|r| r.total_tokens = Some(i64::MIN)).contains("post[0].total_tokens"));
+        assert!(bad(|r| r.status = Some("exploded".into())).contains("post[0].status: \"exploded\" is not one of success, error, pending"));
+        assert!(bad(|r| r.inputs_json = Some("5".into())).contains("post[0].inputs: expected a JSON object, got a number"));
+        assert!(bad(|r| r.outputs_json = Some(r#"["a"]"#.into())).contains("post[0].outputs: expected a JSON object, got an array"));
+        // What the SDK sends is fine: zero costs, capitalised statuses, null outputs.
+        let mut ok = run();
+        ok.prompt_cost = Some(0.0);
+        ok.total_tokens = Some(0);
+        ok.status = Some("SUCCESS".into());
+        ok.outputs_json = Some("null".into());
+        let (f, _) = to_fragment(ok, FragmentKind::Post, "post[0]").unwrap();
+        assert_eq!(f.status.as_deref(), Some("success"));
     }
 
     #[test]

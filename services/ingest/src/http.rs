@@ -20,7 +20,7 @@ use sextant_proto::http::{read_body, require_principal, Caller, QueryParams};
 use sextant_proto::ApiError;
 use sextant_storage::ProjectQuery;
 
-use crate::core::{bus_error, Ingest, RunQueryRequest};
+use crate::core::{Ingest, RunQueryRequest};
 use crate::multipart;
 use crate::signing::UrlSigner;
 use crate::view::{project_json, RunJson, Select};
@@ -90,28 +90,26 @@ async fn runs_multipart(State(s): State<HttpState>, Caller(p): Caller, headers: 
     let limits = &s.ingest.limits;
     let raw = read_body(&headers, body, limits.max_body_bytes).await?;
     let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
-    let decoded = multipart::decode_body(encoding, raw, limits.max_decoded_bytes)?;
+    // `decoded` holds its share of the decode budget until the request is done.
+    let decoded = crate::decode::decode_body(encoding, raw, limits.max_decoded_bytes, &s.ingest.decode_budget).await?;
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let parsed = multipart::parse(ct, decoded, limits.max_parts).await?;
+    let parsed = multipart::parse(ct, decoded.bytes.clone(), limits.max_parts).await?;
     let feedback: Vec<Envelope> = parsed
         .feedback
         .into_iter()
         .map(|(id, bytes)| {
             let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::unprocessable(format!("part feedback.{id}: not UTF-8")))?;
-            let json = sextant_core::RawJson::parse(text).map_err(|e| ApiError::unprocessable(format!("part feedback.{id}: {e}")))?;
+            let json = sextant_core::RawJson::parse_body(text).map_err(|e| ApiError::unprocessable(format!("part feedback.{id}: {e}")))?;
             // Checked now, with the rules the feedback projector applies, so the client hears
             // about bad feedback instead of the event being dead-lettered later.
-            sextant_core::Feedback::from_wire(&json.to_value(), sextant_core::FeedbackId(id), Timestamp::now())
+            let doc = json.to_value().map_err(|e| ApiError::unprocessable(format!("part feedback.{id}: {e}")))?;
+            sextant_core::Feedback::from_wire(&doc, sextant_core::FeedbackId(id), Timestamp::now())
                 .map_err(|e| ApiError::unprocessable(format!("part feedback.{id}: {}", e.0)))?;
             Ok(Envelope::new(p.tenant, Event::FeedbackPartReceivedV1(FeedbackPartReceivedV1 { feedback_id: id, json })))
         })
         .collect::<Result<_, ApiError>>()?;
-    if !parsed.fragments.is_empty() {
-        s.ingest.ingest(p.tenant, parsed.fragments).await?;
-    }
-    if !feedback.is_empty() {
-        s.bus.publish(&feedback).await.map_err(bus_error)?;
-    }
+    // Runs and feedback in one publish, after every part was checked.
+    s.ingest.ingest_with(p.tenant, parsed.fragments, feedback).await?;
     metrics::counter!("sextant_ingest_requests_total", "path" => "multipart").increment(1);
     Ok(accepted())
 }
@@ -291,11 +289,18 @@ async fn query_runs(State(s): State<HttpState>, Caller(p): Caller, headers: Head
         .iter()
         .map(|r| RunJson { run: r, tenant: p.tenant, select: &select, signer: &s.signer, feedback_stats: stats.get(&r.id) })
         .collect();
-    Ok(Json(json!({
-        "runs": runs,
-        "cursors": { "next": page.next.map(|c| c.encode()), "prev": null }
-    }))
-    .into_response())
+    // A struct, not `json!`: converting runs into a `Value` would re-parse every document.
+    #[derive(serde::Serialize)]
+    struct Page<'a> {
+        runs: Vec<RunJson<'a>>,
+        cursors: Cursors,
+    }
+    #[derive(serde::Serialize)]
+    struct Cursors {
+        next: Option<String>,
+        prev: Option<String>,
+    }
+    Ok(Json(Page { runs, cursors: Cursors { next: page.next.map(|c| c.encode()), prev: None } }).into_response())
 }
 
 async fn download_attachment(

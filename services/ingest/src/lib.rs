@@ -3,6 +3,7 @@
 //! projector that folds run events into the store, and the gRPC `RunService`.
 
 pub mod core;
+pub mod decode;
 pub mod form_data;
 pub mod grpc;
 pub mod http;

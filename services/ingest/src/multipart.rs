@@ -3,7 +3,6 @@
 //! `attachment.<id>.<name>` and `feedback.<id>`.
 
 use std::collections::HashMap;
-use std::io::Read;
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -24,38 +23,9 @@ pub struct ParsedMultipart {
     pub feedback: Vec<(uuid::Uuid, Bytes)>,
 }
 
-/// Undoes `Content-Encoding`, refusing to inflate past `max_decoded` bytes (a zip bomb).
-pub fn decode_body(encoding: Option<&str>, body: Bytes, max_decoded: usize) -> Result<Bytes, ApiError> {
-    let encoding = encoding.map(|e| e.trim().to_ascii_lowercase());
-    let mut out = Vec::new();
-    let too_big = || ApiError::new(ErrorKind::PayloadTooLarge, format!("decompressed body exceeds the {max_decoded}-byte limit"));
-    match encoding.as_deref() {
-        None | Some("") | Some("identity") => return Ok(body),
-        Some("zstd") => {
-            let dec =
-                zstd::stream::read::Decoder::new(&body[..]).map_err(|e| ApiError::bad_request(format!("body is not valid zstd: {e}")))?;
-            dec.take(max_decoded as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| ApiError::bad_request(format!("body is not valid zstd: {e}")))?;
-        }
-        Some("gzip") => {
-            flate2::read::GzDecoder::new(&body[..])
-                .take(max_decoded as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| ApiError::bad_request(format!("body is not valid gzip: {e}")))?;
-        }
-        Some(other) => {
-            return Err(ApiError::new(
-                ErrorKind::UnsupportedMediaType,
-                format!("Content-Encoding {:?} is not supported; use zstd, gzip or none", truncate(other)),
-            ))
-        }
-    }
-    if out.len() > max_decoded {
-        return Err(too_big());
-    }
-    Ok(Bytes::from(out))
-}
+/// Synchronous and unbudgeted (for tools and fuzzing); the REST handler uses
+/// [`crate::decode::decode_body`], which charges the process-wide decode budget.
+pub use crate::decode::decode_body_blocking as decode_body;
 
 const SUB_FIELDS: [&str; 6] = ["inputs", "outputs", "events", "extra", "error", "serialized"];
 
@@ -152,11 +122,20 @@ pub async fn parse(content_type: Option<&str>, body: Bytes, max_parts: usize) ->
                 }
                 let invalid = |e: &dyn std::fmt::Display| ApiError::unprocessable(format!("part {shown}: {e}"));
                 // serde_json validates UTF-8 and syntax in one pass; `extra` and `error` are
-                // parsed straight into what the run keeps.
+                // parsed straight into what the run keeps, once their depth is known to be sane.
+                sextant_core::json::check_body_depth(&data).map_err(|e| invalid(&e))?;
                 match field_name {
                     "extra" => match serde_json::from_slice::<Value>(&data).map_err(|e| invalid(&format!("invalid JSON: {e}")))? {
                         Value::Null => {}
-                        Value::Object(m) => slot(&mut out, &mut slots, kind, run_id).extra = Some(m),
+                        Value::Object(m) => {
+                            // Each part of `extra` (`metadata`, ...) is a document of its own.
+                            if m.values().any(|v| sextant_core::json::depth_of(v) > sextant_core::json::MAX_JSON_DEPTH) {
+                                return Err(invalid(&sextant_core::json::InvalidJson::TooDeep {
+                                    limit: sextant_core::json::MAX_JSON_DEPTH,
+                                }));
+                            }
+                            slot(&mut out, &mut slots, kind, run_id).extra = Some(m)
+                        }
                         _ => return Err(ApiError::unprocessable(format!("part {shown}: extra must be a JSON object"))),
                     },
                     "error" => match serde_json::from_slice::<Value>(&data).map_err(|e| invalid(&format!("invalid JSON: {e}")))? {
@@ -282,15 +261,5 @@ mod tests {
         assert!(parse(Some(&ct()), Bytes::from_static(b"garbage"), 100).await.is_err());
         let many: Vec<_> = (0..5).map(|_| part(&format!("post.{ID}.inputs"), "application/json", "{}", None)).collect();
         assert_eq!(parse(Some(&ct()), body(&many), 3).await.unwrap_err().kind, ErrorKind::PayloadTooLarge);
-    }
-
-    #[test]
-    fn decodes_and_bounds_compressed_bodies() {
-        let plain = Bytes::from(vec![b'a'; 10_000]);
-        let z = Bytes::from(zstd::encode_all(&plain[..], 1).unwrap());
-        assert_eq!(decode_body(Some("zstd"), z.clone(), 20_000).unwrap(), plain);
-        assert_eq!(decode_body(Some("zstd"), z, 5_000).unwrap_err().kind, ErrorKind::PayloadTooLarge);
-        assert_eq!(decode_body(Some("zstd"), plain.clone(), 20_000).unwrap_err().kind, ErrorKind::BadRequest);
-        assert_eq!(decode_body(Some("br"), plain, 20_000).unwrap_err().kind, ErrorKind::UnsupportedMediaType);
     }
 }

@@ -45,7 +45,13 @@ pub async fn run_projector_with(bus: Arc<dyn EventBus>, store: Arc<dyn Storage>,
     let Some(mut sub) = sextant_bus::subscribe_until_ready(bus.as_ref(), spec, &mut shutdown).await else { return };
     info!(consumer = RUN_PROJECTOR, "run projector started");
     let mut prefetched = None;
+    // After a batch panicked: one event per batch for a while, so the culprit is found alone.
+    let mut isolating_until: Option<tokio::time::Instant> = None;
     loop {
+        let size = match isolating_until {
+            Some(t) if tokio::time::Instant::now() < t => 1,
+            _ => BATCH,
+        };
         if *shutdown.borrow() {
             // Handed back at once, so another replica need not wait out the ack wait.
             for d in prefetched.and_then(Result::ok).unwrap_or_default() {
@@ -56,7 +62,7 @@ pub async fn run_projector_with(bus: Arc<dyn EventBus>, store: Arc<dyn Storage>,
         let batch = match prefetched.take() {
             Some(b) => b,
             None => tokio::select! {
-                b = sub.next_batch(BATCH, Duration::from_millis(200)) => b,
+                b = sub.next_batch(size, Duration::from_millis(200)) => b,
                 _ = shutdown.changed() => break,
             },
         };
@@ -64,7 +70,11 @@ pub async fn run_projector_with(bus: Arc<dyn EventBus>, store: Arc<dyn Storage>,
             Ok(b) if b.is_empty() => {}
             Ok(b) => {
                 // The next batch is fetched and decoded while this one is applied.
-                let (next, ()) = tokio::join!(sub.next_batch(BATCH, Duration::from_millis(200)), project_batch(bus.as_ref(), &store, b));
+                let guarded = sextant_bus::handle_guarded(RUN_PROJECTOR, b, |b| project_batch(bus.as_ref(), &store, b));
+                let (next, outcome) = tokio::join!(sub.next_batch(size, Duration::from_millis(200)), guarded);
+                if outcome.is_err() {
+                    isolating_until = Some(tokio::time::Instant::now() + sextant_bus::ISOLATE_AFTER_PANIC);
+                }
                 prefetched = Some(next);
             }
             Err(e) => {

@@ -156,10 +156,23 @@ impl WireRun<'_> {
         f.outputs = raw(where_, "outputs", self.outputs)?;
         f.events = raw(where_, "events", self.events)?;
         f.serialized = raw(where_, "serialized", self.serialized)?;
+        if let Some(extra) = &self.extra {
+            // `extra` is parsed (filters look inside it): its depth is checked here, the text
+            // fields' where they are kept.
+            // Each part of `extra` (`metadata`, `runtime`, ...) is a document of its own.
+            if let Some((key, _)) = extra.iter().find(|(_, v)| sextant_core::json::depth_of(v) > sextant_core::json::MAX_JSON_DEPTH) {
+                return Err(ApiError::unprocessable(format!(
+                    "{where_}.extra.{}: JSON nested deeper than {} levels",
+                    truncate(key),
+                    sextant_core::json::MAX_JSON_DEPTH
+                )));
+            }
+        }
         f.extra = self.extra;
         f.error = self.error;
         f.reference_example_id = uuid_field(where_, "reference_example_id", &self.reference_example_id)?;
-        f.status = self.status;
+        // The SDKs send lower case; LangSmith's newer API types spell the same values in capitals.
+        f.status = self.status.filter(|s| !s.is_empty()).map(|s| s.to_ascii_lowercase());
         f.prompt_tokens = self.prompt_tokens;
         f.completion_tokens = self.completion_tokens;
         f.total_tokens = self.total_tokens;
@@ -171,14 +184,17 @@ impl WireRun<'_> {
             (None, Some(name)) if !name.trim().is_empty() => ProjectRef::Name(name),
             _ => ProjectRef::Unspecified,
         };
+        crate::core::validate_fragment(&f, where_)?;
         Ok((f, project))
     }
 }
 
-/// Parses JSON into `T`, naming the path of the offending field on error.
+/// Parses JSON into `T`, naming the path of the offending field on error. Anything but
+/// whitespace after the value is refused: a second value would otherwise be silently dropped.
 pub fn parse_json<'a, T: Deserialize<'a>>(what: &str, bytes: &'a [u8]) -> Result<T, ApiError> {
+    sextant_core::json::check_body_depth(bytes).map_err(|e| ApiError::unprocessable(format!("{what}: {e}")))?;
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
@@ -189,6 +205,7 @@ pub fn parse_json<'a, T: Deserialize<'a>>(what: &str, bytes: &'a [u8]) -> Result
             ApiError::unprocessable(format!("{what}: {path}: {inner}"))
         }
     })?;
+    de.end().map_err(|e| ApiError::bad_request(format!("{what}: unexpected content after the JSON value: {e}")))?;
     Ok(value)
 }
 
@@ -232,6 +249,16 @@ mod tests {
         let w: WireRun = parse_json("p", br#"{}"#).unwrap();
         assert!(w.into_fragment(FragmentKind::Post, "post[0]", None).unwrap_err().message.contains("id is required"));
         assert!(parse_json::<WireRun>("body", b"{not json").unwrap_err().message.starts_with("body"));
+    }
+
+    #[test]
+    fn trailing_content_is_refused() {
+        assert!(parse_json::<WireRun>("body", b"{} \n").is_ok());
+        let e = parse_json::<WireRun>("body", b"{}garbage").unwrap_err();
+        assert_eq!(e.kind, sextant_proto::ErrorKind::BadRequest);
+        assert!(e.message.contains("body: unexpected content after the JSON value"), "{}", e.message);
+        let two = br#"{"post":[{"id":"01a21085-dddd-7ab9-9494-115de01cbb17"}]}{"post":[{"id":"01a21085-dddd-7ab9-9494-115de01cbb18"}]}"#;
+        assert!(parse_json::<WireBatch>("body", two).unwrap_err().message.contains("trailing characters"));
     }
 
     #[test]

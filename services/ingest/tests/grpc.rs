@@ -31,6 +31,8 @@ const TENANT_B: TenantId = TenantId(uuid::Uuid::from_u128(0xb));
 
 struct Harness {
     client: RunServiceClient<Channel>,
+    /// The same connection, for hand-built requests.
+    channel: Channel,
     shutdown: watch::Sender<bool>,
     _dir: TempDir,
 }
@@ -65,8 +67,8 @@ async fn start(limits: IngestLimits) -> Harness {
         }))
         .await
         .unwrap();
-    let client = RunServiceClient::new(channel).max_decoding_message_size(64 << 20);
-    Harness { client, shutdown, _dir: dir }
+    let client = RunServiceClient::new(channel.clone()).max_decoding_message_size(64 << 20);
+    Harness { client, channel, shutdown, _dir: dir }
 }
 
 fn with_key<T>(msg: T, key: &str) -> Request<T> {
@@ -474,4 +476,63 @@ async fn compressed_requests_are_accepted() {
     .await
     .into_inner();
     assert!(run.inputs_json.unwrap().len() > 100_000);
+}
+
+/// Sends `body` as the raw body of a gRPC call (no framing added) and returns its status.
+async fn raw_call(channel: &Channel, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Status {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let mut req = tonic::codegen::http::Request::builder()
+        .method("POST")
+        .uri(format!("http://in-process{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("x-api-key", KEY_A);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(tonic::body::Body::new(http_body_util::Full::new(bytes::Bytes::from(body)))).unwrap();
+    let resp = channel.clone().oneshot(req).await.expect("the server answers");
+    if let Some(s) = Status::from_header_map(resp.headers()) {
+        return s;
+    }
+    let trailers = resp.into_body().collect().await.unwrap().trailers().cloned().unwrap_or_default();
+    Status::from_header_map(&trailers).expect("a grpc-status")
+}
+
+/// A gRPC message frame: the compression flag, the length, the bytes.
+fn frame(flag: u8, declared_len: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![flag];
+    f.extend_from_slice(&declared_len.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_requests_are_invalid_argument_not_internal() {
+    let h = start(IngestLimits::default()).await;
+    let garbage = [0xff_u8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+    /// What is wrong, extra headers, the body, and what the message must say.
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<u8>, &'a str);
+    let cases: Vec<Case> = vec![
+        ("malformed protobuf", vec![], frame(0, garbage.len() as u32, &garbage), "not a valid protobuf message"),
+        // Field 1 (a string) says 50 bytes follow; 2 do.
+        ("truncated protobuf", vec![], frame(0, 4, &[0x0a, 50, b'a', b'b']), "not a valid protobuf message"),
+        ("truncated frame", vec![], frame(0, 100, b"abc"), "truncated"),
+        ("a partial frame header", vec![], vec![0, 0, 0], "truncated"),
+        ("an empty body", vec![], vec![], "no gRPC message"),
+        ("an invalid compression flag", vec![], frame(7, 1, b"x"), "compression flag"),
+        ("a frame that does not decompress", vec![("grpc-encoding", "gzip")], frame(1, 5, b"nope!"), "does not decompress"),
+    ];
+    for path in ["/sextant.v1.RunService/IngestRuns", "/sextant.v1.RunService/GetRun", "/sextant.v1.RunService/StreamTrace"] {
+        for (what, headers, body, needle) in &cases {
+            let status = raw_call(&h.channel, path, headers, body.clone()).await;
+            assert_eq!(status.code(), Code::InvalidArgument, "{path}, {what}: {status:?}");
+            assert!(status.message().contains(needle), "{path}, {what}: {:?}", status.message());
+        }
+    }
+    // A well-formed request still reaches the service, and its own answers are untouched.
+    let status = raw_call(&h.channel, "/sextant.v1.RunService/GetRun", &[], frame(0, 0, &[])).await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("id is required"), "{:?}", status.message());
 }

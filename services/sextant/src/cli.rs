@@ -90,6 +90,93 @@ pub enum DatasetsCommand {
 }
 
 #[derive(Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters (events a consumer gave up on), newest first. Needs an admin key
+    /// (`auth.admin_keys`) unless the server runs without keys.
+    List {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish dead-lettered events again (every consumer of the stream sees them again;
+    /// handlers are idempotent) and forget them.
+    Replay {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        /// Stream name (`runs`, `feedback`, ...); with --sequence and --consumer.
+        #[arg(long, required_unless_present = "all")]
+        stream: Option<String>,
+        #[arg(long, required_unless_present = "all")]
+        sequence: Option<u64>,
+        #[arg(long, required_unless_present = "all")]
+        consumer: Option<String>,
+        /// Every replayable dead letter listed (up to --limit).
+        #[arg(long, conflicts_with_all = ["stream", "sequence", "consumer"])]
+        all: bool,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+}
+
+/// `sextant dlq ...`
+pub async fn run_dlq(cmd: DlqCommand) -> anyhow::Result<()> {
+    match cmd {
+        DlqCommand::List { endpoint, limit, json } => {
+            let api = Api::new(&endpoint)?;
+            let listed = api.json(api.request(reqwest::Method::GET, "/admin/dead-letters").query(&[("limit", limit)])).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&listed)?);
+                return Ok(());
+            }
+            let rows = listed.get("dead_letters").and_then(Value::as_array).cloned().unwrap_or_default();
+            println!("{:<16} {:>10} {:<28} {:>10}  reason", "stream", "sequence", "consumer", "bytes");
+            for r in &rows {
+                println!(
+                    "{:<16} {:>10} {:<28} {:>10}  {}",
+                    r["stream"].as_str().unwrap_or("?"),
+                    r["sequence"].as_u64().unwrap_or(0),
+                    r["consumer"].as_str().unwrap_or("?"),
+                    r["payload_bytes"].as_u64().unwrap_or(0),
+                    r["reason"].as_str().unwrap_or("")
+                );
+            }
+            println!("{} dead letter(s)", rows.len());
+            Ok(())
+        }
+        DlqCommand::Replay { endpoint, stream, sequence, consumer, all, limit } => {
+            let api = Api::new(&endpoint)?;
+            let targets: Vec<(String, u64, String)> = if all {
+                let listed = api.json(api.request(reqwest::Method::GET, "/admin/dead-letters").query(&[("limit", limit)])).await?;
+                listed
+                    .get("dead_letters")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter(|r| r["replayable"].as_bool() == Some(true))
+                    .filter_map(|r| Some((r["stream"].as_str()?.to_owned(), r["sequence"].as_u64()?, r["consumer"].as_str()?.to_owned())))
+                    .collect()
+            } else {
+                match (stream, sequence, consumer) {
+                    (Some(s), Some(n), Some(c)) => vec![(s, n, c)],
+                    _ => bail!("give --stream, --sequence and --consumer, or --all"),
+                }
+            };
+            for (stream, sequence, consumer) in &targets {
+                let body = json!({"stream": stream, "sequence": sequence, "consumer": consumer});
+                let r = api.json(api.request(reqwest::Method::POST, "/admin/dead-letters/replay").json(&body)).await?;
+                println!("replayed {stream} #{sequence} ({consumer}) as event {}", r["event_id"].as_str().unwrap_or("?"));
+            }
+            println!("{} replayed", targets.len());
+            Ok(())
+        }
+    }
+}
+
+#[derive(Subcommand)]
 pub enum EvalCommand {
     /// Run evaluators on the server over an experiment's runs, with a progress bar; results
     /// become feedback. Running again resumes (what is scored is skipped).

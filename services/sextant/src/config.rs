@@ -48,11 +48,17 @@ pub struct Config {
     pub roles: Vec<Role>,
     pub http: SocketAddr,
     pub grpc: SocketAddr,
+    /// The server's address as clients reach it (`https://sextant.example.com`, with a path if
+    /// it is served under one), for the links it hands out (feedback token URLs). Unset: the
+    /// `http` listen address. Request headers (`Host`, `X-Forwarded-*`) are never used.
+    pub public_url: Option<String>,
     pub data_dir: PathBuf,
     pub bus: BusConfig,
     pub storage: StorageConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
+    /// Connection handling of the HTTP and gRPC listeners: timeouts and caps.
+    pub server: ServerConfig,
     pub log: LogConfig,
     /// Server-side evaluators: the LLM judge's OpenAI-compatible endpoint, model, key, limits
     /// and prices (`SEXTANT_JUDGE__BASE_URL`, `SEXTANT_JUDGE__API_KEY`, ...).
@@ -88,6 +94,8 @@ pub enum StorageConfig {
 pub struct AuthConfig {
     /// API keys, each hashed and bound to a tenant. None: open single-tenant mode.
     pub api_keys: Vec<ApiKeyConfig>,
+    /// Operator keys for `/admin` (dead letters). None with `api_keys` set: `/admin` is closed.
+    pub admin_keys: Vec<sextant_auth::AdminKeyConfig>,
     /// Hex key for signing attachment URLs. Generated into `<data_dir>/signing.key` if unset.
     pub signing_key: Option<String>,
 }
@@ -103,6 +111,13 @@ pub struct LimitsConfig {
     pub max_projection_backlog: u64,
     /// Milliseconds a request waits for that backlog before a 503 with Retry-After.
     pub backpressure_wait_ms: u64,
+    /// Decompressed request bytes all requests together may hold at once; past it a request
+    /// waits briefly, then gets a 503 with Retry-After.
+    pub max_decoded_bytes_in_flight: usize,
+    /// Writes are refused (507) while the data directory's filesystem has less free space
+    /// than this, and resume by themselves once it has more (embedded bus; 0: off). The
+    /// reserve is for projecting what was acknowledged and for compaction.
+    pub min_free_disk_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -115,7 +130,101 @@ impl Default for LimitsConfig {
             max_query_limit: d.max_query_limit,
             max_projection_backlog: d.max_projection_backlog,
             backpressure_wait_ms: d.backpressure_wait.as_millis() as u64,
+            max_decoded_bytes_in_flight: d.max_decoded_bytes_in_flight,
+            min_free_disk_bytes: 256 << 20,
         }
+    }
+}
+
+/// How the listeners treat slow, idle and too many clients (`[server]`). Every timeout is in
+/// seconds and must be > 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// A request's headers must arrive within this (from the connection's start, or from the
+    /// first byte of a later request); else the connection is closed.
+    pub header_read_timeout_secs: u64,
+    /// A request body that goes this long without a byte gets a 408 and the connection closes.
+    pub body_read_timeout_secs: u64,
+    /// A whole request body must arrive within this (408 otherwise): with `max_body_bytes`,
+    /// a minimum rate.
+    pub body_read_deadline_secs: u64,
+    /// A keep-alive connection with no request is closed after this.
+    pub idle_timeout_secs: u64,
+    /// A client that reads none of its response for this long is disconnected.
+    pub send_timeout_secs: u64,
+    /// Open HTTP connections; past it new ones get a 503 naming the limit. Lowered at start to
+    /// fit the process's open-file limit (logged).
+    pub max_connections: usize,
+    /// TCP keep-alive probes on idle sockets of both listeners, after this many seconds.
+    pub tcp_keepalive_secs: u64,
+    /// Open gRPC connections; past it new ones get an HTTP/2 GOAWAY naming the limit.
+    pub grpc_max_connections: usize,
+    /// A gRPC connection with no call in flight is closed after this.
+    pub grpc_idle_timeout_secs: u64,
+    /// HTTP/2 pings to gRPC clients: every this many seconds, and the connection is closed
+    /// if a ping is not answered within `grpc_keepalive_timeout_secs`.
+    pub grpc_keepalive_interval_secs: u64,
+    pub grpc_keepalive_timeout_secs: u64,
+    /// A gRPC call (up to its response headers) is cancelled after this (or the client's
+    /// shorter `grpc-timeout`).
+    pub grpc_request_timeout_secs: u64,
+    /// Concurrent calls on one gRPC connection (HTTP/2 MAX_CONCURRENT_STREAMS).
+    pub grpc_max_concurrent_streams: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            body_read_deadline_secs: 300,
+            idle_timeout_secs: 60,
+            send_timeout_secs: 30,
+            max_connections: 4096,
+            tcp_keepalive_secs: 60,
+            grpc_max_connections: 1024,
+            grpc_idle_timeout_secs: 300,
+            grpc_keepalive_interval_secs: 30,
+            grpc_keepalive_timeout_secs: 10,
+            grpc_request_timeout_secs: 300,
+            grpc_max_concurrent_streams: 128,
+        }
+    }
+}
+
+impl ServerConfig {
+    fn validate(&self) -> Result<(), String> {
+        let secs = [
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("body_read_timeout_secs", self.body_read_timeout_secs),
+            ("body_read_deadline_secs", self.body_read_deadline_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("send_timeout_secs", self.send_timeout_secs),
+            ("tcp_keepalive_secs", self.tcp_keepalive_secs),
+            ("grpc_idle_timeout_secs", self.grpc_idle_timeout_secs),
+            ("grpc_keepalive_interval_secs", self.grpc_keepalive_interval_secs),
+            ("grpc_keepalive_timeout_secs", self.grpc_keepalive_timeout_secs),
+            ("grpc_request_timeout_secs", self.grpc_request_timeout_secs),
+        ];
+        // A year: beyond it a timeout is a typo.
+        const MAX_SECS: u64 = 365 * 24 * 3600;
+        if let Some((key, v)) = secs.iter().find(|(_, v)| *v == 0 || *v > MAX_SECS) {
+            return Err(format!("server.{key}: must be between 1 and {MAX_SECS} seconds, got {v}"));
+        }
+        if self.body_read_deadline_secs < self.body_read_timeout_secs {
+            return Err("server.body_read_deadline_secs: must be >= server.body_read_timeout_secs".into());
+        }
+        if self.max_connections == 0 {
+            return Err("server.max_connections: must be > 0".into());
+        }
+        if self.grpc_max_connections == 0 {
+            return Err("server.grpc_max_connections: must be > 0".into());
+        }
+        if self.grpc_max_concurrent_streams == 0 {
+            return Err("server.grpc_max_concurrent_streams: must be > 0".into());
+        }
+        Ok(())
     }
 }
 
@@ -147,11 +256,13 @@ impl Default for Config {
             roles: Role::ALL.to_vec(),
             http: "127.0.0.1:1984".parse().expect("valid address"),
             grpc: "127.0.0.1:1985".parse().expect("valid address"),
+            public_url: None,
             data_dir: PathBuf::from("sextant-data"),
             bus: BusConfig::default(),
             storage: StorageConfig::default(),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
+            server: ServerConfig::default(),
             log: LogConfig::default(),
             judge: Default::default(),
             online_eval: Vec::new(),
@@ -169,8 +280,22 @@ pub struct Overrides {
     pub roles: Option<Vec<Role>>,
 }
 
-const TOP_LEVEL_KEYS: [&str; 12] =
-    ["roles", "http", "grpc", "data_dir", "bus", "storage", "auth", "limits", "log", "judge", "online_eval", "shutdown_grace_secs"];
+const TOP_LEVEL_KEYS: [&str; 14] = [
+    "roles",
+    "http",
+    "grpc",
+    "public_url",
+    "data_dir",
+    "bus",
+    "storage",
+    "auth",
+    "limits",
+    "server",
+    "log",
+    "judge",
+    "online_eval",
+    "shutdown_grace_secs",
+];
 
 fn is_config_key(env_key: &str) -> bool {
     let top = env_key.split("__").next().unwrap_or_default().to_ascii_lowercase();
@@ -216,6 +341,16 @@ impl Config {
         if self.limits.max_query_limit == 0 || self.limits.max_runs_per_request == 0 {
             return Err("limits: max_query_limit and max_runs_per_request must be > 0".into());
         }
+        if self.limits.max_decoded_bytes_in_flight < self.limits.max_decoded_bytes {
+            return Err(format!(
+                "limits.max_decoded_bytes_in_flight: must be >= limits.max_decoded_bytes ({}), or no body that large could ever be decoded",
+                self.limits.max_decoded_bytes
+            ));
+        }
+        self.server.validate()?;
+        if let Some(u) = &self.public_url {
+            validate_public_url(u).map_err(|e| format!("public_url: {e}"))?;
+        }
         let mut seen = std::collections::HashSet::new();
         if let Some(dup) = self.roles.iter().find(|r| !seen.insert(**r)) {
             return Err(format!("roles: {} is listed twice", dup.name()));
@@ -233,7 +368,9 @@ impl Config {
         if let StorageConfig::Scylla(sc) = &self.storage {
             sc.validate().map_err(|e| format!("storage: {e}"))?;
         }
-        sextant_auth::Authenticator::new(&self.auth.api_keys).map_err(|e| e.to_string())?;
+        sextant_auth::Authenticator::new(&self.auth.api_keys)
+            .and_then(|a| a.with_admin_keys(&self.auth.admin_keys))
+            .map_err(|e| e.to_string())?;
         if !self.judge.base_url.is_empty() {
             self.judge.validate().map_err(|e| format!("judge: {e}"))?;
         }
@@ -245,6 +382,20 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Where clients reach this server: `public_url` without a trailing `/`, else the `http`
+    /// listen address (logged when that is a wildcard address no client can use).
+    pub fn public_base_url(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => {
+                if self.http.ip().is_unspecified() {
+                    tracing::warn!(http = %self.http, "public_url is not set: links this server hands out name {}; set public_url", self.http);
+                }
+                format!("http://{}", self.http)
+            }
+        }
     }
 
     pub fn runs_every_role(&self) -> bool {
@@ -273,9 +424,30 @@ impl Config {
             max_query_limit: self.limits.max_query_limit,
             max_projection_backlog: self.limits.max_projection_backlog,
             backpressure_wait: std::time::Duration::from_millis(self.limits.backpressure_wait_ms),
+            max_decoded_bytes_in_flight: self.limits.max_decoded_bytes_in_flight,
             ..Default::default()
         }
     }
+}
+
+/// An absolute `http(s)://host[:port][/path]` URL: no credentials, query or fragment.
+fn validate_public_url(u: &str) -> Result<(), String> {
+    let rest = u.strip_prefix("https://").or_else(|| u.strip_prefix("http://")).ok_or("must start with http:// or https://")?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') {
+        return Err(format!("{u:?} names no host"));
+    }
+    if let Some(c) = u.chars().find(|c| c.is_whitespace() || c.is_control() || matches!(c, '?' | '#' | '@' | '\\')) {
+        return Err(format!("{u:?} must not contain {c:?} (no credentials, query or fragment)"));
+    }
+    // `host:port`, or `[v6]:port`: what follows the last `:` after any `]` is the port.
+    let after_v6 = host.rfind(']').map_or(host, |i| &host[i + 1..]);
+    if let Some((_, port)) = after_v6.rsplit_once(':') {
+        if port.parse::<u16>().is_err() {
+            return Err(format!("{u:?}: {port:?} is not a port"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -371,8 +543,63 @@ mod tests {
     }
 
     #[test]
+    fn server_and_decode_limits_are_validated_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s.toml");
+        for (toml, key) in [
+            ("[server]\nheader_read_timeout_secs = 0\n", "server.header_read_timeout_secs"),
+            ("[server]\nidle_timeout_secs = 0\n", "server.idle_timeout_secs"),
+            ("[server]\ngrpc_idle_timeout_secs = 0\n", "server.grpc_idle_timeout_secs"),
+            ("[server]\nbody_read_timeout_secs = 40\nbody_read_deadline_secs = 30\n", "server.body_read_deadline_secs"),
+            ("[server]\nmax_connections = 0\n", "server.max_connections"),
+            ("[server]\ngrpc_max_connections = 0\n", "server.grpc_max_connections"),
+            ("[server]\nmax_conections = 10\n", "max_conections"),
+            ("[limits]\nmax_decoded_bytes_in_flight = 1000\n", "limits.max_decoded_bytes_in_flight"),
+        ] {
+            std::fs::write(&f, toml).unwrap();
+            let err = Config::load(Some(&f), &Overrides::default()).unwrap_err();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        std::fs::write(&f, "[server]\nmax_connections = 50\nidle_timeout_secs = 2\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SEXTANT_SERVER__GRPC_MAX_CONNECTIONS", "7");
+            let c = Config::load(Some(&f), &Overrides::default()).unwrap();
+            assert_eq!((c.server.max_connections, c.server.idle_timeout_secs, c.server.grpc_max_connections), (50, 2, 7));
+            assert_eq!(c.server.header_read_timeout_secs, 10, "unset keys keep their defaults");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn roles_parse_by_name() {
         assert_eq!(Role::parse(" projector").unwrap(), Role::Projector);
         assert!(Role::parse("feedbak").unwrap_err().contains("known roles: ingest, projector"));
+    }
+
+    #[test]
+    fn public_url_is_validated_and_defaults_to_the_listen_address() {
+        let mut c = Config::default();
+        assert_eq!(c.public_base_url(), "http://127.0.0.1:1984");
+        for ok in ["https://sextant.example.com", "https://sextant.example.com/", "http://10.0.0.5:8080/sextant", "http://[::1]:1984"] {
+            c.public_url = Some(ok.into());
+            c.validate().unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        c.public_url = Some("https://sextant.example.com/obs/".into());
+        assert_eq!(c.public_base_url(), "https://sextant.example.com/obs");
+        for bad in [
+            "sextant.example.com",
+            "ftp://x",
+            "https://",
+            "https://:80",
+            "https://a b",
+            "https://u:p@host",
+            "https://h/?x=1",
+            "https://h:99999",
+        ] {
+            c.public_url = Some(bad.into());
+            assert!(c.validate().unwrap_err().starts_with("public_url"), "{bad} was accepted");
+        }
+        let back: Config = toml::from_str(&c.dump()).unwrap();
+        assert_eq!(back.public_url, c.public_url);
     }
 }

@@ -2,9 +2,12 @@
 //! itself (callers pass listeners, so tests and scripts can use port 0), runs every service
 //! present in `roles`, and drains gracefully on shutdown.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod listen;
 pub mod telemetry;
+pub mod workers;
 
 use std::future::Future;
 use std::path::Path;
@@ -56,6 +59,8 @@ pub struct Server {
     pub signer: UrlSigner,
     /// Signs dataset attachment URLs.
     pub url_key: Arc<Vec<u8>>,
+    /// Which supervised workers are down (the process is unready while any is).
+    pub workers: Arc<workers::WorkerHealth>,
 }
 
 impl Server {
@@ -63,7 +68,9 @@ impl Server {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
         let bus: Arc<dyn EventBus> = match &config.bus {
-            config::BusConfig::InProcess => Arc::new(InProcessBus::open(&config.data_dir.join("bus"))?),
+            config::BusConfig::InProcess => {
+                Arc::new(InProcessBus::open_with_reserve(&config.data_dir.join("bus"), config.limits.min_free_disk_bytes)?)
+            }
             config::BusConfig::Jetstream(js) => {
                 let bus = JetStreamBus::connect(js.clone()).await.context("cannot start the JetStream bus")?;
                 info!(servers = ?js.servers, runs_stream = %bus.stream_name(sextant_events::Stream::Runs), "event bus: NATS JetStream");
@@ -85,7 +92,7 @@ impl Server {
                  use storage.kind = \"scylla\" to split roles across processes"
             );
         }
-        let auth = Arc::new(Authenticator::new(&config.auth.api_keys)?);
+        let auth = Arc::new(Authenticator::new(&config.auth.api_keys)?.with_admin_keys(&config.auth.admin_keys)?);
         if auth.is_open() {
             warn!(
                 "NO API KEYS CONFIGURED: every request is accepted as the single local tenant. \
@@ -102,20 +109,23 @@ impl Server {
         let url_key = Arc::new(key.clone());
         let signer = UrlSigner::new(key);
         let ingest = Arc::new(Ingest::new(bus.clone(), store.clone(), config.ingest_limits()));
-        Ok(Self { config, bus, store, ingest, feedback, queues, datasets, prompts, dataset_evaluators, auth, signer, url_key })
+        let workers = Arc::new(workers::WorkerHealth::default());
+        Ok(Self { config, bus, store, ingest, feedback, queues, datasets, prompts, dataset_evaluators, auth, signer, url_key, workers })
     }
 
     /// The HTTP application: every service's routes plus health and metrics.
     pub fn router(&self) -> Router {
-        let ready_state = ReadyState { bus: self.bus.clone() };
+        let ready_state = ReadyState { bus: self.bus.clone(), workers: self.workers.clone() };
         let mut app = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz).with_state(ready_state))
-            .route("/metrics", get(|| async { telemetry::render_metrics() }));
+            .route("/metrics", get(|| async { telemetry::render_metrics() }))
+            .merge(admin::router(self.bus.clone(), self.auth.clone()));
         if self.config.roles.contains(&Role::Ingest) {
             let state = HttpState { ingest: self.ingest.clone(), signer: self.signer.clone(), bus: self.bus.clone() };
             app = app.merge(sextant_ingest::http::router(state, self.auth.clone()));
-            let state = FeedbackState { feedback: self.feedback.clone(), queues: self.queues.clone() };
+            let public_url = self.config.public_base_url().into();
+            let state = FeedbackState { feedback: self.feedback.clone(), queues: self.queues.clone(), public_url };
             app = app.merge(sextant_feedback::http::router(state, self.auth.clone()));
             let state = DatasetState { datasets: self.datasets.clone(), url_key: self.url_key.clone() };
             app = app.merge(sextant_dataset_curation::http::router(state, self.auth.clone()));
@@ -128,26 +138,44 @@ impl Server {
             app = app.merge(sextant_evaluator::http::router(state, self.auth.clone()));
             app = app.merge(sextant_prompt_hub::http::router(self.prompts.clone(), self.auth.clone()));
         }
-        app.layer(middleware::from_fn(record_http_metrics)).layer(middleware::from_fn(trace_context)).layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+        // A handler that panics answers 500 (and is logged and counted) instead of dropping
+        // the connection; the panic stays in its request.
+        app.layer(tower_http::catch_panic::CatchPanicLayer::custom(handler_panicked))
+            .layer(middleware::from_fn(record_http_metrics))
+            .layer(middleware::from_fn(trace_context))
+            .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
                 let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default();
                 info_span!("http", method = %req.method(), route = %route, tenant = tracing::field::Empty, trace_id = tracing::field::Empty)
-            }),
-        )
+            }))
     }
+}
+
+fn handler_panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = sextant_bus::panic_message(panic.as_ref());
+    tracing::error!(panic = %message, "a request handler panicked");
+    metrics::counter!("sextant_http_handler_panics_total").increment(1);
+    sextant_proto::ApiError::new(sextant_proto::ErrorKind::Internal, "the server failed on this request (a bug: it has been logged)")
+        .into_response()
 }
 
 #[derive(Clone)]
 struct ReadyState {
     bus: Arc<dyn EventBus>,
+    workers: Arc<workers::WorkerHealth>,
 }
 
 async fn readyz(State(s): State<ReadyState>) -> Response {
-    if s.bus.ready().await {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "event bus not ready").into_response()
+    if let Some(reason) = s.bus.not_ready_reason().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}")).into_response();
     }
+    if !s.bus.ready().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, "event bus not ready").into_response();
+    }
+    let down = s.workers.down();
+    if !down.is_empty() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("workers down (restarting): {}", down.join(", "))).into_response();
+    }
+    (StatusCode::OK, "ready").into_response()
 }
 
 /// W3C trace context: continues the caller's trace (or starts one), logs its id on the request
@@ -251,16 +279,6 @@ pub async fn serve(
     let mut tasks = tokio::task::JoinSet::new();
 
     if server.config.roles.contains(&Role::Projector) {
-        tasks.spawn(sextant_ingest::projector::run_projector(server.bus.clone(), server.store.clone(), stop_rx.clone()));
-        tasks.spawn(sextant_feedback::projector::run_feedback_projector(server.bus.clone(), server.store.clone(), stop_rx.clone()));
-        tasks.spawn(sextant_dataset_curation::projector::run_dataset_projector(server.bus.clone(), server.store.clone(), stop_rx.clone()));
-        tasks.spawn(sextant_prompt_hub::projector::run_prompt_projector(server.bus.clone(), server.store.clone(), stop_rx.clone()));
-        tasks.spawn(sextant_feedback::router::run_annotation_router(
-            server.bus.clone(),
-            server.store.clone(),
-            server.queues.clone(),
-            stop_rx.clone(),
-        ));
         let online = sextant_evaluator::online::OnlineEvaluator::new(
             &server.config.online_eval,
             &server.config.judge,
@@ -269,31 +287,52 @@ pub async fn serve(
             server.feedback.clone(),
         )
         .map_err(|e| anyhow::anyhow!("online_eval: {e}"))?;
-        tasks.spawn(sextant_evaluator::online::run_online_evaluator(server.bus.clone(), online, stop_rx.clone()));
-        tasks.spawn(sextant_evaluator::dataset_evaluators::run_experiment_evaluator(
-            server.bus.clone(),
-            server.dataset_evaluators.clone(),
-            stop_rx.clone(),
+        let curation = sextant_dataset_curation::rules::CurationRules::new(server.datasets.clone());
+        let (bus, store) = (server.bus.clone(), server.store.clone());
+        // Each worker is made again from these handles if it has to be restarted.
+        let health = server.workers.clone();
+        macro_rules! supervise {
+            ($name:literal, $make:expr) => {
+                workers::supervise(&mut tasks, health.clone(), $name, stop_rx.clone(), $make)
+            };
+        }
+        let (b, s) = (bus.clone(), store.clone());
+        supervise!("run-projector", move |stop| sextant_ingest::projector::run_projector(b.clone(), s.clone(), stop));
+        let (b, s) = (bus.clone(), store.clone());
+        supervise!("feedback-projector", move |stop| sextant_feedback::projector::run_feedback_projector(b.clone(), s.clone(), stop));
+        let (b, s) = (bus.clone(), store.clone());
+        supervise!("dataset-projector", move |stop| sextant_dataset_curation::projector::run_dataset_projector(b.clone(), s.clone(), stop));
+        let (b, s) = (bus.clone(), store.clone());
+        supervise!("prompt-projector", move |stop| sextant_prompt_hub::projector::run_prompt_projector(b.clone(), s.clone(), stop));
+        let (b, s, q) = (bus.clone(), store.clone(), server.queues.clone());
+        supervise!("annotation-router", move |stop| sextant_feedback::router::run_annotation_router(b.clone(), s.clone(), q.clone(), stop));
+        if !online.is_empty() {
+            let b = bus.clone();
+            supervise!("online-evaluator", move |stop| sextant_evaluator::online::run_online_evaluator(b.clone(), online.clone(), stop));
+        }
+        let (b, e) = (bus.clone(), server.dataset_evaluators.clone());
+        supervise!("experiment-evaluator", move |stop| sextant_evaluator::dataset_evaluators::run_experiment_evaluator(
+            b.clone(),
+            e.clone(),
+            stop
         ));
-        tasks.spawn(sextant_dataset_curation::rules::run_curation_rules(
-            server.bus.clone(),
-            sextant_dataset_curation::rules::CurationRules::new(server.datasets.clone()),
-            stop_rx.clone(),
-        ));
+        let b = bus.clone();
+        supervise!("curation-rules", move |stop| sextant_dataset_curation::rules::run_curation_rules(b.clone(), curation.clone(), stop));
     }
 
     let app = server.router();
     info!(http = %http.local_addr()?, grpc = %grpc.local_addr()?, roles = ?server.config.roles, "sextant serving");
+    // Timeouts, connection caps (fitted to the open-file limit) and refusals: `listen.rs`.
+    let listen = Arc::new(listen::Settings::new(&server.config.server, server.config.limits.max_body_bytes));
+    listen::return_large_c_allocations();
     let mut http_stop = stop_rx.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(http, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let http_task = tokio::spawn(listen::serve_http(http, app, listen.clone(), async move {
+        let _ = http_stop.wait_for(|s| *s).await;
+    }));
     let mut grpc_stop = stop_rx.clone();
-    let mut grpc_server = tonic::transport::Server::builder().layer(GrpcTraceContextLayer);
+    let mut grpc_server = listen::grpc_server(&listen)
+        .layer(listen::GrpcConnLayer::new(&listen, server.ingest.decode_budget.clone()))
+        .layer(GrpcTraceContextLayer);
     // The API role serves every service's gRPC surface, as it serves their REST routes.
     let api = server.config.roles.contains(&Role::Ingest);
     let grpc_router = grpc_server
@@ -314,7 +353,7 @@ pub async fn serve(
         .add_optional_service(api.then(|| sextant_prompt_hub::grpc::prompt_service(server.prompts.clone(), server.auth.clone())));
     let grpc_task = tokio::spawn(async move {
         grpc_router
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc), async move {
+            .serve_with_incoming_shutdown(listen::grpc_incoming(grpc, listen), async move {
                 let _ = grpc_stop.wait_for(|s| *s).await;
             })
             .await

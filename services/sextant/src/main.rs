@@ -58,6 +58,11 @@ enum Command {
         #[command(subcommand)]
         command: sextant::cli::DatasetsCommand,
     },
+    /// Dead letters on a running server: list them, replay them (operators; admin key).
+    Dlq {
+        #[command(subcommand)]
+        command: sextant::cli::DlqCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -74,6 +79,16 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sextant datasets: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Dlq { command } => {
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match rt.block_on(sextant::cli::run_dlq(command)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sextant dlq: {e:#}");
                     ExitCode::FAILURE
                 }
             }

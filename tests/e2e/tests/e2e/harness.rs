@@ -57,6 +57,22 @@ impl Sextant {
         s
     }
 
+    /// A server on a data directory the caller owns (a small filesystem, a directory reused
+    /// across servers), with an optional TOML config and extra environment.
+    pub async fn start_in(data_dir: PathBuf, config_toml: Option<&str>, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_toml.map(|c| {
+            let p = dir.path().join("sextant.toml");
+            std::fs::write(&p, c).unwrap();
+            p
+        });
+        let log = dir.path().join("server.log");
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut s = Self { child: None, url: String::new(), grpc_url: String::new(), data_dir, config, log, env, _dir: Some(dir) };
+        s.launch().await;
+        s
+    }
+
     /// (Re)starts the process on new ports with the same data directory.
     pub async fn launch(&mut self) {
         let (http, grpc) = (free_port(), free_port());
@@ -93,6 +109,11 @@ impl Sextant {
             assert!(Instant::now() < deadline, "sextant never became ready:\n{}", self.log_tail());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The running process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     pub fn log_path(&self) -> &Path {

@@ -5,9 +5,13 @@
 mod harness;
 
 mod bad_input;
+mod disk_full;
 mod distributed;
+mod dlq;
 mod durability;
 mod grpc;
 mod online_eval;
 mod prompts;
+mod slow_clients;
+mod strict_input;
 mod tenancy;
