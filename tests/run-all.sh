@@ -7,6 +7,7 @@
 #      file changes: a hash stamp is kept in .venv)
 #   3. cargo build -p sextant
 #   4. cargo test --workspace            (extra arguments: CARGO_TEST_ARGS="...")
+#   4b. bash tests/fuzz.sh                (cargo-fuzz targets, FUZZ_SECONDS=60 each; SKIP_FUZZ=1 skips)
 #   5. pytest tests/python -q            (extra arguments: PYTEST_ARGS="..."; the server binary
 #                                         is the one just built, passed as SEXTANT_BIN)
 #
@@ -46,6 +47,11 @@ count_pytest() { # count_pytest LOG: read pytest's closing line ("3 failed, 52 p
     n="$(grep -oE '[0-9]+ failed' <<<"$line" | cut -d' ' -f1)"; T_FAILED=$((T_FAILED + ${n:-0}))
     n="$(grep -oE '[0-9]+ errors?' <<<"$line" | cut -d' ' -f1)"; T_FAILED=$((T_FAILED + ${n:-0}))
     n="$(grep -oE '[0-9]+ skipped' <<<"$line" | cut -d' ' -f1)"; T_SKIPPED=$((T_SKIPPED + ${n:-0}))
+}
+count_fuzz() { # count_fuzz LOG: read tests/fuzz.sh's closing "fuzz: N passed, N failed" line
+    local p f
+    read -r p f < <(sed -nE 's/^fuzz: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/p' "$1" | tail -n1)
+    T_PASSED=$((T_PASSED + ${p:-0})); T_FAILED=$((T_FAILED + ${f:-0}))
 }
 note() { printf '\n==> %s\n' "$*"; }
 record() { # record NAME STATUS
@@ -163,6 +169,16 @@ else
     else
         record "cargo test" "FAILED (exit $rc)"
     fi
+fi
+
+if [ "${SKIP_FUZZ:-0}" = 1 ]; then
+    record "fuzz" "skipped (SKIP_FUZZ=1)"
+else
+    note "tests/fuzz.sh (FUZZ_SECONDS=${FUZZ_SECONDS:-60} per target)"
+    bash "$ROOT/tests/fuzz.sh" 2>&1 | tee "$LOGDIR/fuzz.log"
+    rc=${PIPESTATUS[0]}
+    count_fuzz "$LOGDIR/fuzz.log"
+    if [ "$rc" -eq 0 ]; then record "fuzz" "ok"; else record "fuzz" "FAILED (exit $rc)"; fi
 fi
 
 # ---------------------------------------------------------------------------------------------

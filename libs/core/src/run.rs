@@ -387,7 +387,7 @@ impl Run {
                 self.prompt_tokens = get("input_tokens");
                 self.completion_tokens = get("output_tokens");
                 self.total_tokens = get("total_tokens").or(match (self.prompt_tokens, self.completion_tokens) {
-                    (Some(p), Some(c)) => Some(p + c),
+                    (Some(p), Some(c)) => p.checked_add(c),
                     _ => None,
                 });
                 let cost = |k: &str| usage.get(k).and_then(Value::as_f64);

@@ -46,27 +46,37 @@ impl Timestamp {
         if s.len() > 64 {
             return Err(err());
         }
+        // RFC 3339 has four-digit years: a time outside 0000-9999 UTC could not be written back
+        // in a form this accepts (found by fuzzing the filter language).
+        match Self::parse_any(s).map(|t| t.to_offset(UtcOffset::UTC)) {
+            Some(t) if (0..=9999).contains(&t.year()) => Ok(Self::from_offset(t)),
+            _ => Err(err()),
+        }
+    }
+
+    /// The first of the accepted forms that `s` is in.
+    fn parse_any(s: &str) -> Option<OffsetDateTime> {
         if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
-            return Ok(Self::from_offset(t));
+            return Some(t);
         }
         // Naive forms: with 'T' or a space, with or without fraction.
         let normalized = s.replacen(' ', "T", 1);
         let with_z = format!("{normalized}Z");
         if let Ok(t) = OffsetDateTime::parse(&with_z, &Rfc3339) {
-            return Ok(Self::from_offset(t));
+            return Some(t);
         }
         // Offsets without a colon, e.g. +0000, or a date alone.
         let fmt_no_colon = format_description!(
             "[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond]]][offset_hour sign:mandatory][offset_minute]"
         );
         if let Ok(t) = OffsetDateTime::parse(&normalized, &fmt_no_colon) {
-            return Ok(Self::from_offset(t));
+            return Some(t);
         }
         let date_only = format_description!("[year]-[month]-[day]");
         if let Ok(d) = time::Date::parse(&normalized, &date_only) {
-            return Ok(Self::from_offset(PrimitiveDateTime::new(d, time::Time::MIDNIGHT).assume_utc()));
+            return Some(PrimitiveDateTime::new(d, time::Time::MIDNIGHT).assume_utc());
         }
-        Err(err())
+        None
     }
 
     fn to_offset(self) -> OffsetDateTime {

@@ -495,6 +495,41 @@ fn canonical_form_round_trips() {
     );
 }
 
+/// A fuzz regression: `src` parses, and its canonical form parses back to the same filter.
+fn assert_round_trips(src: &str) {
+    let a = parse(src).unwrap_or_else(|e| panic!("{src:?}: {e}"));
+    let shown = a.to_string();
+    let b = parse(&shown).unwrap_or_else(|e| panic!("{src:?} → {shown:?}: {e}"));
+    assert_eq!(a, b, "{src:?} → {shown:?}");
+    assert_eq!(b.to_string(), shown, "display is a fixed point");
+}
+
+/// fuzz/regressions/filter/float-roundtrip-has-metadata: serde_json parsed some numbers in
+/// `has(metadata, '…')` to a neighbouring float (the canonical form then named another
+/// number) until its `float_roundtrip` feature was enabled.
+#[test]
+fn fuzz_regression_float_in_has_metadata() {
+    assert_round_trips(include_str!("../../../fuzz/regressions/filter/float-roundtrip-has-metadata"));
+    assert_round_trips(r#"has(metadata, '{"foo": 5.1e+93, "p": 0.30000000000000004}')"#);
+}
+
+/// fuzz/regressions/filter/negative-year-timestamp: `Timestamp::parse` accepted a year before
+/// 0000 (`-2206-11-25T03:25:38-0900`), which `to_iso` wrote in a form `parse` refuses; years
+/// outside 0000-9999 UTC are now refused.
+#[test]
+fn fuzz_regression_negative_year_timestamp() {
+    let src = include_str!("../../../fuzz/regressions/filter/negative-year-timestamp");
+    if parse(src).is_ok() {
+        assert_round_trips(src);
+    }
+    for t in ["-0001-01-01", "0000-01-01T00:30:00+01:00"] {
+        let src = format!("gt(start_time, '{t}')");
+        if parse(&src).is_ok() {
+            assert_round_trips(&src);
+        }
+    }
+}
+
 /// A small deterministic generator (xorshift) so the test needs no extra crate.
 struct Rng(u64);
 
