@@ -33,6 +33,8 @@ pub struct Sextant {
     /// Extra environment for the process (applied after the defaults, so it can override them).
     env: Vec<(String, String)>,
     _dir: Option<tempfile::TempDir>,
+    /// The data directory's parent, when the server made it.
+    _data: Option<tempfile::TempDir>,
 }
 
 impl Sextant {
@@ -43,17 +45,9 @@ impl Sextant {
 
     /// [`Sextant::start`] with extra environment variables, e.g. a `RUST_LOG`.
     pub async fn start_with_env(config_toml: Option<&str>, env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let data_dir = dir.path().join("data");
-        let config = config_toml.map(|c| {
-            let p = dir.path().join("sextant.toml");
-            std::fs::write(&p, c).unwrap();
-            p
-        });
-        let log = dir.path().join("server.log");
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut s = Self { child: None, url: String::new(), grpc_url: String::new(), data_dir, config, log, env, _dir: Some(dir) };
-        s.launch().await;
+        let data = tempfile::tempdir().unwrap();
+        let mut s = Self::start_in(data.path().join("data"), config_toml, env).await;
+        s._data = Some(data);
         s
     }
 
@@ -68,7 +62,8 @@ impl Sextant {
         });
         let log = dir.path().join("server.log");
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut s = Self { child: None, url: String::new(), grpc_url: String::new(), data_dir, config, log, env, _dir: Some(dir) };
+        let mut s =
+            Self { child: None, url: String::new(), grpc_url: String::new(), data_dir, config, log, env, _dir: Some(dir), _data: None };
         s.launch().await;
         s
     }
