@@ -70,7 +70,9 @@ fn marker(e: &Envelope) -> u128 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_are_created_idempotently_with_configured_limits() {
     let server = NatsServer::start();
-    let cfg = JetStreamConfig { max_age_secs: 3600, max_bytes: 1 << 30, ..config(&server) };
+    // JetStream reserves max_bytes per stream against the server's store (a share of the free
+    // disk), so a large limit fails on a small CI disk; 64 MiB per stream fits anywhere.
+    let cfg = JetStreamConfig { max_age_secs: 3600, max_bytes: 64 << 20, ..config(&server) };
     let bus = JetStreamBus::connect(cfg.clone()).await.unwrap();
     bus.publish(&[event(1)]).await.unwrap();
     // A second replica starting (or a restart) finds the streams and keeps their events.
@@ -83,7 +85,7 @@ async fn streams_are_created_idempotently_with_configured_limits() {
     let mut stream = js.get_stream(again.stream_name(Stream::Runs)).await.unwrap();
     let info = stream.info().await.unwrap();
     assert_eq!(info.config.max_age, Duration::from_secs(3600));
-    assert_eq!(info.config.max_bytes, 1 << 30);
+    assert_eq!(info.config.max_bytes, 64 << 20);
     assert_eq!(info.config.subjects, vec!["sextant.runs.>".to_string()]);
     assert_eq!(info.config.storage, async_nats::jetstream::stream::StorageType::File);
 }
