@@ -26,7 +26,7 @@ use uuid::Uuid;
 use sextant_events::{decode, encode, Envelope, Stream};
 
 use crate::disk::DiskGuard;
-use crate::{Acker, BusError, BusErrorKind, ConsumerSpec, DeadLetter, Delivery, EventBus, Replayed, Subscription};
+use crate::{Acker, BusError, BusErrorKind, ConsumerProgress, ConsumerSpec, DeadLetter, Delivery, EventBus, Replayed, Subscription};
 
 /// How long a published envelope id is remembered for deduplication.
 const DEDUPE_WINDOW: Duration = Duration::from_secs(120);
@@ -475,6 +475,12 @@ impl EventBus for InProcessBus {
         let head = *self.inner.heads[&stream].borrow();
         let floor = self.inner.consumers.lock().expect("poisoned").get(durable).map(|c| c.state.lock().expect("poisoned").floor());
         Ok(floor.map(|f| (head + 1).saturating_sub(f)))
+    }
+
+    async fn progress(&self, durable: &str, stream: Stream) -> Result<Option<ConsumerProgress>, BusError> {
+        let last_published = *self.inner.heads[&stream].borrow();
+        let floor = self.inner.consumers.lock().expect("poisoned").get(durable).map(|c| c.state.lock().expect("poisoned").floor());
+        Ok(floor.map(|f| ConsumerProgress { last_published, settled_through: f.saturating_sub(1) }))
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {

@@ -34,7 +34,7 @@ use tracing::{debug, info, warn};
 
 use sextant_events::{CodecError, Envelope, Stream};
 
-use crate::{Acker, BusError, BusErrorKind, ConsumerSpec, DeadLetter, Delivery, EventBus, Replayed, Subscription};
+use crate::{Acker, BusError, BusErrorKind, ConsumerProgress, ConsumerSpec, DeadLetter, Delivery, EventBus, Replayed, Subscription};
 
 /// Where the bus finds NATS and how it sizes its streams.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -347,6 +347,30 @@ impl EventBus for JetStreamBus {
                 _ => Err(unavailable(&format!("consumer info {durable}"), e)),
             },
         }
+    }
+
+    async fn progress(&self, durable: &str, stream: Stream) -> Result<Option<ConsumerProgress>, BusError> {
+        if self.inner.client.connection_state() != State::Connected {
+            return Err(BusError::new(BusErrorKind::Unavailable, "NATS is not connected"));
+        }
+        let stream_name = self.inner.config.stream_name(stream);
+        let consumer = match self.inner.js.get_consumer_from_stream::<pull::Config, _, _>(durable, &stream_name).await {
+            Ok(c) => c,
+            Err(e) => match e.kind() {
+                jetstream::stream::ConsumerErrorKind::JetStream(j) if j.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND => {
+                    return Ok(None)
+                }
+                _ => return Err(unavailable(&format!("consumer info {durable}"), e)),
+            },
+        };
+        // Fetching the consumer fetched its info: one round trip.
+        let info = consumer.cached_info();
+        // The consumer reads the whole stream: what it has not been delivered yet follows its
+        // delivered position.
+        Ok(Some(ConsumerProgress {
+            last_published: info.delivered.stream_sequence + info.num_pending,
+            settled_through: info.ack_floor.stream_sequence,
+        }))
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {

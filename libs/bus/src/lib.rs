@@ -82,6 +82,15 @@ impl ConsumerSpec {
     }
 }
 
+/// A consumer's position in its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerProgress {
+    /// The sequence of the newest event in the stream (each was acknowledged to its publisher).
+    pub last_published: u64,
+    /// Every event at or below this sequence has been settled by the consumer.
+    pub settled_through: u64,
+}
+
 /// An event that was given up on: terminated by its handler or delivered too often.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
@@ -235,6 +244,12 @@ pub trait EventBus: Send + Sync + 'static {
     /// Events of `stream` that the named consumer has not settled yet (delivered or not), or
     /// `None` if the consumer does not exist. Used for backpressure and lag metrics.
     async fn pending(&self, durable: &str, stream: Stream) -> Result<Option<u64>, BusError>;
+
+    /// How far the named consumer has got through `stream` (`None`: no such consumer, or the
+    /// bus cannot say). Queries use it to wait for what was acknowledged before they arrived.
+    async fn progress(&self, _durable: &str, _stream: Stream) -> Result<Option<ConsumerProgress>, BusError> {
+        Ok(None)
+    }
 
     /// The most recent dead letters, newest first, at most `limit`.
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError>;

@@ -57,6 +57,10 @@ macro_rules! bus_conformance {
             $crate::testsuite::pending_counts_unsettled_events($new.await).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn progress_tracks_published_and_settled() {
+            $crate::testsuite::progress_tracks_published_and_settled($new.await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn term_records_a_dead_letter() {
             $crate::testsuite::term_records_a_dead_letter($new.await).await
         }
@@ -297,6 +301,33 @@ pub async fn streams_are_separate(bus: Arc<dyn EventBus>) {
     assert_eq!(take_acked(&mut runs, 1).await, vec![2]);
     assert_eq!(take_acked(&mut projects, 1).await, vec![1]);
     assert!(runs.next_batch(5, SHORT).await.unwrap().is_empty());
+}
+
+/// `progress` is what read-your-writes queries wait on: the newest published sequence, and
+/// how far the consumer has settled (acked or terminated) without a gap.
+pub async fn progress_tracks_published_and_settled(bus: Arc<dyn EventBus>) {
+    let s = spec("progress");
+    assert_eq!(bus.progress(&s.durable, Stream::Projects).await.unwrap(), None, "unknown consumer");
+    let mut sub = bus.subscribe(s.clone()).await.unwrap();
+    let p0 = bus.progress(&s.durable, Stream::Projects).await.unwrap().expect("a consumer");
+    assert_eq!(p0.settled_through, p0.last_published, "nothing published yet, nothing pending");
+    bus.publish(&(1..=5).map(event).collect::<Vec<_>>()).await.unwrap();
+    let p = bus.progress(&s.durable, Stream::Projects).await.unwrap().expect("a consumer");
+    assert_eq!(p.last_published, p0.last_published + 5);
+    assert_eq!(p.settled_through, p0.settled_through);
+    let batch = sub.next_batch(2, WAIT).await.unwrap();
+    assert_eq!(bus.progress(&s.durable, Stream::Projects).await.unwrap().unwrap().settled_through, p0.settled_through, "delivered is not settled");
+    for d in batch {
+        d.ack().await.unwrap();
+    }
+    assert_eq!(bus.progress(&s.durable, Stream::Projects).await.unwrap().unwrap().settled_through, p0.settled_through + 2);
+    take_acked(&mut sub, 3).await;
+    let done = bus.progress(&s.durable, Stream::Projects).await.unwrap().unwrap();
+    assert_eq!(done, progress_at(p0.last_published + 5, p0.last_published + 5));
+}
+
+fn progress_at(last_published: u64, settled_through: u64) -> crate::ConsumerProgress {
+    crate::ConsumerProgress { last_published, settled_through }
 }
 
 pub async fn pending_counts_unsettled_events(bus: Arc<dyn EventBus>) {

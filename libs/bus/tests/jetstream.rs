@@ -33,6 +33,9 @@ impl EventBus for BusWithServer {
     async fn pending(&self, durable: &str, stream: Stream) -> Result<Option<u64>, BusError> {
         self.bus.pending(durable, stream).await
     }
+    async fn progress(&self, durable: &str, stream: Stream) -> Result<Option<sextant_bus::ConsumerProgress>, BusError> {
+        self.bus.progress(durable, stream).await
+    }
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
         self.bus.dead_letters(limit).await
     }
