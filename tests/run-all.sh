@@ -10,12 +10,15 @@
 #   4b. bash tests/fuzz.sh                (cargo-fuzz targets, FUZZ_SECONDS=60 each; SKIP_FUZZ=1 skips)
 #   5. pytest tests/python -q            (extra arguments: PYTEST_ARGS="..."; the server binary
 #                                         is the one just built, passed as SEXTANT_BIN)
+#   6. node --test tests/js               (the npm `langsmith` SDK, pinned by tests/js/package-lock.json
+#                                         and installed with `npm ci` when the lockfile changes)
 #
 # Every step runs even if an earlier test step failed (a failed build skips pytest, which needs
 # the binary); the script ends with a summary and exits non-zero if anything failed.
 # Re-runs are fast: nothing is installed again, cargo builds incrementally.
 #
-# Knobs: SKIP_RUST=1 skips step 4, SKIP_PYTHON=1 skips step 5, PYTEST_TIMEOUT (seconds, 1800).
+# Knobs: SKIP_RUST=1 skips step 4, SKIP_PYTHON=1 skips step 5, SKIP_JS=1 skips step 6,
+# PYTEST_TIMEOUT (seconds, 1800), JS_TIMEOUT (seconds, 900).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,6 +50,12 @@ count_pytest() { # count_pytest LOG: read pytest's closing line ("3 failed, 52 p
     n="$(grep -oE '[0-9]+ failed' <<<"$line" | cut -d' ' -f1)"; T_FAILED=$((T_FAILED + ${n:-0}))
     n="$(grep -oE '[0-9]+ errors?' <<<"$line" | cut -d' ' -f1)"; T_FAILED=$((T_FAILED + ${n:-0}))
     n="$(grep -oE '[0-9]+ skipped' <<<"$line" | cut -d' ' -f1)"; T_SKIPPED=$((T_SKIPPED + ${n:-0}))
+}
+count_node() { # count_node LOG: read node --test's TAP summary ("# pass 5", "# fail 0", "# skipped 1")
+    local n
+    n="$(sed -nE 's/^# pass ([0-9]+)$/\1/p' "$1" | tail -n1)"; T_PASSED=$((T_PASSED + ${n:-0}))
+    n="$(sed -nE 's/^# fail ([0-9]+)$/\1/p' "$1" | tail -n1)"; T_FAILED=$((T_FAILED + ${n:-0}))
+    n="$(sed -nE 's/^# skipped ([0-9]+)$/\1/p' "$1" | tail -n1)"; T_SKIPPED=$((T_SKIPPED + ${n:-0}))
 }
 count_fuzz() { # count_fuzz LOG: read tests/fuzz.sh's closing "fuzz: N passed, N failed" line
     local p f
@@ -102,6 +111,10 @@ setup_system() {
         note "installing python3-venv"
         apt_install python3-venv || return 1
     fi
+    if [ "${SKIP_JS:-0}" != 1 ] && ! command -v npm >/dev/null 2>&1; then
+        note "installing nodejs and npm"
+        apt_install nodejs npm || return 1
+    fi
     python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
         echo "python3 is $(python3 --version 2>&1); the langsmith SDK needs >= 3.11" >&2
         return 1
@@ -128,8 +141,20 @@ setup_venv() {
     fi
 }
 
-note "setup: system packages and .venv"
-if setup_system && setup_venv; then
+setup_js() { # npm ci in tests/js when its lockfile (or node's version) changed
+    [ "${SKIP_JS:-0}" = 1 ] && return 0
+    local dir="$ROOT/tests/js" want have stamp="$ROOT/tests/js/node_modules/.package-lock.sha256"
+    want="$( (cat "$dir/package-lock.json"; node --version) | sha256sum | cut -d' ' -f1)"
+    have="$(cat "$stamp" 2>/dev/null || true)"
+    if [ "$want" != "$have" ]; then
+        note "npm ci in tests/js"
+        (cd "$dir" && npm ci --no-audit --no-fund) || return 1
+        echo "$want" >"$stamp"
+    fi
+}
+
+note "setup: system packages, .venv and tests/js/node_modules"
+if setup_system && setup_venv && setup_js; then
     record "setup" "ok"
 else
     record "setup" "FAILED"
@@ -203,6 +228,27 @@ else
         5) record "pytest" "ok (no tests collected)" ;;
         124) record "pytest" "FAILED (timed out after ${PYTEST_TIMEOUT:-1800}s)" ;;
         *) record "pytest" "FAILED (exit $rc)" ;;
+    esac
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 4. JS/TS: the official langsmith npm package against the real server
+# ---------------------------------------------------------------------------------------------
+if [ "${SKIP_JS:-0}" = 1 ]; then
+    record "node --test" "skipped (SKIP_JS=1)"
+elif [ "$BUILD_OK" -ne 1 ] || [ ! -x "$SEXTANT_BIN_BUILT" ]; then
+    record "node --test" "FAILED (not run: no server binary)"
+else
+    note "node --test tests/js ($(node --version), langsmith $(node -p 'require("./tests/js/node_modules/langsmith/package.json").version' 2>&1))"
+    (cd "$ROOT/tests/js" && SEXTANT_BIN="$SEXTANT_BIN_BUILT" timeout --kill-after=30 "${JS_TIMEOUT:-900}" \
+        node --test --test-reporter=tap --test-concurrency=1 --test-timeout=120000 ./*.test.mjs </dev/null) 2>&1 |
+        tee "$LOGDIR/node.log"
+    rc=${PIPESTATUS[0]}
+    count_node "$LOGDIR/node.log"
+    case "$rc" in
+        0) record "node --test" "ok" ;;
+        124) record "node --test" "FAILED (timed out after ${JS_TIMEOUT:-900}s)" ;;
+        *) record "node --test" "FAILED (exit $rc)" ;;
     esac
 fi
 

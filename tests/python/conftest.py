@@ -52,6 +52,8 @@ class Server:
     log_path: Optional[Path]
     process: Optional[subprocess.Popen]
     log_file: Optional[IO[bytes]] = None
+    # host:port of the gRPC listener (None for an external SEXTANT_URL server).
+    grpc_target: Optional[str] = None
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -148,7 +150,13 @@ def start_server(
         env=proc_env,
         start_new_session=True,
     )
-    server = Server(url=f"http://127.0.0.1:{http_port}", log_path=log_path, process=proc, log_file=log_file)
+    server = Server(
+        url=f"http://127.0.0.1:{http_port}",
+        log_path=log_path,
+        process=proc,
+        log_file=log_file,
+        grpc_target=f"127.0.0.1:{grpc_port}",
+    )
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
         last = "no answer yet"

@@ -51,9 +51,9 @@ def test_queue_lifecycle_and_legacy_run_endpoints(make_client):
     c.delete_run_from_annotation_queue(q.id, run_id=runs["r1"].id)
     assert [r.id for r in c.list_runs_from_annotation_queue(q.id)] == [runs["r2"].id]
 
-    # Unknown runs and queues are clear 404s.
+    # Unknown queues are clear 404s (unknown runs are accepted: they may not be ingested yet).
     with pytest.raises(ls.utils.LangSmithNotFoundError):
-        c.add_runs_to_annotation_queue(q.id, run_ids=[uuid.uuid4()])
+        c.add_runs_to_annotation_queue(uuid.uuid4(), run_ids=[runs["r3"].id])
     with pytest.raises(ls.utils.LangSmithNotFoundError):
         c.read_annotation_queue(uuid.uuid4())
 
@@ -193,3 +193,71 @@ def test_routing_rules_fill_a_queue_from_the_run_stream(make_client, sextant):
 
     eventually(routed, client=c, what="routed runs")
     assert runs["weather"].id not in {r.id for r in c.list_runs_from_annotation_queue(q.id)}
+
+
+def queue_size(url: str, qid, **params) -> int:
+    r = requests.get(f"{url}/annotation-queues/{qid}/size", params=params, headers=H, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()["size"]
+
+
+def test_queue_size_counts_items_by_status(make_client, sextant):
+    c = make_client()
+    q = c.create_annotation_queue(name=unique("py-queue-size"))
+    assert queue_size(sextant.url, q.id) == 0
+    runs = traced(c, unique("py-queue-size-runs"), [("a", "one"), ("b", "two"), ("c", "three")])
+    c.add_runs_to_annotation_queue(q.id, run_ids=[r.id for r in runs.values()])
+    assert queue_size(sextant.url, q.id) == 3
+    assert queue_size(sextant.url + "/api/v1", q.id) == 3
+
+    # The SDK's (deprecated) Stainless call parses {"size": n}.
+    async def sdk_size(**kw):
+        return (await c.annotation_queues.retrieve_size(str(q.id), **kw)).size
+
+    assert asyncio.run(sdk_size()) == 3
+    nxt = requests.post(f"{sextant.url}/annotation-queues/{q.id}/next", json={"reviewer": "ann"}, headers=H, timeout=10).json()
+    assert review(sextant.url, q.id, nxt["item"]["id"], "ann", [{"key": "correct", "score": 1}], done=True).status_code == 200
+    assert queue_size(sextant.url, q.id, status="completed") == 1
+    assert asyncio.run(sdk_size(status="needs_my_review")) == 2
+    assert queue_size(sextant.url, q.id) == 3
+    r = requests.get(f"{sextant.url}/annotation-queues/{q.id}/size", params={"status": "soon"}, headers=H, timeout=10)
+    assert r.status_code == 422 and "status" in r.text
+    assert requests.get(f"{sextant.url}/annotation-queues/{uuid.uuid4()}/size", headers=H, timeout=10).status_code == 404
+
+
+def test_runs_added_before_they_are_ingested_show_up_once_they_arrive(make_client):
+    """add_runs_to_annotation_queue from inside the @traceable function that produces the run:
+    the run is not sent yet, and the add must not 404."""
+    c = make_client()
+    q = c.create_annotation_queue(name=unique("py-queue-early"))
+    project = unique("py-queue-early-runs")
+    run_id = uuid.uuid4()
+    # Certainly before the run exists: it has not even started.
+    c.add_runs_to_annotation_queue(q.id, run_ids=[run_id])
+    assert list(c.list_runs_from_annotation_queue(q.id)) == [], "nothing to show until the run arrives"
+
+    @traceable
+    def flagged_answer(question: str) -> str:
+        rt = ls.get_current_run_tree()
+        c.add_runs_to_annotation_queue(q.id, run_ids=[rt.id])  # again, from inside: still once
+        return f"unsure about {question}"
+
+    flagged_answer("refunds", langsmith_extra={"project_name": project, "client": c, "run_id": run_id})
+    c.flush()
+    (run,) = wait_for_project_runs(c, project, 1)
+
+    def shows_the_run():
+        listed = list(c.list_runs_from_annotation_queue(q.id))
+        assert [r.id for r in listed] == [run.id], listed
+        assert listed[0].outputs == {"output": "unsure about refunds"}
+        return listed
+
+    eventually(shows_the_run, client=c, what="the queue to show the late run")
+
+    async def item():
+        page = c.annotation_queues.items.list(str(q.id), status="needs_my_review")
+        return [it async for it in page]
+
+    (it,) = asyncio.run(item())
+    assert it.run_id == str(run.id) and it.project_id == str(run.session_id), "resolved once the run arrived"
+    assert c.get_run_from_annotation_queue(q.id, index=0).id == run.id

@@ -1,11 +1,12 @@
 """Feedback through the SDK: every create_feedback field on both wire paths (POST /feedback and
 the multipart `feedback.<id>` part), list/read/update/delete, feedback filters on list_runs,
-feedback_stats on runs and projects, presigned tokens as a FastAPI-style backend uses them,
-and bad input."""
+feedback_stats on runs and projects, presigned tokens as a FastAPI-style backend uses them
+and as the SDK redeems them, project-level feedback, feedback configs, and bad input."""
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 
 import pytest
@@ -219,3 +220,129 @@ def test_feedback_ids_conflict_unknown_ids_404(sextant):
     assert r.status_code == 422 and "score" in r.text
     r = requests.patch(f"{sextant.url}/feedback/{fid}", json={"key": "other"}, headers=h, timeout=10)
     assert r.status_code == 422 and "not a field PATCH can change" in r.text
+
+
+def test_presigned_token_sdk_flow_redeems_by_uuid_and_lists_per_run(make_client, sextant):
+    """The SDK's own round trip: create a token, redeem it with create_feedback_from_token
+    (which takes the URL's last segment as a UUID), read the feedback back, list the run's tokens."""
+    c = make_client()
+    project = unique("py-fb-token")
+    run = traced_runs(c, project, ["answer"])["answer"]
+    fid = uuid.uuid4()
+    token = c.create_presigned_feedback_token(
+        run.id, "helpful", expiration=dt.timedelta(minutes=30), feedback_config={"type": "continuous", "min": 0, "max": 1}, feedback_id=fid
+    )
+    assert uuid.UUID(token.url.rstrip("/").split("/")[-1]) == token.id, token.url
+    c.create_feedback_from_token(token.url, score=0.5, comment="half right", metadata={"browser": "firefox"})
+
+    def stored():
+        f = c.read_feedback(fid)
+        assert (f.key, f.score, f.comment, f.run_id) == ("helpful", 0.5, "half right", run.id), f
+        assert f.feedback_source.type == "app" and f.feedback_source.metadata == {"browser": "firefox"}
+        return f
+
+    eventually(stored, client=c, what="feedback posted with the token")
+    # The bare UUID works as well as the URL; a GET with query parameters too (a changed vote).
+    c.create_feedback_from_token(token.id, score=1)
+    eventually(lambda: _assert_score(c, fid, 1), client=c)
+    assert requests.get(token.url, params={"score": "0", "comment": "changed my mind"}, timeout=10).status_code == 200
+    eventually(lambda: _assert_score(c, fid, 0), client=c)
+    assert len(list(c.list_feedback(run_ids=[run.id], feedback_key=["helpful"]))) == 1, "one entry per token"
+
+    others = c.create_presigned_feedback_tokens(run.id, ["stars", "thumbs"])
+    listed = list(c.list_presigned_feedback_tokens(run.id))
+    assert sorted(t.id for t in listed) == sorted([token.id] + [t.id for t in others])
+    assert all(t.url.endswith(str(t.id)) for t in listed)
+    assert [t.id for t in c.list_presigned_feedback_tokens(run.id, limit=2)] == [t.id for t in listed[:2]]
+    assert list(c.list_presigned_feedback_tokens(uuid.uuid4())) == []
+
+    # Unknown tokens are refused; a bad run_id on the listing is a clear 422.
+    r = requests.post(f"{sextant.url}/feedback/tokens/{uuid.uuid4()}", json={"score": 1}, timeout=10)
+    assert r.status_code == 403 and "unknown" in r.text, r.text
+    r = requests.get(f"{sextant.url}/feedback/tokens", params={"run_id": "nope"}, headers={"x-api-key": API_KEY}, timeout=10)
+    assert r.status_code == 422 and "run_id" in r.text, r.text
+
+
+def test_presigned_tokens_expire(make_client, sextant):
+    c = make_client()
+    run_id = uuid.uuid4()
+    soon = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=2)).isoformat()
+    body = {"run_id": str(run_id), "feedback_key": "vote", "expires_at": soon}
+    r = requests.post(f"{sextant.url}/feedback/tokens", json=body, headers={"x-api-key": API_KEY}, timeout=10)
+    assert r.status_code == 200, r.text
+    url = r.json()["url"]
+    time.sleep(2.5)
+    r = requests.post(url, json={"score": 1}, timeout=10)
+    assert r.status_code == 403 and "expired" in r.text, r.text
+    assert list(c.list_feedback(run_ids=[run_id])) == [], "nothing was written with the expired token"
+
+
+def test_project_level_feedback_is_listed_by_session_and_counted(make_client):
+    """Summary feedback on a whole project (an experiment's score), with no run."""
+    c = make_client()
+    project = c.create_project(unique("py-fb-project"))
+    fid = uuid.uuid4()
+    c.create_feedback(project_id=project.id, key="overall_quality", score=0.75, comment="good run", feedback_id=fid)
+
+    def listed():
+        got = list(c.list_feedback(session=[project.id]))
+        assert [f.id for f in got] == [fid], got
+        return got[0]
+
+    f = eventually(listed, client=c, what="project-level feedback")
+    assert (f.key, f.score, f.run_id, f.comment) == ("overall_quality", 0.75, None, "good run")
+    assert c.read_feedback(fid).session_id == project.id
+    stats = c.read_project(project_id=project.id, include_stats=True).feedback_stats
+    assert stats["overall_quality"]["n"] == 1 and stats["overall_quality"]["avg"] == 0.75, stats
+    assert list(c.list_feedback(session=[uuid.uuid4()])) == []
+
+
+def test_feedback_configs_create_list_update_delete(make_client):
+    c = make_client()
+    key = unique("rating")
+    created = c.create_feedback_config(key, feedback_config={"type": "continuous", "min": 0, "max": 5})
+    assert created.feedback_key == key and created.feedback_config["max"] == 5 and created.is_first
+    assert created.is_lower_score_better is False
+    again = c.create_feedback_config(key, feedback_config={"type": "continuous", "min": 0, "max": 5})
+    assert again.id == created.id, "an identical config is returned unchanged"
+    with pytest.raises(ls.utils.LangSmithError, match="already exists"):
+        c.create_feedback_config(key, feedback_config={"type": "continuous", "min": 0, "max": 10})
+    topics = unique("topics")
+    c.create_feedback_config(
+        topics,
+        feedback_config={"type": "categorical", "categories": [{"value": 0, "label": "billing"}, {"value": 1, "label": "shipping"}]},
+    )
+
+    listed = list(c.list_feedback_configs(feedback_key=[key]))
+    assert [x.id for x in listed] == [created.id]
+    assert {x.feedback_key for x in c.list_feedback_configs(feedback_key=[key, topics])} == {key, topics}
+    assert [x.feedback_key for x in c.list_feedback_configs(name_contains=topics[-12:])] == [topics]
+
+    updated = c.update_feedback_config(key, feedback_config={"type": "continuous", "min": 1, "max": 10}, is_lower_score_better=True)
+    assert updated.id == created.id and updated.feedback_config["max"] == 10 and updated.is_lower_score_better is True
+    (read,) = c.list_feedback_configs(feedback_key=[key])
+    assert (read.feedback_config["min"], read.feedback_config["max"], read.is_lower_score_better) == (1, 10, True)
+    assert read.modified_at > created.modified_at
+    cats = c.add_feedback_categories(topics, [{"value": 2, "label": "returns"}])
+    assert [x["label"] for x in cats.feedback_config["categories"]] == ["billing", "shipping", "returns"]
+    with pytest.raises(ls.utils.LangSmithError, match="appears twice"):
+        c.add_feedback_categories(topics, [{"value": 3, "label": "billing"}])
+    with pytest.raises(ls.utils.LangSmithNotFoundError):
+        c.update_feedback_config(unique("never-configured"), is_lower_score_better=True)
+    with pytest.raises(ls.utils.LangSmithError, match="feedback_config.type"):
+        c.create_feedback_config(unique("bad"), feedback_config={"type": "stars"})
+
+    c.delete_feedback_config(key)
+    assert list(c.list_feedback_configs(feedback_key=[key])) == []
+    (gone,) = c.list_feedback_configs(feedback_key=[key], include_all_configs=True)
+    assert gone.id == created.id and gone.is_deleted
+    with pytest.raises(ls.utils.LangSmithNotFoundError):
+        c.delete_feedback_config(key)
+    # The key can be configured again, as a new config.
+    fresh = c.create_feedback_config(key, feedback_config={"type": "freeform"})
+    assert fresh.id != created.id
+    assert [x.feedback_config["type"] for x in c.list_feedback_configs(feedback_key=[key])] == ["freeform"]
+    c.delete_feedback_config(config_id=fresh.id)
+    assert list(c.list_feedback_configs(feedback_key=[key, topics])) and all(
+        x.feedback_key == topics for x in c.list_feedback_configs(feedback_key=[key, topics])
+    )

@@ -17,9 +17,9 @@ from langchain_core.prompts.structured import StructuredPrompt
 from langchain_core.tracers import LangChainTracer
 
 from langsmith import tracing_context
-from langsmith.utils import LangSmithConflictError, LangSmithNotFoundError
+from langsmith.utils import LangSmithConflictError, LangSmithError, LangSmithNotFoundError
 
-from sextant_helpers import eventually, raw_json, unique
+from sextant_helpers import eventually, raw_json, recorder_of, unique
 
 
 def chat_prompt(system: str) -> ChatPromptTemplate:
@@ -224,3 +224,121 @@ def test_ab_assignment_is_stable_and_recorded_in_run_metadata(make_client) -> No
     assert canary_run.metadata["lc_hub_commit_hash"] == seen["canary"]["commit_hash"]
     assert canary_run.metadata["lc_hub_repo"] == name
     eventually(lambda: runs_of("production"), client=client, what="the production run")
+
+
+def test_the_tenant_handle_is_the_owner_the_sdk_uses_everywhere(make_client) -> None:
+    """`GET /settings` gives the tenant a hub handle; the SDK then accepts `handle/name` as the
+    caller's own (create, push, pull, like, delete), may make a prompt public, and never asks
+    for `/commits/None/...`."""
+    client = make_client()
+    handle = client._get_settings().tenant_handle
+    assert handle == "local", "the single tenant of an open server"
+    name = unique("py-owned")
+    own = f"{handle}/{name}"
+    v1 = chat_prompt("You are {role}.")
+    url = client.push_prompt(own, object=v1, is_public=True, description="shared")
+    assert f"/prompts/{name}/" in url, "the SDK sees its own prompt (not another tenant's hub URL)"
+    prompt = client.get_prompt(own)
+    assert (prompt.owner, prompt.full_name, prompt.is_public) == (handle, own, True)
+    assert client.get_prompt(name).id == prompt.id, "`name` and `handle/name` are the same prompt"
+    assert any(p.repo_handle == name for p in client.list_prompts(is_public=True, query=name).repos)
+    pulled = client.pull_prompt(own, dangerously_pull_public_prompt=True)
+    same_output(pulled, v1, role="a clerk", question="Hi?")
+    assert pulled.metadata["lc_hub_owner"] == handle
+    client.push_prompt(own, object=chat_prompt("You are {role}!"), commit_tags="production")
+    assert client.pull_prompt_commit(f"{own}:production", skip_cache=True, dangerously_pull_public_prompt=True).commit_hash == \
+        client.get_prompt(name).last_commit_hash
+    assert client.like_prompt(own) == {"likes": 1}
+    assert client.get_prompt(own).liked_by_auth_user is True
+    assert client.unlike_prompt(own) == {"likes": 0}
+    # Another owner is another tenant: the SDK refuses to write there, the server finds nothing.
+    with pytest.raises(Exception, match="another tenant"):
+        client.create_prompt(f"t-{'0' * 32}/{name}")
+    assert client.get_prompt(f"t-{'0' * 32}/{name}") is None
+    client.delete_prompt(own)
+    assert client.get_prompt(name) is None
+    paths = [e.path for e in recorder_of(client).snapshot()]
+    assert paths and not [p for p in paths if "/None" in p], [p for p in paths if "/None" in p]
+
+
+def test_a_manifest_without_an_id_is_a_400_naming_it(make_client) -> None:
+    client = make_client()
+    name = unique("py-no-id")
+    client.create_prompt(name)
+    # A dict that is not a LangChain object: the SDK sends it as it is.
+    with pytest.raises(LangSmithError) as e:
+        client.create_commit(name, {"template": "Hello {name}", "lc": 1})
+    assert "400" in str(e.value) and "Manifest must have an id field" in str(e.value)
+    r = client.session.post(f"{client.api_url}/commits/-/{name}", headers={"x-api-key": client.api_key},
+                            json={"manifest": {"template": "x"}, "parent_commit": None})
+    assert (r.status_code, r.json()["detail"]) == (400, "Manifest must have an id field")
+    assert client.get_prompt(name).num_commits == 0, "nothing was committed"
+
+
+def test_the_rest_of_the_sdk_prompt_api(make_client) -> None:
+    """create_prompt, create_commit (with tags and a description), list_prompt_commits (with
+    and without the model, paged), get_prompt, update_prompt, unlike_prompt, pulls by tag and
+    hash with include_model, and delete_prompt, each read back."""
+    client = make_client()
+    name = unique("py-api")
+    created = client.create_prompt(name, description="first", readme="# r", tags=["a"])
+    assert (created.description, created.readme, created.tags, created.num_commits) == ("first", "# r", ["a"], 0)
+    url = client.create_commit(name, chat_prompt("v1 {role}"), tags=["staging", "qa"], description="one")
+    h1 = url.split(f"/prompts/{name}/")[1][:8]
+    manifest = {
+        "lc": 1, "type": "constructor", "id": ["langchain", "schema", "runnable", "RunnableSequence"],
+        "kwargs": {"first": dumpd(chat_prompt("v2 {role}")),
+                   "last": {"lc": 1, "type": "constructor", "id": ["langchain", "chat_models", "openai", "ChatOpenAI"],
+                            "kwargs": {"model_name": "gpt-4o-mini"}}},
+    }
+    client.create_commit(name, manifest, parent_commit_hash="latest", tags="production")
+    commits = list(client.list_prompt_commits(name))
+    assert len(commits) == 2 and commits[1].commit_hash.startswith(h1)
+    assert commits[1].description == "one" and commits[0].parent_commit_hash == commits[1].commit_hash
+    assert commits[0].manifest_id is not None and commits[0].repo_id == uuid.UUID(created.id)
+    assert [c.commit_hash for c in client.list_prompt_commits(name, offset=1)] == [commits[1].commit_hash]
+    # Listing without the model shows the prompt; with it, the whole sequence.
+    raw = raw_json(client, "GET", f"/commits/-/{name}/", params={"include_model": False})
+    assert raw["commits"][0]["manifest"]["id"][-1] == "ChatPromptTemplate"
+    raw = raw_json(client, "GET", f"/commits/-/{name}/", params={"include_model": True})
+    assert raw["commits"][0]["manifest"]["id"][-1] == "RunnableSequence"
+    # Pulls by tag and hash, with and without the model.
+    for ref in ["staging", "qa", h1, commits[1].commit_hash]:
+        assert client.pull_prompt_commit(f"{name}:{ref}", skip_cache=True).commit_hash == commits[1].commit_hash, ref
+    prod = client.pull_prompt_commit(f"{name}:production", include_model=True, skip_cache=True)
+    assert prod.manifest["kwargs"]["last"]["kwargs"]["model_name"] == "gpt-4o-mini"
+    assert client.pull_prompt(f"{name}:production").format_messages(role="r", question="q")[0].content == "v2 r"
+    # Metadata updates.
+    updated = client.update_prompt(name, description="second", readme="# s", tags=["b"], is_archived=False)
+    assert updated["repo"]["description"] == "second"
+    got = client.get_prompt(name)
+    assert (got.description, got.readme, got.tags, got.num_commits) == ("second", "# s", ["b"], 2)
+    assert got.last_commit_hash == commits[0].commit_hash
+    client.like_prompt(name)
+    assert client.unlike_prompt(name) == {"likes": 0} and client.get_prompt(name).num_likes == 0
+    client.delete_prompt(name)
+    assert client.get_prompt(name) is None
+    with pytest.raises(LangSmithNotFoundError):
+        client.pull_prompt_commit(name, skip_cache=True)
+
+
+def test_the_async_client_pushes_pulls_and_lists(make_client) -> None:
+    client = make_client()
+    from langsmith import AsyncClient
+
+    async def run() -> None:
+        a = AsyncClient(api_url=client.api_url, api_key=client.api_key)
+        name = unique("py-async")
+        await a.push_prompt(name, object=chat_prompt("async {role}"), commit_tags=["production"])
+        pulled = await a.pull_prompt(f"{name}:production")
+        assert pulled.format_messages(role="r", question="q")[0].content == "async r"
+        got = await a.get_prompt(f"local/{name}")
+        assert got.owner == "local" and got.num_commits == 1
+        assert (await a.like_prompt(name)) == {"likes": 1}
+        assert [p.repo_handle for p in (await a.list_prompts(query=name)).repos] == [name]
+        await a.delete_prompt(name)
+        assert await a.get_prompt(name) is None
+        await a.aclose()
+
+    import asyncio
+    asyncio.run(run())

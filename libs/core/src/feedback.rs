@@ -133,9 +133,8 @@ fn opt_uuid(obj: &Map<String, Value>, field: &str) -> Result<Option<Uuid>, Inval
 
 fn opt_time(obj: &Map<String, Value>, field: &str) -> Result<Option<Timestamp>, InvalidFeedback> {
     match obj.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Timestamp::parse(s).map(Some).map_err(|e| bad(format!("{field}: {}", e.0))),
-        Some(other) => Err(bad(format!("{field}: expected an ISO-8601 string, got {}", kind_of(other)))),
+        None => Ok(None),
+        Some(v) => Timestamp::from_json(v).map_err(|e| bad(format!("{field}: {e}"))),
     }
 }
 
@@ -554,6 +553,41 @@ impl FeedbackStats {
         }
         Value::Object(out)
     }
+}
+
+/// A presigned feedback token (`POST /feedback/tokens`): whoever holds its id may post
+/// feedback with one key on one run until it expires, without an API key. The id is random
+/// (UUIDv4 from the OS's CSPRNG), so it serves as the bearer secret the token URL ends in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackToken {
+    pub id: Uuid,
+    pub run_id: RunId,
+    pub key: String,
+    /// The entry posting with the token writes: posting again (a changed vote) replaces it.
+    pub feedback_id: FeedbackId,
+    pub expires_at: Timestamp,
+    pub created_at: Timestamp,
+    #[serde(default)]
+    pub feedback_config: Option<RawJson>,
+}
+
+/// How feedback under one key is interpreted (`/feedback-configs`): continuous bounds,
+/// categories, freeform. A delete is a newer version marked `deleted`; stores keep the
+/// version with the newest `modified_at`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackConfigDef {
+    pub id: Uuid,
+    pub key: String,
+    /// The `feedback_config` object as validated (`type`, `min`, `max`, `categories`, ...).
+    pub config: RawJson,
+    #[serde(default)]
+    pub is_lower_score_better: Option<bool>,
+    #[serde(default)]
+    pub is_enforced: bool,
+    #[serde(default)]
+    pub deleted: bool,
+    pub created_at: Timestamp,
+    pub modified_at: Timestamp,
 }
 
 #[cfg(test)]

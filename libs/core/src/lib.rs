@@ -18,8 +18,8 @@ pub use feedback::{Feedback, FeedbackChange, FeedbackRecord, FeedbackStats};
 pub use ids::{DatasetId, ExampleId, FeedbackId, ProjectId, QueueId, RepoId, RunId, TenantId};
 pub use json::RawJson;
 pub use project::{Project, ProjectPatch};
-pub use run::{FragmentKind, Run, RunFragment, RunStatus};
-pub use time::Timestamp;
+pub use run::{FragmentKind, Run, RunFragment, RunShare, RunStatus};
+pub use time::{Timestamp, WireTime};
 
 /// The tenant used when `sextant serve` runs without any API key configured.
 pub const LOCAL_TENANT: TenantId = TenantId(uuid::Uuid::from_u128(0x5e87_a170_0000_4000_8000_0000_0000_0001));

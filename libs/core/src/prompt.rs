@@ -52,9 +52,78 @@ pub struct PromptRepo {
     /// The A/B split between commit tags; empty when the prompt has none.
     #[serde(default)]
     pub variants: Vec<Variant>,
+    /// What its commits hold. Absent in what was written before agents and skills existed,
+    /// and left out for prompts, so prompt events read the same by older and newer readers.
+    #[serde(default, skip_serializing_if = "RepoType::is_prompt")]
+    pub repo_type: RepoType,
     pub created_at: Timestamp,
     /// The newest definition wins; pushes move it too (lists sort by it).
     pub updated_at: Timestamp,
+}
+
+/// What a repository's commits hold: a LangChain manifest (a prompt), or a directory of files
+/// and links to other directories (an agent or a skill, the hub's "context" repositories).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RepoType {
+    #[default]
+    Prompt,
+    Agent,
+    Skill,
+}
+
+impl RepoType {
+    pub const ALL: [RepoType; 3] = [RepoType::Prompt, RepoType::Agent, RepoType::Skill];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Prompt => "prompt",
+            Self::Agent => "agent",
+            Self::Skill => "skill",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    pub fn is_prompt(&self) -> bool {
+        *self == Self::Prompt
+    }
+
+    /// Whether its commits are directories (`/v1/platform/hub/repos/.../directories`).
+    pub fn is_directory(self) -> bool {
+        matches!(self, Self::Agent | Self::Skill)
+    }
+}
+
+/// The hub handle of a tenant (`GET /settings` `tenant_handle`, the `owner` in
+/// `owner/prompt`): derived from its id, so it is stable, needs no registry, and maps back to
+/// the tenant ([`tenant_from_handle`]). The single tenant of an open server is `local`.
+pub fn tenant_handle(t: TenantId) -> String {
+    if t == crate::LOCAL_TENANT {
+        LOCAL_HANDLE.to_owned()
+    } else {
+        format!("t-{}", t.0.simple())
+    }
+}
+
+/// The handle of [`crate::LOCAL_TENANT`].
+pub const LOCAL_HANDLE: &str = "local";
+
+/// The tenant a hub owner names: its handle, or its id (as earlier versions of the hub took).
+pub fn tenant_from_handle(owner: &str) -> Option<TenantId> {
+    if owner == LOCAL_HANDLE {
+        return Some(crate::LOCAL_TENANT);
+    }
+    if let Some(hex) = owner.strip_prefix("t-") {
+        // Only the form `tenant_handle` writes: 32 lowercase hex digits.
+        if hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Uuid::parse_str(hex).ok().map(TenantId);
+        }
+        return None;
+    }
+    Uuid::try_parse(owner).ok().map(TenantId)
 }
 
 /// One arm of an A/B split: users are sent to the commit `tag` points at, `weight` out of the
@@ -708,6 +777,48 @@ mod tests {
     }
 
     #[test]
+    fn tenant_handles_are_slugs_that_map_back_to_their_tenant() {
+        assert_eq!(tenant_handle(crate::LOCAL_TENANT), "local");
+        let t = TenantId(Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef));
+        let h = tenant_handle(t);
+        assert_eq!(h, "t-0123456789abcdef0123456789abcdef");
+        assert!(h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+        for (owner, tenant) in [(h.as_str(), t), ("local", crate::LOCAL_TENANT), ("01234567-89ab-cdef-0123-456789abcdef", t)] {
+            assert_eq!(tenant_from_handle(owner), Some(tenant), "{owner}");
+        }
+        for bad in ["", "-", "None", "t-", "t-0123456789ABCDEF0123456789abcdef", "t-0123", "someone"] {
+            assert_eq!(tenant_from_handle(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn repo_types_round_trip_and_prompts_encode_as_before() {
+        for t in RepoType::ALL {
+            assert_eq!(RepoType::parse(t.as_str()), Some(t));
+        }
+        assert_eq!(RepoType::parse("file"), None);
+        let r = PromptRepo {
+            id: RepoId(Uuid::nil()),
+            handle: "a".into(),
+            description: None,
+            readme: None,
+            labels: vec![],
+            is_public: false,
+            is_archived: false,
+            variants: vec![],
+            repo_type: RepoType::Prompt,
+            created_at: Timestamp(1),
+            updated_at: Timestamp(1),
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert!(v.get("repo_type").is_none(), "a prompt's encoding has no repo_type");
+        let agent = PromptRepo { repo_type: RepoType::Agent, ..r };
+        let v = serde_json::to_value(&agent).unwrap();
+        assert_eq!(v["repo_type"], "agent");
+        assert_eq!(serde_json::from_value::<PromptRepo>(v).unwrap(), agent);
+    }
+
+    #[test]
     fn filters_match_text_labels_visibility_and_archival() {
         let r = PromptRepo {
             id: RepoId(Uuid::nil()),
@@ -718,6 +829,7 @@ mod tests {
             is_public: false,
             is_archived: false,
             variants: vec![],
+            repo_type: RepoType::Prompt,
             created_at: Timestamp(1),
             updated_at: Timestamp(1),
         };

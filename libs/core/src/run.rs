@@ -665,3 +665,13 @@ mod tests {
         assert_eq!(r.status(), RunStatus::Error);
     }
 }
+
+/// A trace shared by public link (`PUT /runs/{id}/share`): whoever holds the token may read
+/// the shared run and the runs below it, without an API key, until it is unshared. The token is
+/// a random UUIDv4 (the bearer secret the link ends in).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunShare {
+    pub run_id: RunId,
+    pub token: uuid::Uuid,
+    pub created_at: Timestamp,
+}

@@ -1,6 +1,10 @@
 //! Timestamps: microseconds since the Unix epoch, UTC. Parsing accepts what the SDKs send
 //! (RFC 3339 with any offset, or naive ISO 8601 which is taken as UTC); formatting produces
 //! the naive-UTC ISO form the LangSmith API returns.
+//!
+//! A time on the wire may also be a JSON number: the JS SDK writes epoch milliseconds
+//! (`Date.now()`), Python callers sometimes pass `time.time()` float seconds. [`Timestamp::from_json`]
+//! and [`WireTime`] accept all three forms, so every path that takes a time agrees.
 
 use std::fmt;
 
@@ -14,7 +18,7 @@ use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 pub struct Timestamp(pub i64);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid timestamp {0:?}: expected ISO 8601, e.g. 2026-11-25T02:25:38.269290+00:00")]
+#[error("invalid time {0:?}: expected ISO 8601 text (e.g. 2026-11-25T02:25:38.269290+00:00) or epoch milliseconds as a number")]
 pub struct TimestampError(pub String);
 
 impl Timestamp {
@@ -114,6 +118,89 @@ impl Timestamp {
     }
 }
 
+/// Numbers whose magnitude exceeds this are epoch milliseconds, smaller ones epoch seconds
+/// (the rule pydantic uses, so a value LangSmith accepts means the same time here). 2e10 s is the
+/// year 2603; 2e10 ms is August 1970.
+const SECONDS_OR_MILLIS_CUTOFF: f64 = 2e10;
+
+impl Timestamp {
+    /// An epoch number in seconds or milliseconds (see [`SECONDS_OR_MILLIS_CUTOFF`]), with any
+    /// fraction; the same year range as [`Timestamp::parse`].
+    pub fn from_epoch_number(n: f64) -> Result<Self, TimestampError> {
+        let err = || TimestampError(format!("{n}"));
+        if !n.is_finite() {
+            return Err(err());
+        }
+        let micros = if n.abs() > SECONDS_OR_MILLIS_CUTOFF { n * 1e3 } else { n * 1e6 };
+        // 0000-01-01 .. 9999-12-31T23:59:59.999999 UTC, as for text.
+        const MIN_MICROS: f64 = -62_167_219_200_000_000.0;
+        const MAX_MICROS: f64 = 253_402_300_799_999_999.0;
+        if !(MIN_MICROS..=MAX_MICROS).contains(&micros) {
+            return Err(err());
+        }
+        Ok(Self(micros.round() as i64))
+    }
+
+    /// A time from a JSON value: an ISO 8601 string or an epoch number. `Ok(None)` for null.
+    pub fn from_json(v: &serde_json::Value) -> Result<Option<Self>, TimestampError> {
+        match v {
+            serde_json::Value::Null => Ok(None),
+            serde_json::Value::String(s) => Self::parse(s).map(Some),
+            serde_json::Value::Number(n) => match n.as_f64() {
+                Some(f) => Self::from_epoch_number(f).map(Some),
+                None => Err(TimestampError(n.to_string())),
+            },
+            other => Err(TimestampError(truncate_for_error(&other.to_string()))),
+        }
+    }
+}
+
+/// A time as a request carries it, before validation: text or an epoch number. Deserializes
+/// from a JSON string or number (anything else is a serde error naming both forms), so a wire
+/// struct can hold it and report a bad value with the field's name via [`WireTime::to_timestamp`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum WireTime {
+    Text(String),
+    Epoch(f64),
+}
+
+impl WireTime {
+    pub fn to_timestamp(&self) -> Result<Timestamp, TimestampError> {
+        match self {
+            WireTime::Text(s) => Timestamp::parse(s),
+            WireTime::Epoch(n) => Timestamp::from_epoch_number(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WireTime {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = WireTime;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an ISO 8601 time string or epoch milliseconds/seconds as a number")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<WireTime, E> {
+                Ok(WireTime::Text(s.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, s: String) -> Result<WireTime, E> {
+                Ok(WireTime::Text(s))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<WireTime, E> {
+                Ok(WireTime::Epoch(n as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<WireTime, E> {
+                Ok(WireTime::Epoch(n as f64))
+            }
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<WireTime, E> {
+                Ok(WireTime::Epoch(n))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_iso())
@@ -149,5 +236,33 @@ mod tests {
         assert!(Timestamp::parse("yesterday").is_err());
         assert!(Timestamp::parse("2026-13-45T00:00:00").is_err());
         assert!(Timestamp::parse("").is_err());
+    }
+
+    #[test]
+    fn epoch_numbers_are_milliseconds_or_seconds_as_pydantic_decides() {
+        let iso = Timestamp::parse("2026-12-04T21:14:41.888").unwrap();
+        // JS SDK: Date.now() milliseconds.
+        assert_eq!(Timestamp::from_epoch_number(1_796_418_881_888.0).unwrap(), iso);
+        // Python time.time(): float seconds.
+        assert_eq!(Timestamp::from_epoch_number(1_796_418_881.888).unwrap(), iso);
+        let v: serde_json::Value =
+            serde_json::json!({"ms": 1_796_418_881_888_i64, "s": 1_796_418_881.888, "t": "2026-12-04T21:14:41.888Z"});
+        for k in ["ms", "s", "t"] {
+            assert_eq!(Timestamp::from_json(&v[k]).unwrap(), Some(iso), "{k}");
+        }
+        assert_eq!(Timestamp::from_json(&serde_json::Value::Null).unwrap(), None);
+        assert!(Timestamp::from_json(&serde_json::json!(true)).is_err());
+        assert!(Timestamp::from_epoch_number(f64::NAN).is_err());
+        assert!(Timestamp::from_epoch_number(1e300).is_err());
+        assert!(Timestamp::from_epoch_number(-1e17).is_err());
+    }
+
+    #[test]
+    fn wire_time_deserializes_text_and_numbers_and_names_both_on_error() {
+        let t: Vec<WireTime> = serde_json::from_str(r#"["2026-12-04T21:14:41.888", 1796418881888, 1796418881.888]"#).unwrap();
+        let all: Vec<Timestamp> = t.iter().map(|w| w.to_timestamp().unwrap()).collect();
+        assert!(all.windows(2).all(|w| w[0] == w[1]), "{all:?}");
+        let e = serde_json::from_str::<WireTime>("true").unwrap_err().to_string();
+        assert!(e.contains("ISO 8601") && e.contains("epoch"), "{e}");
     }
 }

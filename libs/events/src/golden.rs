@@ -79,6 +79,18 @@ fn samples() -> Vec<(&'static str, Envelope)> {
         ),
         ("ProjectDeletedV1", env(Event::ProjectDeletedV1(ProjectDeletedV1 { project_id: project().id }))),
         (
+            "RunShareChangedV1",
+            env(Event::RunShareChangedV1(RunShareChangedV1 {
+                run_id: RunId(Uuid::from_u128(0x4444)),
+                share: Some(sextant_core::RunShare {
+                    run_id: RunId(Uuid::from_u128(0x4444)),
+                    token: Uuid::from_u128(0x5858),
+                    created_at: Timestamp(1_764_037_538_269_290),
+                }),
+            })),
+        ),
+        ("RunShareChangedV1.unshared", env(Event::RunShareChangedV1(RunShareChangedV1 { run_id: RunId(Uuid::from_u128(0x4444)), share: None }))),
+        (
             "FeedbackPartReceivedV1",
             env(Event::FeedbackPartReceivedV1(FeedbackPartReceivedV1 {
                 feedback_id: Uuid::from_u128(0x5555),
@@ -96,6 +108,35 @@ fn samples() -> Vec<(&'static str, Envelope)> {
                         sextant_core::feedback::FeedbackField::Comment(None),
                         sextant_core::feedback::FeedbackField::Correction(Some(RawJson::parse(r#"{"answer":"42"}"#).unwrap())),
                     ],
+                    modified_at: Timestamp(1_764_037_600_000_000),
+                },
+            })),
+        ),
+        (
+            "FeedbackTokenIssuedV1",
+            env(Event::FeedbackTokenIssuedV1(FeedbackTokenIssuedV1 {
+                token: sextant_core::feedback::FeedbackToken {
+                    id: Uuid::from_u128(0x5656),
+                    run_id: RunId(Uuid::from_u128(0x4444)),
+                    key: "user_vote".into(),
+                    feedback_id: sextant_core::FeedbackId(Uuid::from_u128(0x5757)),
+                    expires_at: Timestamp(1_764_048_338_269_290),
+                    created_at: Timestamp(1_764_037_538_269_290),
+                    feedback_config: Some(RawJson::parse(r#"{"type":"continuous","min":0,"max":1}"#).unwrap()),
+                },
+            })),
+        ),
+        (
+            "FeedbackConfigChangedV1",
+            env(Event::FeedbackConfigChangedV1(FeedbackConfigChangedV1 {
+                config: sextant_core::feedback::FeedbackConfigDef {
+                    id: Uuid::from_u128(0x5858),
+                    key: "user_rating".into(),
+                    config: RawJson::parse(r#"{"type":"continuous","min":0.0,"max":5.0}"#).unwrap(),
+                    is_lower_score_better: Some(false),
+                    is_enforced: false,
+                    deleted: true,
+                    created_at: Timestamp(1_764_037_538_269_290),
                     modified_at: Timestamp(1_764_037_600_000_000),
                 },
             })),
@@ -172,6 +213,26 @@ fn samples() -> Vec<(&'static str, Envelope)> {
                         sextant_core::prompt::Variant { tag: "canary".into(), weight: 10 },
                         sextant_core::prompt::Variant { tag: "production".into(), weight: 90 },
                     ],
+                    // Not in the fixture (written before repository types): it reads as a prompt.
+                    repo_type: sextant_core::prompt::RepoType::Prompt,
+                    created_at: Timestamp(1_764_037_700_000_000),
+                    updated_at: Timestamp(1_764_037_800_000_000),
+                }),
+            })),
+        ),
+        (
+            "PromptChangedV1.AgentRepo",
+            env(Event::PromptChangedV1(PromptChangedV1 {
+                change: sextant_core::prompt::PromptChange::Repo(sextant_core::prompt::PromptRepo {
+                    id: sextant_core::RepoId(Uuid::from_u128(0xaaab)),
+                    handle: "refund-agent".into(),
+                    description: None,
+                    readme: None,
+                    labels: vec![],
+                    is_public: false,
+                    is_archived: false,
+                    variants: vec![],
+                    repo_type: sextant_core::prompt::RepoType::Agent,
                     created_at: Timestamp(1_764_037_700_000_000),
                     updated_at: Timestamp(1_764_037_800_000_000),
                 }),

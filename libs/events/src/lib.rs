@@ -73,8 +73,11 @@ pub enum Event {
     ProjectCreatedV1(ProjectCreatedV1),
     ProjectUpdatedV1(ProjectUpdatedV1),
     ProjectDeletedV1(ProjectDeletedV1),
+    RunShareChangedV1(RunShareChangedV1),
     FeedbackPartReceivedV1(FeedbackPartReceivedV1),
     FeedbackChangedV1(FeedbackChangedV1),
+    FeedbackTokenIssuedV1(FeedbackTokenIssuedV1),
+    FeedbackConfigChangedV1(FeedbackConfigChangedV1),
     DatasetChangedV1(DatasetChangedV1),
     EvaluationAlertV1(EvaluationAlertV1),
     PromptChangedV1(PromptChangedV1),
@@ -152,6 +155,29 @@ pub struct FeedbackPartReceivedV1 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FeedbackChangedV1 {
     pub change: sextant_core::FeedbackChange,
+}
+
+/// A run shared by public link or unshared (`share: None`). Shares are written through to the
+/// store by the ingest service that publishes this, as projects are.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunShareChangedV1 {
+    pub run_id: sextant_core::RunId,
+    pub share: Option<sextant_core::RunShare>,
+}
+
+/// A presigned feedback token issued (`POST /feedback/tokens`). Tokens never change, so
+/// projecting one again is a no-op.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackTokenIssuedV1 {
+    pub token: sextant_core::feedback::FeedbackToken,
+}
+
+/// A feedback config created, changed or deleted (`/feedback-configs`), as its whole new
+/// version: stores keep the version with the newest `modified_at`, so redelivered and
+/// reordered changes converge.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackConfigChangedV1 {
+    pub config: sextant_core::feedback::FeedbackConfigDef,
 }
 
 /// An online-evaluation watch window fired: a score's mean over the latest window dropped
@@ -247,8 +273,13 @@ impl Envelope {
     pub fn stream(&self) -> Stream {
         match &self.event {
             Event::RunsIngestedV1(_) => Stream::Runs,
-            Event::ProjectCreatedV1(_) | Event::ProjectUpdatedV1(_) | Event::ProjectDeletedV1(_) => Stream::Projects,
-            Event::FeedbackPartReceivedV1(_) | Event::FeedbackChangedV1(_) => Stream::Feedback,
+            Event::ProjectCreatedV1(_) | Event::ProjectUpdatedV1(_) | Event::ProjectDeletedV1(_) | Event::RunShareChangedV1(_) => {
+                Stream::Projects
+            }
+            Event::FeedbackPartReceivedV1(_)
+            | Event::FeedbackChangedV1(_)
+            | Event::FeedbackTokenIssuedV1(_)
+            | Event::FeedbackConfigChangedV1(_) => Stream::Feedback,
             Event::DatasetChangedV1(_) => Stream::Datasets,
             Event::EvaluationAlertV1(_) => Stream::Evaluations,
             Event::PromptChangedV1(_) => Stream::Prompts,
@@ -265,7 +296,11 @@ impl Envelope {
             Event::ProjectCreatedV1(e) => format!("{stream}.{}.{}", self.tenant, e.project.id),
             Event::ProjectUpdatedV1(e) => format!("{stream}.{}.{}", self.tenant, e.project_id),
             Event::ProjectDeletedV1(e) => format!("{stream}.{}.{}", self.tenant, e.project_id),
-            Event::FeedbackPartReceivedV1(_) | Event::FeedbackChangedV1(_) => format!("{stream}.{}", self.tenant),
+            Event::RunShareChangedV1(_) => format!("{stream}.{}", self.tenant),
+            Event::FeedbackPartReceivedV1(_)
+            | Event::FeedbackChangedV1(_)
+            | Event::FeedbackTokenIssuedV1(_)
+            | Event::FeedbackConfigChangedV1(_) => format!("{stream}.{}", self.tenant),
             Event::DatasetChangedV1(e) => format!("{stream}.{}.{}", self.tenant, e.change.dataset_id()),
             Event::EvaluationAlertV1(_) => format!("{stream}.{}", self.tenant),
             Event::PromptChangedV1(e) => format!("{stream}.{}.{}", self.tenant, e.change.repo_id()),
@@ -279,8 +314,11 @@ impl Envelope {
             Event::ProjectCreatedV1(_) => "ProjectCreatedV1",
             Event::ProjectUpdatedV1(_) => "ProjectUpdatedV1",
             Event::ProjectDeletedV1(_) => "ProjectDeletedV1",
+            Event::RunShareChangedV1(_) => "RunShareChangedV1",
             Event::FeedbackPartReceivedV1(_) => "FeedbackPartReceivedV1",
             Event::FeedbackChangedV1(_) => "FeedbackChangedV1",
+            Event::FeedbackTokenIssuedV1(_) => "FeedbackTokenIssuedV1",
+            Event::FeedbackConfigChangedV1(_) => "FeedbackConfigChangedV1",
             Event::DatasetChangedV1(_) => "DatasetChangedV1",
             Event::EvaluationAlertV1(_) => "EvaluationAlertV1",
             Event::PromptChangedV1(_) => "PromptChangedV1",

@@ -84,7 +84,7 @@ pub enum Literal {
 /// A field a filter can name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Field {
-    /// `name`, `run_type`, `status`, `error`.
+    /// `name`, `run_type`, `status`, `error`, `thread_id`.
     Text(TextField),
     /// `id`, `trace_id`, `parent_run_id`, `session_id`, `reference_example_id`.
     Id(IdField),
@@ -114,6 +114,9 @@ pub enum TextField {
     Status,
     /// The error text; absent (or empty) when the run did not fail.
     Error,
+    /// The run's thread (LangSmith's rule): `metadata.thread_id`, else `metadata.session_id`,
+    /// else `metadata.conversation_id` (see [`crate::thread_id`]).
+    ThreadId,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -190,6 +193,7 @@ const FIELDS: &[(&str, Field)] = &[
     ("prompt_cost", Field::Number(NumberField::PromptCost)),
     ("completion_cost", Field::Number(NumberField::CompletionCost)),
     ("error", Field::Text(TextField::Error)),
+    ("thread_id", Field::Text(TextField::ThreadId)),
     ("tags", Field::Tags),
     ("trace_id", Field::Id(IdField::TraceId)),
     ("parent_run_id", Field::Id(IdField::ParentRunId)),
@@ -348,7 +352,7 @@ mod tests {
         for name in Field::names() {
             assert_eq!(Field::from_name(name).unwrap().name(), name);
         }
-        assert_eq!(Field::names().count(), 35);
+        assert_eq!(Field::names().count(), 36);
         assert_eq!(Field::from_name("Name"), None);
     }
 

@@ -29,6 +29,8 @@
 //!   key k" wherever it appears, so `and(neq(metadata_key, "k"))` is "no key k". Other
 //!   negations pair as usual: `and(eq(metadata_key, "k"), neq(metadata_value, "v"))` is "k is
 //!   present with a value other than v".
+//! * `thread_id` is the run's thread as LangSmith defines it: `metadata.thread_id`, else
+//!   `metadata.session_id`, else `metadata.conversation_id` ([`thread_id`]).
 //! * A filter looks at one run only. `trace_filter` is this crate's filter evaluated on the
 //!   trace's root; `tree_filter` holds when it matches some run of the trace.
 
@@ -46,7 +48,7 @@ pub use ast::{CmpOp, Doc, Expr, FeedbackField, Field, IdField, Literal, NumberFi
 pub use eval::Needs;
 pub use hints::Hint;
 pub use parser::{MAX_DEPTH, MAX_FILTER_LEN};
-pub use record::{score_from_json, FeedbackRow, Record, RunView};
+pub use record::{score_from_json, thread_id, FeedbackRow, Record, RunView, THREAD_KEYS};
 
 use eval::Plan;
 

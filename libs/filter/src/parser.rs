@@ -609,7 +609,7 @@ mod tests {
             ("eq(name, 'x') eq(name, 'y')", 14, "after the end of the filter"),
             ("eq(name, 'x'))", 13, "after the end of the filter"),
             ("eq(latency, 'fast')", 12, "invalid duration"),
-            ("gt(start_time, 'yesterday')", 15, "invalid timestamp"),
+            ("gt(start_time, 'yesterday')", 15, "invalid time"),
             ("eq(trace_id, 'abc')", 13, "expects a UUID"),
             ("eq(name, x)", 9, "bare word `x`"),
             ("eq(total_tokens, 'many')", 17, "compared with a number"),

@@ -40,13 +40,23 @@ pub fn score_from_json(score: &Value) -> Option<f64> {
     }
 }
 
+/// The metadata keys that name a run's thread, in order of precedence (LangSmith's rule).
+pub const THREAD_KEYS: [&str; 3] = ["thread_id", "session_id", "conversation_id"];
+
+/// The thread a run belongs to: the first of [`THREAD_KEYS`] in `extra.metadata` that holds
+/// a non-empty string.
+pub fn thread_id(run: &Run) -> Option<&str> {
+    let metadata = run.extra.get("metadata")?.as_object()?;
+    THREAD_KEYS.iter().find_map(|k| metadata.get(*k).and_then(Value::as_str).filter(|s| !s.is_empty()))
+}
+
 /// A run as seen by a filter. Storage adapters may implement it over their own row types;
 /// only the parts [`crate::Filter::needs`] names are ever asked for.
 ///
 /// Absent values are `None`; a filter compares them as missing (`eq(x, null)` holds).
 pub trait Record {
-    /// `name`, `run_type`, `status` (`"success"`, `"error"` or `"pending"`) and `error`
-    /// (`None` unless the run failed with a non-empty error).
+    /// `name`, `run_type`, `status` (`"success"`, `"error"` or `"pending"`), `error`
+    /// (`None` unless the run failed with a non-empty error) and `thread_id` ([`thread_id`]).
     fn text(&self, field: TextField) -> Option<&str>;
     /// `id`, `trace_id`, `parent_run_id`, `session_id`, `reference_example_id`, each a UUID
     /// carried in a [`RunId`]. `trace_id` is [`Run::trace`]: a root without one is its own
@@ -101,6 +111,7 @@ impl Record for RunView<'_> {
             TextField::RunType => self.run.run_type.as_deref(),
             TextField::Status => Some(self.run.status().as_str()),
             TextField::Error => self.run.error.as_deref().filter(|e| !e.is_empty()),
+            TextField::ThreadId => thread_id(self.run),
         }
     }
 

@@ -287,6 +287,30 @@ fn missing_values_and_error() {
 }
 
 #[test]
+fn thread_id_follows_langsmiths_precedence() {
+    let with = |meta: serde_json::Value| {
+        let mut r = run(10);
+        r.extra = json!({ "metadata": meta }).as_object().unwrap().clone();
+        r
+    };
+    let all = with(json!({"thread_id": "t1", "session_id": "s1", "conversation_id": "c1"}));
+    assert_eq!(thread_id(&all), Some("t1"));
+    assert!(matches("eq(thread_id, 't1')", &all, &[]));
+    assert!(!matches("eq(thread_id, 's1')", &all, &[]));
+    let session = with(json!({"session_id": "s1", "conversation_id": "c1"}));
+    assert!(matches("eq(thread_id, \"s1\")", &session, &[]));
+    assert!(matches("in(thread_id, ['x', 's1'])", &session, &[]));
+    let conversation = with(json!({"thread_id": "", "session_id": 7, "conversation_id": "c1"}));
+    assert!(matches("eq(thread_id, 'c1')", &conversation, &[]));
+    let none = with(json!({"user": "u1"}));
+    assert_eq!(thread_id(&none), None);
+    assert!(matches("eq(thread_id, null)", &none, &[]));
+    assert!(!matches("eq(thread_id, 'c1')", &none, &[]));
+    assert!(matches("and(eq(thread_id, 't1'), eq(run_type, 'llm'))", &all, &[]));
+    assert!(parse("eq(thread_id, 3)").unwrap_err().message.contains("thread_id is compared with a string"));
+}
+
+#[test]
 fn search_has_exists() {
     let r = run(1);
     let m = |f: &str| matches(f, &r, &[]);

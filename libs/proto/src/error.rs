@@ -24,6 +24,8 @@ pub enum ErrorKind {
     Unavailable,
     /// The disk is (nearly) full: nothing more can be made durable until space is freed.
     InsufficientStorage,
+    /// A documented option this server does not offer (e.g. LangSmith's `ai_search`).
+    NotImplemented,
     Internal,
 }
 
@@ -42,6 +44,7 @@ impl ErrorKind {
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+            Self::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -58,6 +61,7 @@ impl ErrorKind {
             Self::RequestTimeout => tonic::Code::DeadlineExceeded,
             Self::Unavailable => tonic::Code::Unavailable,
             Self::InsufficientStorage => tonic::Code::ResourceExhausted,
+            Self::NotImplemented => tonic::Code::Unimplemented,
             Self::Internal => tonic::Code::Internal,
         }
     }

@@ -39,7 +39,7 @@ use sextant_core::dataset::{CurationJob, ExampleChange};
 use sextant_core::prompt::{PromptCommit, PromptRepo, TagMove};
 use sextant_core::{
     Dataset, DatasetId, Example, ExampleId, Feedback, FeedbackChange, FeedbackId, FeedbackStats, Project, ProjectId, ProjectPatch, QueueId,
-    RepoId, Run, RunFragment, RunId, TenantId, Timestamp,
+    RepoId, Run, RunFragment, RunId, RunShare, TenantId, Timestamp,
 };
 use uuid::Uuid;
 
@@ -97,6 +97,10 @@ struct Inner {
     feedback: Keyspace,
     feedback_idx: Keyspace,
     feedback_stats: Keyspace,
+    feedback_tokens: Keyspace,
+    feedback_configs: Keyspace,
+    /// Public links: `S` + tenant + run → the share; `T` + token → (tenant, share).
+    run_shares: Keyspace,
     queues: Keyspace,
     queue_items: Keyspace,
     queue_runs: Keyspace,
@@ -316,6 +320,9 @@ impl EmbeddedStore {
             feedback: ks("feedback")?,
             feedback_idx: ks("feedback_idx")?,
             feedback_stats: ks("feedback_stats")?,
+            feedback_tokens: ks("feedback_tokens")?,
+            feedback_configs: ks("feedback_configs")?,
+            run_shares: ks("run_shares")?,
             queues: ks("queues")?,
             queue_items: ks("queue_items")?,
             queue_runs: ks("queue_runs")?,
@@ -955,6 +962,48 @@ impl RunStore for EmbeddedStore {
         self.blocking(move |s| s.trace_runs(tenant, trace)).await
     }
 
+    async fn put_run_share(&self, tenant: TenantId, run: RunId, share: Option<&RunShare>, _at: Timestamp) -> Result<()> {
+        // One writer per process (the ingest service that publishes the change): the batch is
+        // the order, so `at` is not needed here.
+        let share = share.cloned();
+        self.blocking(move |s| {
+            let by_run = Key::new().bytes(b"S").id(tenant.as_bytes()).id(run.as_bytes()).0;
+            let mut batch = s.db.batch();
+            if let Some(v) = s.run_shares.get(&by_run).map_err(|e| backend("read run share", e))? {
+                let old: RunShare = dec("run share", &v)?;
+                batch.remove(&s.run_shares, Key::new().bytes(b"T").id(old.token.as_bytes()).0);
+            }
+            match &share {
+                Some(sh) => {
+                    batch.insert(&s.run_shares, by_run, enc(sh));
+                    batch.insert(&s.run_shares, Key::new().bytes(b"T").id(sh.token.as_bytes()).0, enc(&(tenant, sh)));
+                }
+                None => batch.remove(&s.run_shares, by_run),
+            }
+            batch.commit().map_err(|e| backend("write run share", e))?;
+            // Acknowledged means durable, and nothing replays shares into the store: sync now
+            // (shares are rare).
+            s.db.persist(PersistMode::SyncData).map_err(|e| backend("sync run share", e))
+        })
+        .await
+    }
+
+    async fn run_share(&self, tenant: TenantId, run: RunId) -> Result<Option<RunShare>> {
+        self.blocking(move |s| {
+            let key = Key::new().bytes(b"S").id(tenant.as_bytes()).id(run.as_bytes()).0;
+            s.run_shares.get(&key).map_err(|e| backend("read run share", e))?.map(|v| dec("run share", &v)).transpose()
+        })
+        .await
+    }
+
+    async fn run_share_by_token(&self, token: Uuid) -> Result<Option<(TenantId, RunShare)>> {
+        self.blocking(move |s| {
+            let key = Key::new().bytes(b"T").id(token.as_bytes()).0;
+            s.run_shares.get(&key).map_err(|e| backend("read run share", e))?.map(|v| dec("run share", &v)).transpose()
+        })
+        .await
+    }
+
     async fn get_attachment(&self, tenant: TenantId, run: RunId, name: &str) -> Result<Option<(String, Vec<u8>)>> {
         let name = name.to_string();
         self.blocking(move |s| {
@@ -1000,6 +1049,28 @@ impl FeedbackStore for EmbeddedStore {
 
     async fn project_feedback_stats(&self, tenant: TenantId, project: ProjectId) -> Result<FeedbackStats> {
         self.blocking(move |s| s.project_feedback_stats(tenant, project)).await
+    }
+
+    async fn put_feedback_token(&self, tenant: TenantId, token: &sextant_core::feedback::FeedbackToken) -> Result<()> {
+        let token = token.clone();
+        self.blocking(move |s| s.put_feedback_token(tenant, &token)).await
+    }
+
+    async fn feedback_token(&self, id: Uuid) -> Result<Option<(TenantId, sextant_core::feedback::FeedbackToken)>> {
+        self.blocking(move |s| s.feedback_token(id)).await
+    }
+
+    async fn list_feedback_tokens(&self, tenant: TenantId, run: RunId) -> Result<Vec<sextant_core::feedback::FeedbackToken>> {
+        self.blocking(move |s| s.list_feedback_tokens(tenant, run)).await
+    }
+
+    async fn put_feedback_config(&self, tenant: TenantId, config: &sextant_core::feedback::FeedbackConfigDef) -> Result<()> {
+        let config = config.clone();
+        self.blocking(move |s| s.put_feedback_config(tenant, &config)).await
+    }
+
+    async fn list_feedback_configs(&self, tenant: TenantId) -> Result<Vec<sextant_core::feedback::FeedbackConfigDef>> {
+        self.blocking(move |s| s.list_feedback_configs(tenant)).await
     }
 }
 

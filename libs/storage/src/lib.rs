@@ -21,10 +21,11 @@ use uuid::Uuid;
 
 use sextant_core::annotation::{Queue, QueueItem};
 use sextant_core::dataset::{CurationJob, DataType, ExampleChange};
+use sextant_core::feedback::{FeedbackConfigDef, FeedbackToken};
 use sextant_core::prompt::{PromptCommit, PromptRepo, TagMove};
 use sextant_core::{
     Dataset, DatasetId, Example, ExampleId, Feedback, FeedbackChange, FeedbackId, FeedbackStats, Project, ProjectId, ProjectPatch, QueueId,
-    RepoId, Run, RunFragment, RunId, TenantId, Timestamp,
+    RepoId, Run, RunFragment, RunId, RunShare, TenantId, Timestamp,
 };
 
 pub mod embedded;
@@ -224,6 +225,14 @@ pub trait RunStore: Send + Sync + 'static {
     async fn trace_runs(&self, tenant: TenantId, trace: RunId) -> Result<Vec<Run>>;
     /// An attachment's MIME type and bytes.
     async fn get_attachment(&self, tenant: TenantId, run: RunId, name: &str) -> Result<Option<(String, Vec<u8>)>>;
+    /// Shares `run` by public link (`Some`) or unshares it (`None`; its old token stops
+    /// working). One share per run.
+    /// `at` orders changes: of a share and an unshare, the later one wins in any order.
+    async fn put_run_share(&self, tenant: TenantId, run: RunId, share: Option<&RunShare>, at: Timestamp) -> Result<()>;
+    async fn run_share(&self, tenant: TenantId, run: RunId) -> Result<Option<RunShare>>;
+    /// The share a public link's token names, whichever tenant it belongs to (the token is the
+    /// only credential a public reader has).
+    async fn run_share_by_token(&self, token: Uuid) -> Result<Option<(TenantId, RunShare)>>;
     /// Makes everything applied so far durable.
     async fn sync(&self) -> Result<()>;
 }
@@ -269,6 +278,18 @@ pub trait FeedbackStore: Send + Sync + 'static {
     /// `feedback_stats` of each run that has any feedback.
     async fn run_feedback_stats(&self, tenant: TenantId, runs: &[RunId]) -> Result<std::collections::HashMap<RunId, FeedbackStats>>;
     async fn project_feedback_stats(&self, tenant: TenantId, project: ProjectId) -> Result<FeedbackStats>;
+    /// Stores a presigned feedback token. Idempotent: a token never changes once issued.
+    async fn put_feedback_token(&self, tenant: TenantId, token: &FeedbackToken) -> Result<()>;
+    /// The token with this id and the tenant that issued it. The one read not scoped to a
+    /// tenant: redeeming a token carries nothing but its id (a random bearer secret).
+    async fn feedback_token(&self, id: Uuid) -> Result<Option<(TenantId, FeedbackToken)>>;
+    /// The tokens issued for a run, in id order.
+    async fn list_feedback_tokens(&self, tenant: TenantId, run: RunId) -> Result<Vec<FeedbackToken>>;
+    /// Stores a feedback config version unless the stored one's `modified_at` is as new or
+    /// newer (so redelivered and reordered versions converge on the newest).
+    async fn put_feedback_config(&self, tenant: TenantId, config: &FeedbackConfigDef) -> Result<()>;
+    /// Every feedback config of the tenant, deleted ones included, in id order.
+    async fn list_feedback_configs(&self, tenant: TenantId) -> Result<Vec<FeedbackConfigDef>>;
 }
 
 #[derive(Debug, Clone, Default)]

@@ -51,6 +51,16 @@ macro_rules! storage_conformance {
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         $(#[$attr])*
+        async fn feedback_tokens_are_found_by_id_and_listed_per_tenant_and_run() {
+            $crate::testsuite::feedback_tokens_are_found_by_id_and_listed_per_tenant_and_run($new.await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn feedback_configs_keep_the_newest_version_per_tenant() {
+            $crate::testsuite::feedback_configs_keep_the_newest_version_per_tenant($new.await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
         async fn merges_fragments_in_any_order_idempotently() {
             $crate::testsuite::merges_fragments_in_any_order_idempotently($new.await).await
         }
@@ -88,6 +98,11 @@ macro_rules! storage_conformance {
         $(#[$attr])*
         async fn attachments_round_trip() {
             $crate::testsuite::attachments_round_trip($new.await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn run_shares_are_found_by_run_and_token_and_unshared() {
+            $crate::testsuite::run_shares_are_found_by_run_and_token_and_unshared($new.await).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         $(#[$attr])*
@@ -263,6 +278,9 @@ pub async fn structured_conditions_and_matchers_filter(s: Arc<dyn Storage>) {
     c2.run_type = Some("tool".into());
     let mut r2 = root(4, T0 + 1_000_000);
     r2.name = Some("special".into());
+    // An experiment run on an example (the dataset service's experiment-runs read).
+    let example = Uuid::from_u128(0xe1);
+    r2.reference_example_id = Some(example);
     let c3 = child(&r2, 5, T0 + 1_000_010);
     s.apply_run_fragments(t, p, vec![r1.clone(), c1.clone(), c2.clone(), r2.clone(), c3.clone()]).await.unwrap();
     s.apply_run_fragments(t, other, vec![root(6, T0)]).await.unwrap();
@@ -283,6 +301,8 @@ pub async fn structured_conditions_and_matchers_filter(s: Arc<dyn Storage>) {
     assert_eq!(run(RunQuery { run_type: Some("llm".into()), ..base() }).await, HashSet::from([2, 5]));
     assert_eq!(run(RunQuery { error: Some(true), ..base() }).await, HashSet::from([3]));
     assert_eq!(run(RunQuery { ids: Some(vec![c1.id, r2.id]), ..base() }).await, HashSet::from([2, 4]));
+    let on_example = RunQuery { reference_examples: vec![example, Uuid::from_u128(0xe2)], is_root: Some(true), ..base() };
+    assert_eq!(run(on_example).await, HashSet::from([4]));
     assert_eq!(run(RunQuery { start_from: Some(Timestamp(T0 + 1_000_000)), ..base() }).await, HashSet::from([4, 5]));
     assert_eq!(run(RunQuery { start_before: Some(Timestamp(T0 + 15)), ..base() }).await, HashSet::from([1, 2]));
     let named_special: Arc<dyn crate::RunMatcher> = Arc::new(|r: &sextant_core::Run| r.name.as_deref() == Some("special"));
@@ -405,6 +425,25 @@ pub async fn attachments_round_trip(s: Arc<dyn Storage>) {
     assert_eq!((mime.as_str(), bytes.as_slice()), ("image/png", &[1u8, 0, 2, 3][..]));
     assert!(s.get_attachment(tenant(), r.id, "image").await.unwrap().is_none());
     assert_eq!(s.get_run(t, r.id).await.unwrap().unwrap().attachments[0].size, 4);
+}
+
+pub async fn run_shares_are_found_by_run_and_token_and_unshared(s: Arc<dyn Storage>) {
+    let (t, other) = (tenant(), tenant());
+    let run = RunId(Uuid::new_v4());
+    let share =
+        |n: u128| sextant_core::RunShare { run_id: run, token: Uuid::from_u128(n ^ run.0.as_u128()), created_at: Timestamp(T0 + n as i64) };
+    assert_eq!(s.run_share(t, run).await.unwrap(), None);
+    s.put_run_share(t, run, Some(&share(1)), Timestamp(T0 + 1)).await.unwrap();
+    assert_eq!(s.run_share(t, run).await.unwrap(), Some(share(1)));
+    assert_eq!(s.run_share(other, run).await.unwrap(), None, "tenant-scoped");
+    assert_eq!(s.run_share_by_token(share(1).token).await.unwrap(), Some((t, share(1))));
+    // Shared anew with another token: the old link stops working.
+    s.put_run_share(t, run, Some(&share(2)), Timestamp(T0 + 2)).await.unwrap();
+    assert_eq!(s.run_share_by_token(share(1).token).await.unwrap(), None);
+    assert_eq!(s.run_share_by_token(share(2).token).await.unwrap(), Some((t, share(2))));
+    s.put_run_share(t, run, None, Timestamp(T0 + 3)).await.unwrap();
+    assert_eq!(s.run_share(t, run).await.unwrap(), None);
+    assert_eq!(s.run_share_by_token(share(2).token).await.unwrap(), None);
 }
 
 pub async fn late_start_time_moves_the_run(s: Arc<dyn Storage>) {
@@ -980,6 +1019,7 @@ fn prompt_repo(handle: &str, updated_at: i64) -> sextant_core::prompt::PromptRep
         is_public: false,
         is_archived: false,
         variants: Vec::new(),
+        repo_type: Default::default(),
         created_at: Timestamp(updated_at),
         updated_at: Timestamp(updated_at),
     }
@@ -1148,6 +1188,83 @@ pub async fn prompt_repos_handles_likes_and_deletes(s: Arc<dyn Storage>) {
 /// Implements every store but [`crate::ProjectStore`] and [`crate::RunStore`] (feedback,
 /// queues, datasets, prompts) for a test wrapper by delegating to one of its fields (wrappers
 /// usually intercept only runs and projects).
+/// Tokens are found by id alone (with the tenant that issued them), stored idempotently,
+/// and listed per run only within their tenant.
+pub async fn feedback_tokens_are_found_by_id_and_listed_per_tenant_and_run(s: Arc<dyn Storage>) {
+    use sextant_core::feedback::FeedbackToken;
+    let (a, b) = (TenantId(Uuid::now_v7()), TenantId(Uuid::now_v7()));
+    let (run, other_run) = (RunId(Uuid::now_v7()), RunId(Uuid::now_v7()));
+    let token = |run: RunId, key: &str| FeedbackToken {
+        id: Uuid::new_v4(),
+        run_id: run,
+        key: key.into(),
+        feedback_id: FeedbackId(Uuid::now_v7()),
+        expires_at: Timestamp(Timestamp::now().micros() + 3_600_000_000),
+        created_at: Timestamp::now(),
+        feedback_config: Some(RawJson::parse(r#"{"type":"continuous","min":0,"max":1}"#).unwrap()),
+    };
+    let (t1, t2, t3) = (token(run, "vote"), token(run, "stars"), token(other_run, "vote"));
+    for t in [&t1, &t2, &t3, &t1] {
+        s.put_feedback_token(a, t).await.unwrap();
+    }
+    let tb = token(run, "vote");
+    s.put_feedback_token(b, &tb).await.unwrap();
+    assert_eq!(s.feedback_token(t1.id).await.unwrap(), Some((a, t1.clone())));
+    assert_eq!(s.feedback_token(tb.id).await.unwrap(), Some((b, tb.clone())), "found by id, with its own tenant");
+    assert_eq!(s.feedback_token(Uuid::new_v4()).await.unwrap(), None);
+    let mut want = vec![t1.clone(), t2.clone()];
+    want.sort_by_key(|t| t.id);
+    assert_eq!(s.list_feedback_tokens(a, run).await.unwrap(), want, "each once, in id order, only this run's");
+    assert_eq!(s.list_feedback_tokens(a, other_run).await.unwrap(), vec![t3]);
+    assert_eq!(s.list_feedback_tokens(b, run).await.unwrap(), vec![tb], "tenant B sees only its own");
+    assert!(s.list_feedback_tokens(b, other_run).await.unwrap().is_empty());
+}
+
+/// A config keeps its newest version whatever order versions arrive in; tenants are apart.
+pub async fn feedback_configs_keep_the_newest_version_per_tenant(s: Arc<dyn Storage>) {
+    use sextant_core::feedback::FeedbackConfigDef;
+    let (a, b) = (TenantId(Uuid::now_v7()), TenantId(Uuid::now_v7()));
+    let v1 = FeedbackConfigDef {
+        id: Uuid::now_v7(),
+        key: "rating".into(),
+        config: RawJson::parse(r#"{"type":"continuous","min":0,"max":5}"#).unwrap(),
+        is_lower_score_better: None,
+        is_enforced: false,
+        deleted: false,
+        created_at: Timestamp(1_000),
+        modified_at: Timestamp(1_000),
+    };
+    let v2 = FeedbackConfigDef {
+        config: RawJson::parse(r#"{"type":"continuous","min":0,"max":10}"#).unwrap(),
+        modified_at: Timestamp(2_000),
+        ..v1.clone()
+    };
+    let v3 = FeedbackConfigDef { deleted: true, modified_at: Timestamp(3_000), ..v2.clone() };
+    let other = FeedbackConfigDef {
+        id: Uuid::now_v7(),
+        key: "topic".into(),
+        config: RawJson::parse(r#"{"type":"freeform"}"#).unwrap(),
+        ..v1.clone()
+    };
+    // Out of order and redelivered.
+    for c in [&v2, &other, &v1, &v2] {
+        s.put_feedback_config(a, c).await.unwrap();
+    }
+    let by_id = |mut v: Vec<FeedbackConfigDef>| {
+        v.sort_by_key(|c| c.id);
+        v
+    };
+    assert_eq!(
+        s.list_feedback_configs(a).await.unwrap(),
+        by_id(vec![v2.clone(), other.clone()]),
+        "the newest version of each, in id order"
+    );
+    s.put_feedback_config(a, &v3).await.unwrap();
+    s.put_feedback_config(a, &v1).await.unwrap();
+    assert_eq!(s.list_feedback_configs(a).await.unwrap(), by_id(vec![v3, other]), "deleted versions are kept, marked");
+    assert!(s.list_feedback_configs(b).await.unwrap().is_empty(), "tenant B sees none of A's");
+}
+
 #[macro_export]
 macro_rules! delegate_non_run_stores {
     ($ty:ty, $field:ident) => {
@@ -1194,6 +1311,39 @@ macro_rules! delegate_non_run_stores {
                 p: sextant_core::ProjectId,
             ) -> $crate::Result<sextant_core::FeedbackStats> {
                 self.$field.project_feedback_stats(t, p).await
+            }
+            async fn put_feedback_token(
+                &self,
+                t: sextant_core::TenantId,
+                token: &sextant_core::feedback::FeedbackToken,
+            ) -> $crate::Result<()> {
+                self.$field.put_feedback_token(t, token).await
+            }
+            async fn feedback_token(
+                &self,
+                id: uuid::Uuid,
+            ) -> $crate::Result<Option<(sextant_core::TenantId, sextant_core::feedback::FeedbackToken)>> {
+                self.$field.feedback_token(id).await
+            }
+            async fn list_feedback_tokens(
+                &self,
+                t: sextant_core::TenantId,
+                run: sextant_core::RunId,
+            ) -> $crate::Result<Vec<sextant_core::feedback::FeedbackToken>> {
+                self.$field.list_feedback_tokens(t, run).await
+            }
+            async fn put_feedback_config(
+                &self,
+                t: sextant_core::TenantId,
+                config: &sextant_core::feedback::FeedbackConfigDef,
+            ) -> $crate::Result<()> {
+                self.$field.put_feedback_config(t, config).await
+            }
+            async fn list_feedback_configs(
+                &self,
+                t: sextant_core::TenantId,
+            ) -> $crate::Result<Vec<sextant_core::feedback::FeedbackConfigDef>> {
+                self.$field.list_feedback_configs(t).await
             }
         }
 

@@ -19,7 +19,17 @@ async fn fresh() -> Arc<dyn Storage> {
         ..Default::default()
     };
     let applied = migrate(&cfg).await.expect("migrate a fresh keyspace");
-    assert_eq!(applied, ["0001_keyspace.cql", "0002_tables.cql", "0003_feedback_queues.cql", "0004_datasets.cql", "0005_prompts.cql"]);
+    assert_eq!(
+        applied,
+        [
+            "0001_keyspace.cql",
+            "0002_tables.cql",
+            "0003_feedback_queues.cql",
+            "0004_datasets.cql",
+            "0005_prompts.cql",
+            "0006_feedback_tokens_configs.cql"
+        ]
+    );
     assert!(migrate(&cfg).await.unwrap().is_empty(), "migrating again applies nothing");
     Arc::new(ScyllaStore::connect(&cfg).await.expect("connect"))
 }

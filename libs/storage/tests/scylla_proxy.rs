@@ -825,6 +825,7 @@ fn prompt_repo(handle: &str, updated_at: i64) -> PromptRepo {
         is_public: false,
         is_archived: false,
         variants: Vec::new(),
+        repo_type: Default::default(),
         created_at: Timestamp(updated_at),
         updated_at: Timestamp(updated_at),
     }

@@ -61,8 +61,12 @@ pub struct ExampleInput {
     pub created_at: Option<Timestamp>,
     /// Attachments already stored as blobs.
     pub attachments: Vec<ExampleAttachment>,
-    /// Attachments to keep from the current version (updates), by name; `None` keeps all.
+    /// Attachments to keep from the current version (updates), by name. `None` (no
+    /// `attachments_operations`) keeps them all, unless new attachments are given: those
+    /// replace the set.
     pub retain_attachments: Option<Vec<String>>,
+    /// Attachments of the current version to keep under a new name, `(old, new)`.
+    pub rename_attachments: Vec<(String, String)>,
 }
 
 impl ExampleInput {
@@ -87,9 +91,8 @@ impl ExampleInput {
             }
         };
         let created_at = match o.get("created_at") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(Timestamp::parse(s).map_err(|e| ApiError::unprocessable(format!("{where_}.created_at: {e}")))?),
-            Some(_) => return Err(ApiError::unprocessable(format!("{where_}.created_at: expected an ISO-8601 string"))),
+            None => None,
+            Some(v) => Timestamp::from_json(v).map_err(|e| ApiError::unprocessable(format!("{where_}.created_at: {e}")))?,
         };
         let outputs = match object("outputs")? {
             Some(v) => Some(v),
@@ -106,6 +109,7 @@ impl ExampleInput {
                 created_at,
                 attachments: Vec::new(),
                 retain_attachments: None,
+                rename_attachments: Vec::new(),
             },
             uuid_field("dataset_id")?.map(DatasetId),
         ))
@@ -166,7 +170,10 @@ pub struct Datasets {
     store: Arc<dyn Storage>,
 }
 
-/// A version named by the user: a time, or a tag.
+/// The built-in version name: always the newest version (no tag can take the name).
+pub const LATEST: &str = "latest";
+
+/// A version named by the user: a time, or a tag ([`LATEST`] included).
 pub enum VersionRef<'a> {
     Time(Timestamp),
     Tag(&'a str),
@@ -326,6 +333,11 @@ impl Datasets {
         match v {
             VersionRef::Time(t) if t > Timestamp::now() => Err(ApiError::unprocessable(format!("as_of: {} is in the future", t.to_iso()))),
             VersionRef::Time(t) => Ok(t),
+            // The newest version; a dataset without one yet reads as of now (empty).
+            VersionRef::Tag(LATEST) => {
+                let newest = self.store.list_versions(tenant, id).await.map_err(storage_error)?.first().copied();
+                Ok(newest.unwrap_or_else(Timestamp::now))
+            }
             VersionRef::Tag(tag) => self
                 .store
                 .tags(tenant, id)
@@ -366,8 +378,13 @@ impl Datasets {
 
     /// The version in effect at a time (the newest at or before it) or a tag's version.
     pub async fn version_at(&self, tenant: TenantId, id: DatasetId, v: VersionRef<'_>) -> Result<DatasetVersion, ApiError> {
+        let latest = matches!(v, VersionRef::Tag(LATEST));
         let at = self.resolve(tenant, id, v).await?;
         let all = self.versions(tenant, id).await?;
+        if latest && all.is_empty() {
+            // No example written yet: the dataset as created.
+            return Ok(DatasetVersion { as_of: self.get_dataset(tenant, id).await?.created_at, tags: Vec::new() });
+        }
         all.into_iter()
             .find(|v| v.as_of <= at)
             .ok_or_else(|| ApiError::not_found(format!("dataset {id} had no version at {}", at.to_iso())))
@@ -381,6 +398,9 @@ impl Datasets {
         }
         if tag.as_bytes()[0].is_ascii_digit() {
             return Err(ApiError::unprocessable("tag: must not start with a digit (it would read as a time in as_of)"));
+        }
+        if tag == LATEST {
+            return Err(ApiError::unprocessable("tag: \"latest\" is built in (it always names the newest version)"));
         }
         let version = self.version_at(tenant, id, as_of).await?;
         self.commit(tenant, vec![DatasetChange::Tag { dataset_id: id, tag: tag.to_owned(), as_of: version.as_of, at: Timestamp::now() }])
@@ -635,6 +655,57 @@ impl Datasets {
         self.write_version(tenant, id, as_of, changes).await
     }
 
+    /// `PATCH /v1/platform/datasets/{id}/examples/metadata`: applies `ops` in order to the
+    /// metadata of each listed example of the dataset, all in one new version. Returns, per
+    /// submitted id (in order), whether it was updated; ids not in the dataset are skipped.
+    #[instrument(name = "datasets.update_metadata", skip_all, fields(tenant = %tenant, dataset = %id, examples = example_ids.len()))]
+    pub async fn update_metadata(
+        &self,
+        tenant: TenantId,
+        id: DatasetId,
+        example_ids: &[ExampleId],
+        ops: &[MetadataOp],
+    ) -> Result<Vec<(ExampleId, bool)>, ApiError> {
+        // "dataset not found" in so many words: the SDK reads any other 404 here as a server
+        // without this route and falls back to the legacy splits route.
+        let found = self.store.get_dataset(tenant, id).await.map_err(storage_error)?;
+        if found.is_none() {
+            return Err(ApiError::not_found(format!("dataset not found: {id}")));
+        }
+        let as_of = self.next_version(tenant, id).await?;
+        let mut done: HashSet<ExampleId> = HashSet::new();
+        let mut changes = Vec::new();
+        for eid in example_ids {
+            if done.contains(eid) {
+                continue;
+            }
+            let Some(mut e) = self.store.get_example(tenant, *eid, None).await.map_err(storage_error)?.filter(|e| e.dataset_id == id)
+            else {
+                continue;
+            };
+            let mut md = e.metadata.to_value_or_null().as_object().cloned().unwrap_or_default();
+            apply_metadata_ops(&mut md, ops);
+            // The same limits as any example write (nothing is written yet if one fails).
+            if let Some(s) = md.get(SPLIT_KEY) {
+                split_list(s, "operations")?;
+            }
+            if sextant_core::json::depth_of_object(&md) > sextant_core::json::MAX_JSON_DEPTH {
+                return Err(ApiError::unprocessable(format!(
+                    "operations: the metadata of example {eid} would nest deeper than {} levels",
+                    sextant_core::json::MAX_JSON_DEPTH
+                )));
+            }
+            e.metadata = RawJson::from_value(&Value::Object(md));
+            e.modified_at = as_of;
+            done.insert(*eid);
+            changes.push(ExampleChange::Put(e));
+        }
+        if !changes.is_empty() {
+            self.write_version(tenant, id, as_of, changes).await?;
+        }
+        Ok(example_ids.iter().map(|e| (*e, done.contains(e))).collect())
+    }
+
     /// One version's changes, in as many events as their size needs.
     pub async fn write_version(
         &self,
@@ -749,6 +820,7 @@ fn build_example(
     if !inputs.is_object() {
         return Err(ApiError::unprocessable(format!("{where_}.inputs: expected a JSON object")));
     }
+    let kept = kept_attachments(where_, current, &input)?;
     let too_deep = |field: &str, doc: &Value| {
         sextant_core::json::check_depth(doc).map_err(|e| ApiError::unprocessable(format!("{where_}.{field}: {e}")))
     };
@@ -787,11 +859,7 @@ fn build_example(
     } else {
         metadata.insert(SPLIT_KEY.into(), json!([DEFAULT_SPLIT]));
     }
-    let mut attachments = match (current, &input.retain_attachments) {
-        (Some(c), None) => c.attachments.clone(),
-        (Some(c), Some(keep)) => c.attachments.iter().filter(|a| keep.contains(&a.name)).cloned().collect(),
-        (None, _) => Vec::new(),
-    };
+    let mut attachments = kept;
     for a in input.attachments {
         attachments.retain(|x| x.name != a.name);
         attachments.push(a);
@@ -807,6 +875,83 @@ fn build_example(
         created_at: current.map_or(input.created_at.unwrap_or(as_of), |c| c.created_at),
         modified_at: as_of,
     })
+}
+
+/// One change of a bulk metadata update (already validated by the transport).
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetadataOp {
+    /// Replaces the value at `key` (for `dataset_split`, a list of split names).
+    Set { key: String, value: Value },
+    /// Adds the values missing from the list at `key`.
+    ArrayAdd { key: String, values: Vec<String> },
+    /// Removes the values from the list at `key`.
+    ArrayRemove { key: String, values: Vec<String> },
+}
+
+/// Applies the operations in order. A missing or non-list value starts an array operation
+/// as an empty list, except `dataset_split`, which starts as the splits the example is in
+/// (`base` when none). Split lists follow the legacy splits route: joining a named split
+/// leaves `base`, and leaving the last split returns the example to `base`.
+pub fn apply_metadata_ops(md: &mut Map<String, Value>, ops: &[MetadataOp]) {
+    for op in ops {
+        let (key, values, add) = match op {
+            MetadataOp::Set { key, value } => {
+                md.insert(key.clone(), value.clone());
+                continue;
+            }
+            MetadataOp::ArrayAdd { key, values } => (key, values, true),
+            MetadataOp::ArrayRemove { key, values } => (key, values, false),
+        };
+        let split = key == SPLIT_KEY;
+        let mut list: Vec<Value> = match md.get(key) {
+            Some(Value::Array(a)) => a.clone(),
+            _ if split => splits_of(&Value::Object(md.clone())).into_iter().map(Value::String).collect(),
+            _ => Vec::new(),
+        };
+        for v in values {
+            let v = Value::String(v.clone());
+            if add && !list.contains(&v) {
+                list.push(v);
+            } else if !add {
+                list.retain(|x| x != &v);
+            }
+        }
+        if split {
+            let base = Value::String(DEFAULT_SPLIT.to_owned());
+            if list.iter().any(|s| s != &base) {
+                list.retain(|s| s != &base);
+            }
+            if list.is_empty() {
+                list.push(base);
+            }
+        }
+        md.insert(key.clone(), Value::Array(list));
+    }
+}
+
+/// The current version's attachments an update keeps (before its new ones are added), as
+/// LangSmith's `attachments_operations` define it: with operations, only the retained ones and
+/// the renamed ones (under their new names) survive; without, new attachments replace the
+/// whole set and an update without attachments keeps it.
+fn kept_attachments(where_: &str, current: Option<&Example>, input: &ExampleInput) -> Result<Vec<ExampleAttachment>, ApiError> {
+    let Some(c) = current else { return Ok(Vec::new()) };
+    let Some(retain) = &input.retain_attachments else {
+        return Ok(if input.attachments.is_empty() { c.attachments.clone() } else { Vec::new() });
+    };
+    let renamed: HashSet<&str> = input.rename_attachments.iter().map(|(old, _)| old.as_str()).collect();
+    let mut kept: Vec<ExampleAttachment> =
+        c.attachments.iter().filter(|a| retain.contains(&a.name) && !renamed.contains(a.name.as_str())).cloned().collect();
+    for (old, new) in &input.rename_attachments {
+        let mut a = c.attachments.iter().find(|a| &a.name == old).cloned().ok_or_else(|| {
+            ApiError::unprocessable(format!("{where_}.attachments_operations.rename: the example has no attachment {old:?}"))
+        })?;
+        if kept.iter().any(|k| &k.name == new) {
+            return Err(ApiError::unprocessable(format!("{where_}.attachments_operations.rename: two attachments would be named {new:?}")));
+        }
+        a.name = new.clone();
+        kept.push(a);
+    }
+    Ok(kept)
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
@@ -835,5 +980,29 @@ fn schema_field(o: &Map<String, Value>, k: &str) -> Result<Option<RawJson>, ApiE
             Ok(Some(RawJson::from_value(v)))
         }
         Some(_) => Err(ApiError::unprocessable(format!("{k}: expected a JSON Schema object"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_ops_apply_in_order_and_keep_splits_a_list() {
+        let mut md = json!({"tier": 1}).as_object().cloned().unwrap();
+        let add = |k: &str, v: &[&str]| MetadataOp::ArrayAdd { key: k.into(), values: v.iter().map(|s| s.to_string()).collect() };
+        let remove = |k: &str, v: &[&str]| MetadataOp::ArrayRemove { key: k.into(), values: v.iter().map(|s| s.to_string()).collect() };
+        apply_metadata_ops(
+            &mut md,
+            &[
+                add(SPLIT_KEY, &["train"]),
+                add("labels", &["x", "y", "x"]),
+                remove("labels", &["x"]),
+                MetadataOp::Set { key: "owner".into(), value: json!("me") },
+            ],
+        );
+        assert_eq!(Value::Object(md.clone()), json!({"tier": 1, "dataset_split": ["train"], "labels": ["y"], "owner": "me"}));
+        apply_metadata_ops(&mut md, &[remove(SPLIT_KEY, &["train"])]);
+        assert_eq!(md[SPLIT_KEY], json!([DEFAULT_SPLIT]), "leaving the last split returns to base");
     }
 }

@@ -50,9 +50,8 @@ pub fn selection_from_json(body: &Value) -> Result<RunSelection, ApiError> {
     }
     let time = |k: &str| -> Result<Option<Timestamp>, ApiError> {
         match o.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Timestamp::parse(s).map(Some).map_err(|e| ApiError::unprocessable(format!("{k}: {e}"))),
-            Some(_) => Err(ApiError::unprocessable(format!("{k}: expected an ISO-8601 time"))),
+            None => Ok(None),
+            Some(v) => Timestamp::from_json(v).map_err(|e| ApiError::unprocessable(format!("{k}: {e}"))),
         }
     };
     let project_ids = match o.get("project_ids") {
@@ -271,6 +270,7 @@ pub(crate) fn example_from_run(
         created_at: None,
         attachments: Vec::new(),
         retain_attachments: None,
+        rename_attachments: Vec::new(),
     };
     Some((hash, input))
 }

@@ -7,7 +7,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use axum::{middleware, Json, Router};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Map, Value};
@@ -43,6 +43,7 @@ pub struct DatasetState {
 pub fn router(state: DatasetState, auth: Arc<Authenticator>) -> Router {
     let api = Router::new()
         .route("/datasets", post(create_dataset).get(list_datasets))
+        .route("/datasets/upload", post(upload_csv))
         .route("/datasets/{id}", get(read_dataset).patch(update_dataset).delete(delete_dataset))
         .route("/datasets/{id}/tags", put(set_tag))
         .route("/datasets/{id}/versions", get(list_versions))
@@ -63,6 +64,12 @@ pub fn router(state: DatasetState, auth: Arc<Authenticator>) -> Router {
     let platform = Router::new()
         .route("/platform/datasets/{id}/examples", post(multipart_create).patch(multipart_update))
         .route("/platform/datasets/examples/delete", post(platform_delete_examples))
+        .route("/platform/datasets/{id}/examples/metadata", patch(update_examples_metadata))
+        .route_layer(middleware::from_fn_with_state(auth.clone(), require_principal))
+        .with_state(state.clone());
+    // The generated (Stainless) clients call v2 routes at the root, whatever the endpoint.
+    let v2 = Router::new()
+        .route("/datasets/{id}/experiment-runs", post(experiment_runs))
         .route_layer(middleware::from_fn_with_state(auth, require_principal))
         .with_state(state.clone());
     let public = Router::new().route("/public/dataset-attachments/{tenant}/{sha}", get(download)).with_state(state);
@@ -71,6 +78,7 @@ pub fn router(state: DatasetState, auth: Arc<Authenticator>) -> Router {
         .nest("/api/v1", api)
         .nest("/v1", platform.clone())
         .nest("/api/v1", platform)
+        .nest("/api/v2", v2)
         .merge(public.clone())
         .nest("/api/v1", public)
 }
@@ -278,6 +286,10 @@ async fn read_version(
     let q = QueryParams::parse(q.as_deref());
     let id = dataset_id(&id)?;
     let v = match (q.get("as_of"), q.get("tag")) {
+        // The JS SDK passes a string `asOf` through: a tag name (or `latest`) works there too.
+        (Some(a), None) if !a.trim().is_empty() && !a.trim_start().starts_with(|c: char| c.is_ascii_digit()) => {
+            s.datasets.version_at(p.tenant, id, VersionRef::Tag(a.trim())).await?
+        }
         (Some(a), None) => {
             let t = Timestamp::parse(a).map_err(|e| ApiError::unprocessable(format!("as_of: {e}")))?;
             s.datasets.version_at(p.tenant, id, VersionRef::Time(t)).await?
@@ -450,9 +462,10 @@ async fn list_examples(State(s): State<DatasetState>, Caller(p): Caller, RawQuer
                 .map_err(|e| ApiError::unprocessable(format!("metadata: expected a JSON object: {e}")))?,
         ),
     };
-    if q.get("filter").is_some() {
-        return Err(ApiError::unprocessable("filter: example filters are not supported; use metadata, splits or id"));
-    }
+    let filter = match q.get("filter").map(str::trim).filter(|f| !f.is_empty()) {
+        Some(f) => Some(crate::example_filter::ExampleFilter::parse(f)?),
+        None => None,
+    };
     let query = ExampleQuery {
         as_of,
         ids: q.uuids("id")?.into_iter().map(ExampleId).collect(),
@@ -462,7 +475,10 @@ async fn list_examples(State(s): State<DatasetState>, Caller(p): Caller, RawQuer
         offset: q.usize("offset")?.unwrap_or(0),
         limit: q.usize("limit")?.unwrap_or(100),
     };
-    let list = s.datasets.list_examples(p.tenant, dataset, query).await?;
+    let list = match &filter {
+        Some(f) => s.datasets.list_examples_filtered(p.tenant, dataset, query, f).await?,
+        None => s.datasets.list_examples(p.tenant, dataset, query).await?,
+    };
     Ok(Json(list.iter().map(|e| example_json(&s, p.tenant, e)).collect::<Vec<_>>()).into_response())
 }
 
@@ -595,17 +611,43 @@ fn multipart_inputs(parsed: Vec<(ExampleId, PartsOf)>) -> Result<(Vec<ExampleInp
             blobs.push(data);
         }
         if let Some(ops) = p.operations {
-            // `{"rename": {old: new}, "retain": [names]}`: renames are not supported yet.
-            if ops.get("rename").and_then(Value::as_object).is_some_and(|r| !r.is_empty()) {
-                return Err(ApiError::unprocessable(format!("{where_}: attachments_operations.rename is not supported")));
-            }
-            if let Some(keep) = ops.get("retain").and_then(Value::as_array) {
-                input.retain_attachments = Some(keep.iter().filter_map(Value::as_str).map(str::to_owned).collect());
-            }
+            // `{"rename": {old: new}, "retain": [names]}`: only what is retained or renamed is
+            // kept (a missing `retain` is empty, as the SDK's model defaults it).
+            let (retain, rename) = attachment_operations(&ops, &where_)?;
+            input.retain_attachments = Some(retain);
+            input.rename_attachments = rename;
         }
         out.push(input);
     }
     Ok((out, blobs))
+}
+
+/// Attachment names to retain, and `(old, new)` renames.
+type AttachmentOps = (Vec<String>, Vec<(String, String)>);
+
+/// `attachments_operations` as `(retain, rename)`.
+fn attachment_operations(ops: &Value, where_: &str) -> Result<AttachmentOps, ApiError> {
+    let bad = |what: &str| ApiError::unprocessable(format!("{where_}.attachments_operations{what}"));
+    let o = ops.as_object().ok_or_else(|| bad(": expected an object with rename and retain"))?;
+    let retain = match o.get("retain") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad(".retain: expected a list of names"))?,
+        Some(_) => return Err(bad(".retain: expected a list of names")),
+    };
+    let rename = match o.get("rename") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| v.as_str().filter(|n| !n.is_empty()).map(|n| (k.clone(), n.to_owned())))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad(".rename: expected an object of old name to new name"))?,
+        Some(_) => return Err(bad(".rename: expected an object of old name to new name")),
+    };
+    Ok((retain, rename))
 }
 
 async fn multipart_create(
@@ -657,6 +699,228 @@ async fn download(
     url_mac(&s.url_key, tenant, &sha, mime, expires).verify_slice(&sig).map_err(|_| forbidden())?;
     let bytes = s.datasets.blob(tenant, &sha).await?;
     Ok((StatusCode::OK, [("content-type", mime.to_owned())], bytes).into_response())
+}
+
+// ---- bulk metadata, CSV upload, experiment runs ----
+
+/// Limits of `PATCH .../examples/metadata`, as LangSmith documents them.
+const MAX_METADATA_IDS: usize = 10_000;
+const MAX_METADATA_OPS: usize = 50;
+const MAX_ARRAY_OPS: usize = 10;
+const MAX_METADATA_KEY_BYTES: usize = 255;
+const MAX_ARRAY_VALUES: usize = 1000;
+const MAX_SET_VALUE_BYTES: usize = 64 * 1024;
+
+fn metadata_ops(v: Option<&Value>) -> Result<Vec<crate::core::MetadataOp>, ApiError> {
+    use crate::core::MetadataOp;
+    let list = v.and_then(Value::as_array).ok_or_else(|| ApiError::unprocessable("operations: required (a list of operations)"))?;
+    if list.is_empty() || list.len() > MAX_METADATA_OPS {
+        return Err(ApiError::unprocessable(format!("operations: 1 to {MAX_METADATA_OPS} operations")));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, op) in list.iter().enumerate() {
+        let at = format!("operations[{i}]");
+        let o = op.as_object().ok_or_else(|| ApiError::unprocessable(format!("{at}: expected an object")))?;
+        let key = o.get("key").and_then(Value::as_str).ok_or_else(|| ApiError::unprocessable(format!("{at}.key: required (a string)")))?;
+        if key.is_empty() || key.len() > MAX_METADATA_KEY_BYTES {
+            return Err(ApiError::unprocessable(format!("{at}.key: 1 to {MAX_METADATA_KEY_BYTES} bytes")));
+        }
+        let kind = o.get("operation").and_then(Value::as_str).unwrap_or_default().to_ascii_uppercase();
+        let values = || -> Result<Vec<String>, ApiError> {
+            let bad = || {
+                ApiError::unprocessable(format!(
+                    "{at}.values: required for {kind}: up to {MAX_ARRAY_VALUES} strings of at most {MAX_METADATA_KEY_BYTES} bytes"
+                ))
+            };
+            let a = o.get("values").and_then(Value::as_array).ok_or_else(bad)?;
+            if a.len() > MAX_ARRAY_VALUES {
+                return Err(bad());
+            }
+            a.iter()
+                .map(|v| v.as_str().filter(|s| !s.is_empty() && s.len() <= MAX_METADATA_KEY_BYTES).map(str::to_owned).ok_or_else(bad))
+                .collect()
+        };
+        out.push(match kind.as_str() {
+            "SET" => {
+                let mut value = o.get("value").cloned().ok_or_else(|| ApiError::unprocessable(format!("{at}.value: required for SET")))?;
+                if value.to_string().len() > MAX_SET_VALUE_BYTES {
+                    return Err(ApiError::unprocessable(format!("{at}.value: larger than 64 KB")));
+                }
+                sextant_core::json::check_depth(&value).map_err(|e| ApiError::unprocessable(format!("{at}.value: {e}")))?;
+                if key == sextant_core::dataset::SPLIT_KEY {
+                    // Splits are a list of names, however they are given.
+                    let names: Option<Vec<String>> = match &value {
+                        Value::String(s) => Some(vec![s.clone()]),
+                        Value::Array(a) => a.iter().map(|v| v.as_str().map(str::to_owned)).collect(),
+                        _ => None,
+                    };
+                    let names = names.filter(|n| !n.is_empty() && n.iter().all(|s| !s.is_empty() && s.len() <= MAX_METADATA_KEY_BYTES));
+                    value = json!(names.ok_or_else(|| ApiError::unprocessable(format!(
+                        "{at}.value: dataset_split takes a split name or a list of them"
+                    )))?);
+                }
+                MetadataOp::Set { key: key.to_owned(), value }
+            }
+            "ARRAY_ADD" => MetadataOp::ArrayAdd { key: key.to_owned(), values: values()? },
+            "ARRAY_REMOVE" => MetadataOp::ArrayRemove { key: key.to_owned(), values: values()? },
+            _ => {
+                return Err(ApiError::unprocessable(format!(
+                    "{at}.operation: {} is not SET, ARRAY_ADD or ARRAY_REMOVE",
+                    truncate(&o.get("operation").map(Value::to_string).unwrap_or_else(|| "missing".into()))
+                )))
+            }
+        });
+    }
+    let arrays = out.iter().filter(|o| !matches!(o, crate::core::MetadataOp::Set { .. })).count();
+    if arrays > MAX_ARRAY_OPS {
+        return Err(ApiError::unprocessable(format!("operations: at most {MAX_ARRAY_OPS} array operations")));
+    }
+    Ok(out)
+}
+
+/// `PATCH /v1/platform/datasets/{id}/examples/metadata`: the same metadata operations on
+/// many examples, one version; 207 with a status per submitted id.
+async fn update_examples_metadata(
+    State(s): State<DatasetState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = json_body(&headers, body, MAX_JSON_BYTES).await?;
+    let dataset = dataset_id(&id)?;
+    let ids = uuid_list(body.get("example_ids"), "example_ids")?;
+    if ids.is_empty() || ids.len() > MAX_METADATA_IDS {
+        return Err(ApiError::unprocessable(format!("example_ids: 1 to {MAX_METADATA_IDS} example ids")));
+    }
+    let ops = metadata_ops(body.get("operations"))?;
+    let done = s.datasets.update_metadata(p.tenant, dataset, &ids, &ops).await?;
+    let statuses: Vec<Value> = done
+        .iter()
+        .map(|(e, updated)| {
+            if *updated {
+                json!({"id": e, "status": "UPDATED"})
+            } else {
+                json!({"id": e, "status": "NOT_FOUND", "description": format!("example {e} is not in dataset {dataset}")})
+            }
+        })
+        .collect();
+    Ok((StatusCode::MULTI_STATUS, Json(json!({"statuses": statuses}))).into_response())
+}
+
+/// `POST /datasets/upload` (SDK `upload_csv`): multipart with the CSV `file`, repeated
+/// `input_keys` and `output_keys`, `name`, `description`, `data_type` and `id`. Creates the
+/// dataset and one example per row; nothing is kept unless every row is valid.
+async fn upload_csv(State(s): State<DatasetState>, Caller(p): Caller, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    use crate::import::{CsvColumns, ImportFormat};
+    use tokio::io::AsyncWriteExt;
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::new(ErrorKind::UnsupportedMediaType, "Content-Type multipart/form-data with a boundary is required"))?;
+    let boundary = multer::parse_boundary(ct).map_err(|_| {
+        ApiError::new(
+            ErrorKind::UnsupportedMediaType,
+            format!("Content-Type {:?} is not multipart/form-data with a boundary", truncate(ct)),
+        )
+    })?;
+    let io = |e: std::io::Error| {
+        tracing::error!(error = %e, "cannot spool an upload to a temporary file");
+        ApiError::unavailable("cannot store the upload temporarily; retry shortly")
+    };
+    let bad = ApiError::bad_request;
+    let mut mp = multer::Multipart::new(body.into_data_stream(), boundary);
+    let (mut fields, mut input_keys, mut output_keys) = (Map::new(), Vec::new(), Vec::new());
+    let mut file: Option<(std::fs::File, Option<String>)> = None;
+    while let Some(mut field) = mp.next_field().await.map_err(|e| bad(format!("malformed multipart body: {e}")))? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "file" {
+            let file_name = field.file_name().map(str::to_owned);
+            let tmp = tokio::task::spawn_blocking(tempfile::tempfile).await.map_err(|_| ApiError::internal())?.map_err(io)?;
+            let mut out = tokio::io::BufWriter::new(tokio::fs::File::from_std(tmp));
+            let mut written = 0u64;
+            while let Some(chunk) = field.chunk().await.map_err(|e| bad(format!("part file: {e}")))? {
+                written += chunk.len() as u64;
+                if written > MAX_IMPORT_BYTES {
+                    return Err(ApiError::new(
+                        ErrorKind::PayloadTooLarge,
+                        format!("the file exceeds the import limit of {} GiB", MAX_IMPORT_BYTES >> 30),
+                    ));
+                }
+                out.write_all(&chunk).await.map_err(io)?;
+            }
+            out.flush().await.map_err(io)?;
+            let mut f = out.into_inner().into_std().await;
+            std::io::Seek::rewind(&mut f).map_err(io)?;
+            file = Some((f, file_name));
+            continue;
+        }
+        let text = field.text().await.map_err(|e| bad(format!("part {}: {e}", truncate(&name))))?;
+        match name.as_str() {
+            "input_keys" => input_keys.push(text),
+            "output_keys" => output_keys.push(text),
+            "name" | "description" | "data_type" | "id" => {
+                fields.insert(name, Value::String(text));
+            }
+            // Other form fields (future SDK options) do not change what is uploaded.
+            _ => {}
+        }
+    }
+    let (file, file_name) = file.ok_or_else(|| ApiError::unprocessable("file: required (the CSV file part)"))?;
+    if input_keys.is_empty() {
+        return Err(ApiError::unprocessable("input_keys: at least one column"));
+    }
+    if !fields.contains_key("name") {
+        // As LangSmith: the dataset is named after the file.
+        let n = file_name.filter(|n| !n.is_empty()).ok_or_else(|| ApiError::unprocessable("name: required (or a file name)"))?;
+        fields.insert("name".into(), Value::String(n));
+    }
+    let d = s.datasets.create_dataset(p.tenant, &Value::Object(fields)).await?;
+    let format = ImportFormat::Csv(CsvColumns { input_keys, output_keys, metadata_keys: Vec::new() });
+    let report = match s.datasets.import_examples(p.tenant, d.id, file, format, true, false).await {
+        Ok(r) if r.rejected == 0 => r,
+        failed => {
+            // All or nothing: a file that cannot be imported leaves no dataset behind.
+            if let Err(e) = s.datasets.delete_dataset(p.tenant, d.id).await {
+                tracing::warn!(error = %e.message, dataset = %d.id, "could not remove the dataset of a failed upload");
+            }
+            let r = failed?;
+            let first = r.errors.first().map(|e| e.error.as_str()).unwrap_or_default();
+            let mut out = r.to_json();
+            out["detail"] = json!(format!("{} of {} rows are invalid; nothing was uploaded (first: {first})", r.rejected, r.rows));
+            return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(out)).into_response());
+        }
+    };
+    Ok(Json(dataset_json(p.tenant, &d, Some(report.imported))).into_response())
+}
+
+/// `POST /api/v2/datasets/{id}/experiment-runs`: examples with their experiment runs.
+async fn experiment_runs(
+    State(s): State<DatasetState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    use crate::experiment_runs::{run_json, ExperimentRunsQuery};
+    let body = json_body(&headers, body, MAX_JSON_BYTES).await?;
+    let q = ExperimentRunsQuery::from_json(&body)?;
+    let dataset = dataset_id(&id)?;
+    let page = s.datasets.experiment_runs(p.tenant, dataset, &q).await?;
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|(e, runs)| {
+            let mut v = example_json(&s, p.tenant, e);
+            v["name"] = Value::Null;
+            // RFC 3339 in the v2 shape.
+            v["created_at"] = json!(format!("{}Z", e.created_at.to_iso()));
+            v["modified_at"] = json!(format!("{}Z", e.modified_at.to_iso()));
+            v["runs"] = runs.iter().map(|r| run_json(r, dataset, &q.selects, page.stats.get(&r.id))).collect();
+            v
+        })
+        .collect();
+    Ok(Json(json!({"items": items, "next_cursor": page.next_cursor})).into_response())
 }
 
 // ---- curation and export (Sextant extensions) ----

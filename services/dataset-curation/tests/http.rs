@@ -171,3 +171,59 @@ async fn trailing_content_after_a_json_body_is_refused() {
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
     assert!(r.detail().contains("trailing"), "{}", r.detail());
 }
+
+#[tokio::test]
+async fn a_bulk_metadata_update_with_one_bad_operation_changes_nothing() {
+    let f = fixture();
+    let d = f.dataset("bulk-md").await;
+    let e = f.example(&d, "a").await;
+    let before = f.versions(&d).await;
+    let path = format!("/v1/platform/datasets/{d}/examples/metadata");
+    let ops = json!([{"key": "k", "operation": "SET", "value": 1}, {"key": "labels", "operation": "ARRAY_ADD", "values": [7]}]);
+    let r = f.json(Method::PATCH, &path, json!({"example_ids": [e], "operations": ops})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.detail().starts_with("operations[1].values"), "{}", r.detail());
+    assert_eq!(f.versions(&d).await, before, "no version written");
+    let long = "s".repeat(200);
+    let ops = json!([{"key": "dataset_split", "operation": "ARRAY_ADD", "values": [long]}]);
+    let r = f.json(Method::PATCH, &path, json!({"example_ids": [e], "operations": ops})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.detail().contains("split: names are 1 to 128 bytes"), "{}", r.detail());
+    assert_eq!(f.versions(&d).await, before, "no version written");
+    let r = f
+        .json(Method::PATCH, &path, json!({"example_ids": ["not-a-uuid"], "operations": [{"key": "k", "operation": "SET", "value": 1}]}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.detail().contains("example_ids[0]"), "{}", r.detail());
+}
+
+#[tokio::test]
+async fn an_upload_whose_csv_lacks_a_column_leaves_no_dataset() {
+    let f = fixture();
+    let (ct, body) = multipart(&[
+        ("name".into(), "text/plain", b"up"),
+        ("input_keys".into(), "text/plain", b"question"),
+        ("output_keys".into(), "text/plain", b"answer"),
+        ("file\"; filename=\"faq.csv".into(), "text/csv", b"question\nwhy?\n"),
+    ]);
+    let r = f.send(Method::POST, "/datasets/upload", &ct, body).await;
+    assert!(r.status.is_client_error(), "{} {}", r.status, r.body);
+    assert!(r.detail().contains("answer"), "{}", r.detail());
+    let list = f.send(Method::GET, "/datasets?name=up", "application/json", Body::empty()).await;
+    assert_eq!(list.body, json!([]), "the dataset of a failed upload is removed");
+}
+
+#[tokio::test]
+async fn experiment_runs_need_experiments_and_known_selects() {
+    let f = fixture();
+    let d = f.dataset("xr").await;
+    let path = format!("/api/v2/datasets/{d}/experiment-runs");
+    let r = f.json(Method::POST, &path, json!({})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.detail().starts_with("experiment_ids"), "{}", r.detail());
+    let x = uuid::Uuid::new_v4();
+    let r = f.json(Method::POST, &path, json!({"experiment_ids": [x], "selects": ["NAME", "BOGUS"]})).await;
+    assert!(r.detail().contains("selects[1]"), "{}", r.detail());
+    let r = f.json(Method::POST, &path, json!({"experiment_ids": [x]})).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+}

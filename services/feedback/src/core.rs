@@ -10,9 +10,9 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use sextant_bus::EventBus;
-use sextant_core::feedback::{parse_comment, parse_correction, parse_score, parse_value, FeedbackField};
+use sextant_core::feedback::{parse_comment, parse_correction, parse_score, parse_value, FeedbackField, FeedbackToken};
 use sextant_core::{Feedback, FeedbackChange, FeedbackId, RawJson, RunId, TenantId, Timestamp};
-use sextant_events::{Envelope, Event, FeedbackChangedV1};
+use sextant_events::{Envelope, Event, FeedbackChangedV1, FeedbackTokenIssuedV1};
 use sextant_proto::{ApiError, ErrorKind};
 use sextant_storage::{FeedbackQuery, Storage};
 
@@ -25,8 +25,8 @@ pub const MAX_LIST_LIMIT: usize = 1000;
 pub const MAX_TOKEN_LIFETIME_SECS: i64 = 90 * 24 * 3600;
 
 pub struct FeedbackService {
-    bus: Arc<dyn EventBus>,
-    store: Arc<dyn Storage>,
+    pub(crate) bus: Arc<dyn EventBus>,
+    pub(crate) store: Arc<dyn Storage>,
     tokens: TokenSigner,
 }
 
@@ -124,7 +124,11 @@ impl FeedbackService {
     }
 
     /// `POST /feedback/tokens` (one request object). `base_url` is where the token is redeemed.
-    pub fn create_token(&self, tenant: TenantId, body: &Value, base_url: &str) -> Result<Value, ApiError> {
+    ///
+    /// The token is a random UUID stored with its grant (the SDK takes the URL's last path
+    /// segment as a UUID and redeems `POST /feedback/tokens/{uuid}`). It is published as an
+    /// event and written through, so the URL works as soon as it is handed out.
+    pub async fn create_token(&self, tenant: TenantId, body: &Value, base_url: &str) -> Result<Value, ApiError> {
         let obj = body.as_object().ok_or_else(|| ApiError::unprocessable("body: expected a JSON object"))?;
         let run_id = match obj.get("run_id") {
             Some(Value::String(s)) => {
@@ -139,7 +143,9 @@ impl FeedbackService {
         sextant_core::feedback::check_key(&key).map_err(|e| ApiError::unprocessable(format!("feedback_{}", e.0)))?;
         let now = Timestamp::now();
         let expires = match (obj.get("expires_at"), obj.get("expires_in")) {
-            (Some(Value::String(at)), _) => Timestamp::parse(at).map_err(|e| ApiError::unprocessable(format!("expires_at: {}", e.0)))?,
+            (Some(at), _) if !at.is_null() => {
+                Timestamp::from_json(at).map_err(|e| ApiError::unprocessable(format!("expires_at: {e}")))?.unwrap_or(now)
+            }
             (_, Some(Value::Object(d))) => {
                 let part = |k: &str| -> Result<i64, ApiError> {
                     match d.get(k) {
@@ -167,34 +173,57 @@ impl FeedbackService {
         if expires.micros() - now.micros() > MAX_TOKEN_LIFETIME_SECS * 1_000_000 {
             return Err(ApiError::unprocessable(format!("tokens live at most {} days", MAX_TOKEN_LIFETIME_SECS / 86_400)));
         }
-        let id = match obj.get("id") {
+        // `id` is the feedback the token writes (the SDK's `feedback_id`), not the token's.
+        let feedback_id = match obj.get("id") {
             Some(Value::String(s)) => Uuid::parse_str(s).map_err(|_| ApiError::unprocessable(format!("id: {s:?} is not a UUID")))?,
-            _ => Uuid::now_v7(),
+            None | Some(Value::Null) => Uuid::now_v7(),
+            Some(_) => return Err(ApiError::unprocessable("id: expected a UUID string")),
         };
-        let grant = Grant {
-            id,
-            tenant,
+        let feedback_config = match obj.get("feedback_config") {
+            None | Some(Value::Null) => None,
+            Some(v @ Value::Object(_)) => Some(RawJson::from_value(v)),
+            Some(_) => return Err(ApiError::unprocessable("feedback_config: expected an object")),
+        };
+        let token = FeedbackToken {
+            id: Uuid::new_v4(),
             run_id,
             key,
-            expires_us: expires.micros(),
-            feedback_config: obj.get("feedback_config").filter(|v| !v.is_null()).cloned(),
+            feedback_id: FeedbackId(feedback_id),
+            expires_at: expires,
+            created_at: now,
+            feedback_config,
         };
-        let token = self.tokens.issue(&grant);
-        Ok(serde_json::json!({
-            "id": id,
-            "url": format!("{}/feedback/tokens/{token}", base_url.trim_end_matches('/')),
-            "expires_at": expires.to_iso(),
-        }))
+        let env = Envelope::new(tenant, Event::FeedbackTokenIssuedV1(FeedbackTokenIssuedV1 { token: token.clone() }));
+        self.bus.publish(&[env]).await.map_err(bus_error)?;
+        self.store.put_feedback_token(tenant, &token).await.map_err(storage_error)?;
+        Ok(token_json(&token, base_url))
+    }
+
+    /// `GET /feedback/tokens?run_id=`: the tokens issued for a run, expired ones included.
+    pub async fn list_tokens(
+        &self,
+        tenant: TenantId,
+        run: RunId,
+        base_url: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<Value>, ApiError> {
+        let tokens = self.store.list_feedback_tokens(tenant, run).await.map_err(storage_error)?;
+        Ok(tokens.iter().skip(offset).take(limit).map(|t| token_json(t, base_url)).collect())
     }
 
     /// Feedback posted with a presigned token (`GET` query or `POST` body fields `score`,
     /// `value`, `comment`, `correction`, `metadata`).
     #[instrument(name = "feedback.with_token", skip_all)]
     pub async fn create_with_token(&self, token: &str, fields: &Map<String, Value>) -> Result<Feedback, ApiError> {
-        let grant = self.tokens.verify(token, Timestamp::now()).map_err(|e| match e {
-            TokenError::Expired(_) | TokenError::BadSignature => ApiError::new(ErrorKind::Forbidden, e.to_string()),
-            TokenError::Malformed => ApiError::bad_request(e.to_string()),
-        })?;
+        let grant = match Uuid::parse_str(token) {
+            Ok(id) => self.stored_grant(id).await?,
+            // The signed form handed out before tokens were stored, valid until it expires.
+            Err(_) => self.tokens.verify(token, Timestamp::now()).map_err(|e| match e {
+                TokenError::Expired(_) | TokenError::BadSignature => ApiError::new(ErrorKind::Forbidden, e.to_string()),
+                TokenError::Malformed => ApiError::bad_request(e.to_string()),
+            })?,
+        };
         let mut source = serde_json::json!({"type": "app", "metadata": {}});
         if let Some(md) = fields.get("metadata").filter(|v| !v.is_null()) {
             if !md.is_object() {
@@ -220,6 +249,38 @@ impl FeedbackService {
         self.publish(grant.tenant, vec![FeedbackChange::Upsert(f.clone())]).await?;
         Ok(f)
     }
+}
+
+impl FeedbackService {
+    /// The grant of a stored token, if it exists and has not expired.
+    async fn stored_grant(&self, id: Uuid) -> Result<Grant, ApiError> {
+        let (tenant, t) = self
+            .store
+            .feedback_token(id)
+            .await
+            .map_err(storage_error)?
+            .ok_or_else(|| ApiError::new(ErrorKind::Forbidden, "feedback token is unknown"))?;
+        if t.expires_at <= Timestamp::now() {
+            return Err(ApiError::new(ErrorKind::Forbidden, TokenError::Expired(t.expires_at).to_string()));
+        }
+        Ok(Grant {
+            id: t.feedback_id.0,
+            tenant,
+            run_id: t.run_id,
+            key: t.key,
+            expires_us: t.expires_at.micros(),
+            feedback_config: t.feedback_config.as_ref().map(RawJson::to_value_or_null),
+        })
+    }
+}
+
+/// The FeedbackIngestToken the SDK parses: the URL ends in the token's UUID.
+pub fn token_json(t: &FeedbackToken, base_url: &str) -> Value {
+    serde_json::json!({
+        "id": t.id,
+        "url": format!("{}/feedback/tokens/{}", base_url.trim_end_matches('/'), t.id),
+        "expires_at": t.expires_at.to_iso(),
+    })
 }
 
 /// The fields of a PATCH body, validated.

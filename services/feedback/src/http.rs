@@ -24,6 +24,8 @@ use crate::queues::{item_json, queue_json, rule_json, Queues, DEFAULT_LEASE_SECS
 
 /// Largest JSON body these routes take.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Most tokens one `POST /feedback/tokens` creates.
+const MAX_TOKENS_PER_REQUEST: usize = 100;
 
 #[derive(Clone)]
 pub struct FeedbackState {
@@ -38,7 +40,11 @@ pub struct FeedbackState {
 pub fn router(state: FeedbackState, auth: Arc<Authenticator>) -> Router {
     let api = Router::new()
         .route("/feedback", post(create_feedback).get(list_feedback))
-        .route("/feedback/tokens", post(create_tokens))
+        .route("/feedback/tokens", post(create_tokens).get(list_tokens))
+        .route(
+            "/feedback-configs",
+            post(create_feedback_config).get(list_feedback_configs).patch(update_feedback_config).delete(delete_feedback_config),
+        )
         .route("/feedback/{id}", get(read_feedback).patch(update_feedback).delete(delete_feedback))
         .route("/annotation-queues", post(create_queue).get(list_queues))
         .route("/annotation-queues/{id}", get(read_queue).patch(update_queue).delete(delete_queue))
@@ -49,6 +55,7 @@ pub fn router(state: FeedbackState, auth: Arc<Authenticator>) -> Router {
         .route("/annotation-queues/{id}/next", post(next_item))
         .route("/annotation-queues/{id}/items/{item_id}/review", post(review_item))
         .route("/annotation-queues/{id}/agreement", get(queue_agreement))
+        .route("/annotation-queues/{id}/size", get(queue_size))
         .route("/annotation-queues/{id}/rules", post(add_rule).get(list_rules))
         .route("/annotation-queues/{id}/rules/{rule_id}", axum::routing::delete(delete_rule))
         .route("/platform/annotation-queues/{id}/items", post(platform_add_items).get(platform_list_items))
@@ -115,11 +122,26 @@ async fn create_tokens(State(s): State<FeedbackState>, Caller(p): Caller, header
     let body = json_body(&headers, body, MAX_BODY_BYTES).await?;
     match &body {
         Value::Array(reqs) => {
-            let out = reqs.iter().map(|r| s.feedback.create_token(p.tenant, r, &base)).collect::<Result<Vec<_>, _>>()?;
+            if reqs.len() > MAX_TOKENS_PER_REQUEST {
+                return Err(ApiError::unprocessable(format!("at most {MAX_TOKENS_PER_REQUEST} tokens per request")));
+            }
+            let mut out = Vec::with_capacity(reqs.len());
+            for r in reqs {
+                out.push(s.feedback.create_token(p.tenant, r, &base).await?);
+            }
             Ok(Json(out).into_response())
         }
-        other => Ok(Json(s.feedback.create_token(p.tenant, other, &base)?).into_response()),
+        other => Ok(Json(s.feedback.create_token(p.tenant, other, &base).await?).into_response()),
     }
+}
+
+async fn list_tokens(State(s): State<FeedbackState>, Caller(p): Caller, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let q = QueryParams::parse(q.as_deref());
+    let run = q.get("run_id").ok_or_else(|| ApiError::unprocessable("run_id: required (the run whose tokens to list)"))?;
+    let run = RunId(uuid_param("run_id", run)?);
+    let offset = q.usize("offset")?.unwrap_or(0);
+    let limit = q.usize("limit")?.unwrap_or(100).clamp(1, 1000);
+    Ok(Json(s.feedback.list_tokens(p.tenant, run, &s.public_url, offset, limit).await?).into_response())
 }
 
 async fn token_get(State(s): State<FeedbackState>, Path(token): Path<String>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
@@ -160,6 +182,48 @@ async fn token_post(
     let fields = body.as_object().ok_or_else(|| ApiError::unprocessable("body: expected a JSON object"))?;
     let f = s.feedback.create_with_token(&token, fields).await?;
     Ok(Json(f.to_json()).into_response())
+}
+
+// ---- feedback configs ----
+
+async fn create_feedback_config(
+    State(s): State<FeedbackState>,
+    Caller(p): Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = json_body(&headers, body, MAX_BODY_BYTES).await?;
+    Ok(Json(s.feedback.create_config(p.tenant, &body).await?).into_response())
+}
+
+async fn list_feedback_configs(State(s): State<FeedbackState>, Caller(p): Caller, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let q = QueryParams::parse(q.as_deref());
+    let query = crate::configs::ConfigQuery {
+        keys: q.all("key").iter().filter(|k| !k.is_empty()).cloned().collect(),
+        name_contains: q.get("name_contains").map(str::to_owned),
+        include_all: q.bool("include_all_configs")?.unwrap_or(false),
+        is_enforced: q.bool("is_enforced")?,
+        offset: q.usize("offset")?.unwrap_or(0),
+        limit: q.usize("limit")?.unwrap_or(100).clamp(1, 1000),
+    };
+    Ok(Json(s.feedback.list_configs(p.tenant, &query).await?).into_response())
+}
+
+async fn update_feedback_config(
+    State(s): State<FeedbackState>,
+    Caller(p): Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = json_body(&headers, body, MAX_BODY_BYTES).await?;
+    Ok(Json(s.feedback.update_config(p.tenant, &body).await?).into_response())
+}
+
+async fn delete_feedback_config(State(s): State<FeedbackState>, Caller(p): Caller, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let q = QueryParams::parse(q.as_deref());
+    let id = q.get("id").map(|id| uuid_param("id", id)).transpose()?;
+    s.feedback.delete_config(p.tenant, q.get("feedback_key"), id).await?;
+    Ok(ok())
 }
 
 // ---- annotation queues ----
@@ -367,6 +431,25 @@ async fn review_item(
 async fn queue_agreement(State(s): State<FeedbackState>, Caller(p): Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
     let a = s.queues.agreement(p.tenant, queue_id(&id)?).await?;
     Ok(Json(json!({ "queue_id": id, "keys": a })).into_response())
+}
+
+/// `GET /annotation-queues/{id}/size`: how many items the queue holds (in a status, if asked).
+async fn queue_size(
+    State(s): State<FeedbackState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = QueryParams::parse(q.as_deref());
+    let status =
+        match q.get("status") {
+            None | Some("") => None,
+            Some(st) => Some(ItemStatus::parse(st).ok_or_else(|| {
+                ApiError::unprocessable(format!("status: {st:?} is not needs_my_review, needs_others_review or completed"))
+            })?),
+        };
+    let (_, items) = s.queues.items_with_status(p.tenant, queue_id(&id)?, status, q.get("reviewer")).await?;
+    Ok(Json(json!({ "size": items.len() })).into_response())
 }
 
 async fn add_rule(

@@ -5,10 +5,12 @@
 //! * [`projector`]: folds the feedback stream (`FeedbackChangedV1`, and the
 //!   `FeedbackPartReceivedV1` parts ingest captured from `/runs/multipart`) into the store.
 //! * [`tokens`]: presigned feedback tokens, so a frontend can post a thumbs-up without a key.
+//! * [`configs`]: feedback configs (how a key's feedback is interpreted), event-sourced.
 //! * [`queues::Queues`]: annotation queues, leases, reviews (stored as feedback) and
 //!   reviewer agreement; [`router`] adds runs to queues by rule, from the run stream.
 //! * [`http`] and [`grpc`]: the REST and gRPC layers over both.
 
+pub mod configs;
 pub mod core;
 pub mod grpc;
 pub mod http;

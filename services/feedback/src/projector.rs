@@ -1,4 +1,5 @@
-//! The feedback projector: consumes the feedback stream and folds it into the store.
+//! The feedback projector: consumes the feedback stream and folds it into the store:
+//! feedback entries, presigned tokens and feedback configs.
 //!
 //! Each change is applied with its event id as the last-writer-wins stamp, so a redelivered
 //! or reordered event leaves entries and `feedback_stats` exactly as they were. The store is
@@ -74,6 +75,33 @@ async fn project_batch(store: &Arc<dyn Storage>, batch: Vec<Delivery>) {
     type Asked = Option<(sextant_core::TenantId, uuid::Uuid, FeedbackChange)>;
     let mut pending: Vec<(Delivery, Asked)> = Vec::with_capacity(batch.len());
     for d in batch {
+        // Tokens and configs are whole values, stored idempotently: applied here, one by one.
+        let put = match &d.payload {
+            Ok(env) => match &env.event {
+                Event::FeedbackTokenIssuedV1(e) => Some(store.put_feedback_token(env.tenant, &e.token).await),
+                Event::FeedbackConfigChangedV1(e) => Some(store.put_feedback_config(env.tenant, &e.config).await),
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        match put {
+            Some(Ok(())) => {
+                pending.push((d, None));
+                continue;
+            }
+            Some(Err(e)) if e.kind == StorageErrorKind::Invalid => {
+                error!(seq = d.sequence, error = %e, "feedback event rejected by the store; dead-lettering");
+                let _ = d.term(&format!("rejected by the store: {e}")).await;
+                continue;
+            }
+            Some(Err(e)) => {
+                warn!(seq = d.sequence, error = %e, "feedback projection failed; will retry");
+                let backoff = Duration::from_millis(200 * u64::from(d.delivery_count.min(20)));
+                let _ = d.nak(backoff).await;
+                continue;
+            }
+            None => {}
+        }
         let decoded = match &d.payload {
             Err(e) => Err(format!("undecodable: {e}")),
             Ok(env) => change_of(&env.event, env.at_ms).map(|c| c.map(|c| (env.tenant, env.id, c))),

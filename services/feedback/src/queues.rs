@@ -270,7 +270,9 @@ impl Queues {
         Ok(())
     }
 
-    /// Adds runs by id. Every run must exist (a clear 404 names the first that does not).
+    /// Adds runs by id. A run not stored yet is accepted, as feedback for it is (the SDK adds
+    /// a run from inside the `@traceable` function that produces it, before the run is sent):
+    /// its item waits, and is resolved (project, start time) once the run arrives.
     pub async fn add_runs(&self, tenant: TenantId, id: QueueId, runs: &[RunId]) -> Result<Vec<QueueItem>, ApiError> {
         if runs.len() > MAX_ITEMS_PER_ADD {
             return Err(ApiError::unprocessable(format!("at most {MAX_ITEMS_PER_ADD} runs per request")));
@@ -278,15 +280,44 @@ impl Queues {
         self.get(tenant, id).await?;
         let mut items = Vec::with_capacity(runs.len());
         for r in runs {
-            let run = self
-                .store
-                .get_run(tenant, *r)
-                .await
-                .map_err(storage_error)?
-                .ok_or_else(|| ApiError::not_found(format!("run {r} not found")))?;
-            items.push(new_item(id, &run));
+            items.push(match self.store.get_run(tenant, *r).await.map_err(storage_error)? {
+                Some(run) => new_item(id, &run),
+                None => pending_item(id, *r),
+            });
         }
         self.store.add_queue_items(tenant, id, items).await.map_err(storage_error)
+    }
+
+    /// Fills in the project and start time of items added before their run was stored, for
+    /// the runs that have arrived since (and records them, so this is done once per item).
+    async fn resolve_pending(&self, tenant: TenantId, id: QueueId, items: &mut [QueueItem]) -> Result<(), ApiError> {
+        for it in items.iter_mut().filter(|it| it.project_id.is_none()) {
+            let Some(run) = self.store.get_run(tenant, it.run_id).await.map_err(storage_error)? else { continue };
+            let (project, start) = (run.project_id, run.start_time);
+            it.project_id = Some(project);
+            it.start_time = start;
+            let resolved = self
+                .store
+                .update_queue_item(
+                    tenant,
+                    id,
+                    it.id,
+                    Box::new(move |stored: &mut QueueItem| {
+                        if stored.project_id.is_some() {
+                            return Ok(false);
+                        }
+                        stored.project_id = Some(project);
+                        stored.start_time = start;
+                        Ok(true)
+                    }),
+                )
+                .await;
+            if let Err(e) = resolved {
+                // Shown resolved anyway; the next read records it.
+                tracing::warn!(error = %e, queue = %id, item = %it.id, "cannot record a resolved queue item");
+            }
+        }
+        Ok(())
     }
 
     /// Adds items the router found (runs known to exist). Idempotent per run.
@@ -296,7 +327,8 @@ impl Queues {
 
     pub async fn items(&self, tenant: TenantId, id: QueueId) -> Result<(Queue, Vec<QueueItem>), ApiError> {
         let q = self.get(tenant, id).await?;
-        let items = self.store.list_queue_items(tenant, id).await.map_err(storage_error)?;
+        let mut items = self.store.list_queue_items(tenant, id).await.map_err(storage_error)?;
+        self.resolve_pending(tenant, id, &mut items).await?;
         Ok((q, items))
     }
 
@@ -498,6 +530,22 @@ impl Queues {
     pub async fn agreement(&self, tenant: TenantId, id: QueueId) -> Result<Vec<KeyAgreement>, ApiError> {
         let (_, items) = self.items(tenant, id).await?;
         Ok(agreement(&items))
+    }
+}
+
+/// An item whose run is not stored yet: project and start time come when it arrives.
+fn pending_item(queue: QueueId, run: RunId) -> QueueItem {
+    QueueItem {
+        id: Uuid::now_v7(),
+        queue_id: queue,
+        run_id: run,
+        project_id: None,
+        start_time: None,
+        added_at: Timestamp::now(),
+        last_reviewed_time: None,
+        lease: None,
+        reviews: Vec::new(),
+        done: false,
     }
 }
 

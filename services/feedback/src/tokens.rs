@@ -1,7 +1,10 @@
-//! Presigned feedback tokens: a signed, expiring grant to post feedback with one key on one
-//! run, without an API key (`create_presigned_feedback_token`). Tokens are stateless: the
-//! grant travels inside the token, authenticated by HMAC-SHA256 under a key derived from the
-//! server's signing key, so any replica can verify any token.
+//! Signed feedback tokens: an expiring grant to post feedback with one key on one run,
+//! without an API key, carried inside the token and authenticated by HMAC-SHA256 under a key
+//! derived from the server's signing key.
+//!
+//! Tokens are now issued as stored UUIDs (the SDK parses the token URL's last segment as a
+//! UUID; see `FeedbackService::create_token`). This form is only verified, so the signed
+//! tokens handed out before keep working until they expire (90 days at most).
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};

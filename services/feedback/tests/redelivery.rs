@@ -47,6 +47,21 @@ impl RunStore for FlakySync {
     async fn get_attachment(&self, t: TenantId, r: RunId, name: &str) -> sextant_storage::Result<Option<(String, Vec<u8>)>> {
         self.inner.get_attachment(t, r, name).await
     }
+    async fn put_run_share(
+        &self,
+        t: TenantId,
+        r: RunId,
+        share: Option<&sextant_core::RunShare>,
+        at: sextant_core::Timestamp,
+    ) -> sextant_storage::Result<()> {
+        self.inner.put_run_share(t, r, share, at).await
+    }
+    async fn run_share(&self, t: TenantId, r: RunId) -> sextant_storage::Result<Option<sextant_core::RunShare>> {
+        self.inner.run_share(t, r).await
+    }
+    async fn run_share_by_token(&self, token: uuid::Uuid) -> sextant_storage::Result<Option<(TenantId, sextant_core::RunShare)>> {
+        self.inner.run_share_by_token(token).await
+    }
     async fn sync(&self) -> sextant_storage::Result<()> {
         self.syncs.fetch_add(1, Ordering::SeqCst);
         if self.failing_syncs.load(Ordering::SeqCst) > 0 {

@@ -14,7 +14,7 @@ use tracing::{error, info, instrument, warn};
 
 use sextant_bus::{BusError, BusErrorKind, EventBus};
 use sextant_core::project::validate_project_name;
-use sextant_core::{Feedback, FeedbackStats, Project, ProjectId, ProjectPatch, Run, RunFragment, RunId, TenantId, Timestamp};
+use sextant_core::{Feedback, FeedbackStats, Project, ProjectId, ProjectPatch, Run, RunFragment, RunId, RunShare, TenantId, Timestamp};
 use sextant_events::{Envelope, Event, ProjectCreatedV1, ProjectDeletedV1, ProjectUpdatedV1, RunsIngestedV1, Stream};
 use sextant_filter::{FeedbackRow, Filter, RunView};
 use sextant_proto::{ApiError, ErrorKind};
@@ -52,6 +52,9 @@ pub struct IngestLimits {
     /// Decoded (decompressed) request bytes all requests together may hold at once
     /// ([`crate::decode::DecodeBudget`]); a request waits briefly for it, then gets a 503.
     pub max_decoded_bytes_in_flight: usize,
+    /// How long a run query waits for the projector to apply what was acknowledged before the
+    /// query arrived ([`Ingest::await_acknowledged_runs`]; zero: never wait).
+    pub read_your_writes_wait: Duration,
 }
 
 impl Default for IngestLimits {
@@ -65,6 +68,7 @@ impl Default for IngestLimits {
             max_projection_backlog: 2000,
             backpressure_wait: Duration::from_secs(5),
             max_decoded_bytes_in_flight: 512 * 1024 * 1024,
+            read_your_writes_wait: Duration::from_secs(1),
         }
     }
 }
@@ -132,6 +136,18 @@ pub fn storage_error(e: StorageError) -> ApiError {
 /// The `status` values a run may carry: the ones LangSmith and its SDKs use.
 pub const RUN_STATUSES: [&str; 3] = ["success", "error", "pending"];
 
+/// The `run_type` values a run may carry: LangSmith's `RunTypeEnum`.
+pub const RUN_TYPES: [&str; 7] = ["tool", "chain", "llm", "retriever", "embedding", "prompt", "parser"];
+
+/// Checks a `run_type` (of a run or a query) against [`RUN_TYPES`].
+pub fn check_run_type(run_type: &str) -> Result<(), String> {
+    if RUN_TYPES.contains(&run_type) {
+        Ok(())
+    } else {
+        Err(format!("{:?} is not one of {}", sextant_proto::truncate(run_type), RUN_TYPES.join(", ")))
+    }
+}
+
 /// The rules every run fragment meets, whichever transport brought it (REST JSON, multipart
 /// parts, gRPC): [`Ingest::ingest`] applies them to every fragment before anything is written,
 /// and the transports apply them early to name the field as the client sent it. `where_`
@@ -150,6 +166,9 @@ pub fn validate_fragment(f: &RunFragment, where_: &str) -> Result<(), ApiError> 
             return bad(field, format!("{n} is negative"));
         }
     }
+    if let Some(Err(problem)) = f.run_type.as_deref().map(check_run_type) {
+        return bad("run_type", problem);
+    }
     if let Some(st) = f.status.as_deref().filter(|s| !RUN_STATUSES.contains(s)) {
         return bad("status", format!("{:?} is not one of {}", sextant_proto::truncate(st), RUN_STATUSES.join(", ")));
     }
@@ -167,6 +186,65 @@ pub fn validate_fragment(f: &RunFragment, where_: &str) -> Result<(), ApiError> 
     }
     Ok(())
 }
+
+/// Aggregates over the runs of a query: LangSmith's `RunStats` (`POST /runs/stats`).
+/// Percentiles are over the runs that have the value; sums treat a missing value as 0.
+#[derive(Debug, Clone, Default)]
+pub struct RunStats {
+    pub run_count: u64,
+    pub error_count: u64,
+    /// Runs with a first-token time (streamed).
+    pub streamed_count: u64,
+    pub latencies: Vec<f64>,
+    pub first_tokens: Vec<f64>,
+    pub total_tokens: Vec<i64>,
+    pub prompt_tokens: Vec<i64>,
+    pub completion_tokens: Vec<i64>,
+    pub total_costs: Vec<f64>,
+    pub prompt_cost: f64,
+    pub completion_cost: f64,
+    pub last_run_start_time: Option<Timestamp>,
+    pub feedback: FeedbackStats,
+}
+
+impl RunStats {
+    pub fn add(&mut self, run: &Run) {
+        self.run_count += 1;
+        if run.status() == sextant_core::RunStatus::Error {
+            self.error_count += 1;
+        }
+        self.latencies.extend(run.latency_secs());
+        if let (Some(s), Some(f)) = (run.start_time, run.first_token_time) {
+            self.streamed_count += 1;
+            self.first_tokens.push((f.micros() - s.micros()) as f64 / 1e6);
+        }
+        self.total_tokens.extend(run.total_tokens);
+        self.prompt_tokens.extend(run.prompt_tokens);
+        self.completion_tokens.extend(run.completion_tokens);
+        self.total_costs.extend(run.total_cost);
+        self.prompt_cost += run.prompt_cost.unwrap_or(0.0);
+        self.completion_cost += run.completion_cost.unwrap_or(0.0);
+        self.last_run_start_time = self.last_run_start_time.max(run.start_time);
+    }
+}
+
+/// Adds one run's `feedback_stats` into an aggregate (per key: counts, sums, values).
+pub fn merge_feedback_stats(into: &mut FeedbackStats, from: &FeedbackStats) {
+    for (key, s) in &from.0 {
+        let k = into.0.entry(key.clone()).or_default();
+        k.n += s.n;
+        k.scored += s.scored;
+        k.sum += s.sum;
+        let sq = k.sum_sq.parse::<i128>().unwrap_or(0) + s.sum_sq.parse::<i128>().unwrap_or(0);
+        k.sum_sq = sq.to_string();
+        for (v, c) in &s.values {
+            *k.values.entry(v.clone()).or_default() += c;
+        }
+    }
+}
+
+/// Runs one page of an oldest-first query may read (see [`Ingest::query_runs_ascending`]).
+pub const MAX_ASCENDING_SCAN: usize = 10_000;
 
 /// What `POST /runs/query` (and gRPC `QueryRuns`) asks for, already validated.
 #[derive(Debug, Clone, Default)]
@@ -497,11 +575,109 @@ impl Ingest {
     }
 
     pub async fn get_run(&self, tenant: TenantId, id: RunId) -> Result<Run, ApiError> {
+        self.await_acknowledged_runs().await;
         self.store.get_run(tenant, id).await.map_err(storage_error)?.ok_or_else(|| ApiError::not_found(format!("run {id} not found")))
+    }
+
+    /// Shares `run` by public link (LangSmith's `PUT /runs/{id}/share`). Sharing a shared run
+    /// returns its existing share; `token` is the caller's choice of token (the SDK sends one).
+    #[instrument(name = "ingest.share_run", skip_all, fields(tenant = %tenant, run_id = %run))]
+    pub async fn share_run(&self, tenant: TenantId, run: RunId, token: Option<uuid::Uuid>) -> Result<RunShare, ApiError> {
+        self.get_run(tenant, run).await?;
+        if let Some(existing) = self.store.run_share(tenant, run).await.map_err(storage_error)? {
+            return Ok(existing);
+        }
+        let token = token.unwrap_or_else(uuid::Uuid::new_v4);
+        // A caller-chosen token must not take over another run's link.
+        if self.store.run_share_by_token(token).await.map_err(storage_error)?.is_some() {
+            return Err(ApiError::conflict("that share token is already in use"));
+        }
+        let share = RunShare { run_id: run, token, created_at: Timestamp::now() };
+        self.publish_share(tenant, run, Some(&share)).await?;
+        Ok(share)
+    }
+
+    pub async fn unshare_run(&self, tenant: TenantId, run: RunId) -> Result<(), ApiError> {
+        if self.store.run_share(tenant, run).await.map_err(storage_error)?.is_some() {
+            self.publish_share(tenant, run, None).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn run_share(&self, tenant: TenantId, run: RunId) -> Result<Option<RunShare>, ApiError> {
+        self.store.run_share(tenant, run).await.map_err(storage_error)
+    }
+
+    /// The share a public link names, and the shared run; 404 for an unknown or revoked token.
+    pub async fn shared_run(&self, token: uuid::Uuid) -> Result<(TenantId, Run), ApiError> {
+        let not_found = || ApiError::not_found("no run is shared with this token");
+        let (tenant, share) = self.store.run_share_by_token(token).await.map_err(storage_error)?.ok_or_else(not_found)?;
+        let run = self.store.get_run(tenant, share.run_id).await.map_err(storage_error)?.ok_or_else(not_found)?;
+        Ok((tenant, run))
+    }
+
+    /// The shared run and every run below it, in tree order.
+    pub async fn shared_subtree(&self, token: uuid::Uuid) -> Result<(TenantId, Vec<Run>), ApiError> {
+        let (tenant, root) = self.shared_run(token).await?;
+        let prefix = root.dotted_order_or_default();
+        let mut runs: Vec<Run> = self
+            .store
+            .trace_runs(tenant, root.trace())
+            .await
+            .map_err(storage_error)?
+            .into_iter()
+            .filter(|r| r.id == root.id || r.dotted_order_or_default().starts_with(&format!("{prefix}.")))
+            .collect();
+        runs.sort_by_key(Run::dotted_order_or_default);
+        Ok((tenant, runs))
+    }
+
+    async fn publish_share(&self, tenant: TenantId, run: RunId, share: Option<&RunShare>) -> Result<(), ApiError> {
+        let event = Event::RunShareChangedV1(sextant_events::RunShareChangedV1 { run_id: run, share: share.cloned() });
+        self.bus.publish(&[Envelope::new(tenant, event)]).await.map_err(bus_error)?;
+        self.store.put_run_share(tenant, run, share, Timestamp::now()).await.map_err(storage_error)
+    }
+
+    /// Read your writes: waits (at most `limits.read_your_writes_wait`) until the run projector
+    /// has applied every run event acknowledged before this call, so a client that has just had
+    /// its traces acknowledged (the SDK's `flush()`) finds them. At idle that is one look at the
+    /// consumer's position; under load the wait is the projection lag, bounded. Past the bound
+    /// the query answers from what is projected (counted in
+    /// `sextant_read_your_writes_timeouts_total`).
+    pub async fn await_acknowledged_runs(&self) {
+        let budget = self.limits.read_your_writes_wait;
+        if budget.is_zero() {
+            return;
+        }
+        let position = || self.bus.progress(crate::projector::RUN_PROJECTOR, Stream::Runs);
+        let Ok(Some(start)) = position().await else { return };
+        if start.settled_through >= start.last_published {
+            return;
+        }
+        let target = start.last_published;
+        let deadline = Instant::now() + budget;
+        let started = Instant::now();
+        // Short first (projection at idle takes milliseconds), then backing off: with NATS each
+        // look is a round trip.
+        let mut pause = Duration::from_millis(1);
+        loop {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+            match position().await {
+                Ok(Some(p)) if p.settled_through >= target => break,
+                Ok(Some(_)) if Instant::now() < deadline => {}
+                _ => {
+                    metrics::counter!("sextant_read_your_writes_timeouts_total").increment(1);
+                    return;
+                }
+            }
+        }
+        metrics::histogram!("sextant_read_your_writes_wait_seconds").record(started.elapsed().as_secs_f64());
     }
 
     #[instrument(name = "ingest.query", skip_all, fields(tenant = %tenant))]
     pub async fn query_runs(&self, tenant: TenantId, mut req: RunQueryRequest) -> Result<RunPage, ApiError> {
+        self.await_acknowledged_runs().await;
         let mut metadata_pair = None;
         // Conditions the filter implies let the store use an index (roots, trace, ids). Hints
         // are over-approximations, and the full filter is still applied to every candidate.
@@ -517,6 +693,9 @@ impl Ingest {
                     }
                 }
             }
+        }
+        if let Some(Err(problem)) = req.run_type.as_deref().map(check_run_type) {
+            return Err(ApiError::unprocessable(format!("run_type: {problem}")));
         }
         let limit = req.limit.unwrap_or(100);
         if limit == 0 || limit > self.limits.max_query_limit {
@@ -554,6 +733,69 @@ impl Ingest {
         let page = self.store.query_runs(tenant, &q).await.map_err(storage_error)?;
         metrics::histogram!("sextant_query_seconds").record(started.elapsed().as_secs_f64());
         Ok(page)
+    }
+
+    /// [`Ingest::query_runs`] oldest first (`order: "asc"`, as `read_thread` asks). The store
+    /// reads newest first, so a page reads every match newer than the cursor, up to
+    /// [`MAX_ASCENDING_SCAN`] runs; a query matching more is refused with a hint to narrow it.
+    pub async fn query_runs_ascending(&self, tenant: TenantId, mut req: RunQueryRequest) -> Result<RunPage, ApiError> {
+        let limit = req.limit.unwrap_or(100);
+        if limit == 0 || limit > self.limits.max_query_limit {
+            return Err(ApiError::unprocessable(format!("limit must be between 1 and {}", self.limits.max_query_limit)));
+        }
+        let after = req.cursor.take().filter(|c| !c.is_empty()).map(|c| RunCursor::decode(&c)).transpose().map_err(storage_error)?;
+        let key = |r: &Run| (r.start_time.map_or(0, Timestamp::micros), r.id);
+        if let Some(c) = after {
+            req.start_time = Some(req.start_time.map_or(Timestamp(c.start_us), |t| t.max(Timestamp(c.start_us))));
+        }
+        req.limit = Some(self.limits.max_query_limit);
+        let mut runs = Vec::new();
+        loop {
+            let page = self.query_runs(tenant, req.clone()).await?;
+            let next = page.next.filter(|_| !page.runs.is_empty());
+            runs.extend(page.runs.into_iter().filter(|r| after.is_none_or(|c| key(r) > (c.start_us, c.id))));
+            if runs.len() > MAX_ASCENDING_SCAN {
+                return Err(ApiError::unprocessable(format!(
+                    "order \"asc\" reads at most {MAX_ASCENDING_SCAN} matching runs per page; narrow the query (start_time, filter) or use \"desc\""
+                )));
+            }
+            match next {
+                Some(n) => req.cursor = Some(n.encode()),
+                None => break,
+            }
+        }
+        runs.sort_by_key(key);
+        let next = (runs.len() > limit).then(|| {
+            let (start_us, id) = key(&runs[limit - 1]);
+            RunCursor { start_us, id }
+        });
+        runs.truncate(limit);
+        Ok(RunPage { runs, next })
+    }
+
+    /// Aggregates over every run the query matches (`POST /runs/stats`), read page by page.
+    /// `limit` and `cursor` of the request are ignored. LangSmith requires a project.
+    #[instrument(name = "ingest.run_stats", skip_all, fields(tenant = %tenant))]
+    pub async fn run_stats(&self, tenant: TenantId, mut req: RunQueryRequest) -> Result<RunStats, ApiError> {
+        if req.projects.is_empty() {
+            return Err(ApiError::unprocessable("session: at least one project id is required"));
+        }
+        req.limit = Some(self.limits.max_query_limit);
+        req.cursor = None;
+        let mut stats = RunStats::default();
+        loop {
+            let page = self.query_runs(tenant, req.clone()).await?;
+            let ids: Vec<RunId> = page.runs.iter().map(|r| r.id).collect();
+            for fs in self.run_feedback_stats(tenant, &ids).await?.values() {
+                merge_feedback_stats(&mut stats.feedback, fs);
+            }
+            page.runs.iter().for_each(|r| stats.add(r));
+            match page.next {
+                Some(next) if !page.runs.is_empty() => req.cursor = Some(next.encode()),
+                _ => break,
+            }
+        }
+        Ok(stats)
     }
 
     pub async fn trace_runs(&self, tenant: TenantId, trace: RunId) -> Result<Vec<Run>, ApiError> {
@@ -658,5 +900,50 @@ impl Ingest {
 
     fn forget_name(&self, tenant: TenantId, name: &str) {
         self.project_cache.lock().expect("poisoned").remove(&(tenant, name.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sextant_core::FragmentKind;
+
+    #[test]
+    fn run_type_must_be_one_of_langsmiths() {
+        // Every transport (REST JSON, multipart, gRPC) ends in this check.
+        let mut f = RunFragment::new(FragmentKind::Post, RunId(uuid::Uuid::nil()));
+        for t in RUN_TYPES {
+            f.run_type = Some(t.into());
+            assert!(validate_fragment(&f, "post[0]").is_ok(), "{t}");
+        }
+        f.run_type = Some("agent".into());
+        let e = validate_fragment(&f, "post[0]").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unprocessable);
+        assert_eq!(e.message, "post[0].run_type: \"agent\" is not one of tool, chain, llm, retriever, embedding, prompt, parser");
+        f.run_type = Some("LLM".into());
+        assert!(validate_fragment(&f, "post[0]").is_err(), "run types are lower case");
+    }
+
+    #[test]
+    fn feedback_stats_merge_per_key() {
+        let one = |score: i64, value: Option<&str>| {
+            let mut s = FeedbackStats::default();
+            let k = s.0.entry("q".into()).or_default();
+            k.n = 1;
+            k.scored = 1;
+            k.sum = score;
+            k.sum_sq = (score as i128 * score as i128).to_string();
+            if let Some(v) = value {
+                k.values.insert(v.into(), 1);
+            }
+            s
+        };
+        let mut all = FeedbackStats::default();
+        merge_feedback_stats(&mut all, &one(10_000, Some("good")));
+        merge_feedback_stats(&mut all, &one(0, Some("good")));
+        let q = &all.0["q"];
+        assert_eq!((q.n, q.scored, q.sum, q.values["good"]), (2, 2, 10_000, 2));
+        assert_eq!(q.mean(), Some(0.5));
+        assert_eq!(q.stdev(), Some(0.5));
     }
 }

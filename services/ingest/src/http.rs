@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use sextant_auth::Authenticator;
-use sextant_core::{FragmentKind, Project, ProjectId, ProjectPatch, RunId, TenantId, Timestamp};
+use sextant_core::{FragmentKind, Project, ProjectId, ProjectPatch, RunId, TenantId, Timestamp, WireTime};
 use sextant_events::{Envelope, Event, FeedbackPartReceivedV1};
 use sextant_proto::http::{read_body, require_principal, Caller, QueryParams};
 use sextant_proto::ApiError;
@@ -42,19 +42,38 @@ pub fn router(state: HttpState, auth: Arc<Authenticator>) -> Router {
         .route("/runs/batch", post(runs_batch))
         .route("/runs", post(create_run))
         .route("/runs/query", post(query_runs))
+        .route("/runs/stats", post(run_stats))
         .route("/runs/{id}", get(read_run).patch(update_run))
         .route("/sessions", get(list_sessions).post(create_session))
         .route("/sessions/{id}", get(read_session).patch(update_session).delete(delete_session))
-        .route_layer(middleware::from_fn_with_state(auth, require_principal))
+        .merge(crate::shares::routes())
+        .route_layer(middleware::from_fn_with_state(auth.clone(), require_principal))
         .route("/info", get(info))
         .with_state(state.clone());
-    let public = Router::new().route("/public/attachments/{tenant}/{run}/{name}", get(download_attachment)).with_state(state);
-    Router::new().merge(api.clone()).nest("/api/v1", api).merge(public)
+    let v2 = crate::v2::routes()
+        .merge(crate::threads::routes())
+        .merge(crate::shares::v2_routes())
+        .route_layer(middleware::from_fn_with_state(auth, require_principal))
+        .merge(crate::shares::v2_public_routes())
+        .with_state(state.clone());
+    let public = Router::new().route("/public/attachments/{tenant}/{run}/{name}", get(download_attachment)).with_state(state.clone());
+    // Shared-run links are read by whoever holds the token, at `/` and `/api/v1` like the API.
+    let shared = crate::shares::public_routes().with_state(state);
+    Router::new().merge(api.clone()).nest("/api/v1", api).nest("/api/v2", v2).merge(public).merge(shared.clone()).nest("/api/v1", shared)
 }
 
+/// The LangSmith version the SDKs compare against when they use a newer API (they warn below
+/// it). 0.16.0 is the one whose v2 endpoints this server implements (`/api/v2/runs`,
+/// `/api/v2/traces`); newer ones (0.16.14's generated annotation-queue client, 0.18's
+/// sessions) are not claimed.
+const LANGSMITH_API_VERSION: &str = "0.16.0";
+
+/// `/info`: what the SDKs read to choose endpoints and batch limits. Every flag is true only
+/// when the feature exists here; `sdb_query_enabled` stays false so the SDKs keep their v1
+/// query paths (the v2 ones also work, for clients that call them directly).
 async fn info() -> Json<Value> {
     Json(json!({
-        "version": "0.16.14",
+        "version": LANGSMITH_API_VERSION,
         "sextant_version": env!("CARGO_PKG_VERSION"),
         "license_expiration_time": null,
         "batch_ingest_config": {
@@ -67,6 +86,9 @@ async fn info() -> Json<Value> {
         },
         "instance_flags": {
             "zstd_compression_enabled": true,
+            "gzip_body_enabled": true,
+            "ch_query_enabled": true,
+            "sdb_query_enabled": false,
             "dataset_examples_multipart_enabled": true,
             "examples_multipart_enabled": false
         }
@@ -78,7 +100,9 @@ async fn settings(Caller(p): Caller) -> Json<Value> {
         "id": p.tenant,
         "display_name": "Sextant",
         "created_at": Timestamp(0).to_iso(),
-        "tenant_handle": null
+        // The prompt hub's owner for this tenant (`owner/prompt`): the SDKs compare it with
+        // the owner of an identifier, and need one to make a prompt public.
+        "tenant_handle": sextant_core::prompt::tenant_handle(p.tenant)
     }))
 }
 
@@ -209,9 +233,9 @@ struct QueryBody {
     #[serde(default)]
     reference_example: Option<OneOrMany>,
     #[serde(default)]
-    start_time: Option<String>,
+    start_time: Option<WireTime>,
     #[serde(default)]
-    end_time: Option<String>,
+    end_time: Option<WireTime>,
     #[serde(default)]
     filter: Option<String>,
     #[serde(default)]
@@ -226,6 +250,12 @@ struct QueryBody {
     limit: Option<i64>,
     #[serde(default)]
     cursor: Option<String>,
+    /// Legacy: `1` selects top-level runs (the only value LangSmith accepts).
+    #[serde(default)]
+    execution_order: Option<i64>,
+    /// `"desc"` (newest first, the default) or `"asc"`.
+    #[serde(default)]
+    order: Option<String>,
 }
 
 fn uuids(field: &str, values: Vec<String>) -> Result<Vec<uuid::Uuid>, ApiError> {
@@ -242,13 +272,12 @@ fn one_uuid(field: &str, v: Option<String>) -> Result<Option<uuid::Uuid>, ApiErr
     Ok(uuids(field, v.into_iter().collect())?.pop())
 }
 
-fn time(field: &str, v: Option<String>) -> Result<Option<Timestamp>, ApiError> {
-    v.map(|s| Timestamp::parse(&s).map_err(|e| ApiError::unprocessable(format!("{field}: {e}")))).transpose()
+fn time(field: &str, v: Option<WireTime>) -> Result<Option<Timestamp>, ApiError> {
+    v.map(|t| t.to_timestamp().map_err(|e| ApiError::unprocessable(format!("{field}: {e}")))).transpose()
 }
 
-async fn query_runs(State(s): State<HttpState>, Caller(p): Caller, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let raw = read_body(&headers, body, 1024 * 1024).await?;
-    let b: QueryBody = parse_json("body", &raw)?;
+/// The conditions of a `/runs/query` or `/runs/stats` body (not `select`), validated.
+fn query_request(b: QueryBody) -> Result<RunQueryRequest, ApiError> {
     let mut projects = Vec::new();
     for v in [b.session, b.session_id].into_iter().flatten() {
         projects.extend(uuids("session", v.into_vec())?.into_iter().map(ProjectId));
@@ -258,7 +287,7 @@ async fn query_runs(State(s): State<HttpState>, Caller(p): Caller, headers: Head
         Some(l) if l >= 1 => Some(l as usize),
         Some(l) => return Err(ApiError::unprocessable(format!("limit must be positive, got {l}"))),
     };
-    let req = RunQueryRequest {
+    let mut req = RunQueryRequest {
         projects,
         ids: b.id.map(|ids| uuids("id", ids)).transpose()?.map(|v| v.into_iter().map(RunId).collect()),
         trace: one_uuid("trace", b.trace.or(b.trace_id))?.map(RunId),
@@ -276,8 +305,36 @@ async fn query_runs(State(s): State<HttpState>, Caller(p): Caller, headers: Head
         limit,
         cursor: b.cursor,
     };
-    let page = s.ingest.query_runs(p.tenant, req).await?;
-    let select = Select::only(b.select.unwrap_or_default());
+    match b.execution_order {
+        None => {}
+        // A root is the first run of its trace; asking for roots and non-roots at once
+        // matches nothing, which an empty id list expresses.
+        Some(1) if req.is_root == Some(false) => req.ids = Some(Vec::new()),
+        Some(1) => req.is_root = Some(true),
+        Some(n) => return Err(ApiError::unprocessable(format!("execution_order must be 1 (top-level runs), got {n}"))),
+    }
+    Ok(req)
+}
+
+/// `POST /runs/stats` (`get_run_stats`): aggregates over what the same body would query.
+async fn run_stats(State(s): State<HttpState>, Caller(p): Caller, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let raw = read_body(&headers, body, 1024 * 1024).await?;
+    let b: QueryBody = parse_json("body", &raw)?;
+    let stats = s.ingest.run_stats(p.tenant, query_request(b)?).await?;
+    Ok(Json(crate::view::run_stats_json(stats)).into_response())
+}
+
+async fn query_runs(State(s): State<HttpState>, Caller(p): Caller, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let raw = read_body(&headers, body, 1024 * 1024).await?;
+    let b: QueryBody = parse_json("body", &raw)?;
+    let select = Select::only(b.select.clone().unwrap_or_default());
+    let ascending = match b.order.as_deref() {
+        None | Some("desc") => false,
+        Some("asc") => true,
+        Some(o) => return Err(ApiError::unprocessable(format!("order must be \"asc\" or \"desc\", got {:?}", sextant_proto::truncate(o)))),
+    };
+    let req = query_request(b)?;
+    let page = if ascending { s.ingest.query_runs_ascending(p.tenant, req).await? } else { s.ingest.query_runs(p.tenant, req).await? };
     let stats = if select.wants("feedback_stats") {
         let ids: Vec<sextant_core::RunId> = page.runs.iter().map(|r| r.id).collect();
         s.ingest.run_feedback_stats(p.tenant, &ids).await?
@@ -331,6 +388,11 @@ fn string_field(m: &Map<String, Value>, key: &str) -> Result<Option<String>, Api
     }
 }
 
+/// A time field of a JSON object: ISO 8601 text or an epoch number (as the JS SDK sends).
+fn time_value(m: &Map<String, Value>, key: &str) -> Result<Option<Timestamp>, ApiError> {
+    m.get(key).map(|v| Timestamp::from_json(v).map_err(|e| ApiError::unprocessable(format!("{key}: {e}")))).transpose().map(Option::flatten)
+}
+
 fn object_field(m: &Map<String, Value>, key: &str) -> Result<Option<Map<String, Value>>, ApiError> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
@@ -359,10 +421,10 @@ async fn create_session(
     project.description = string_field(&m, "description")?;
     project.extra = object_field(&m, "extra")?.unwrap_or_default();
     project.reference_dataset_id = one_uuid("reference_dataset_id", string_field(&m, "reference_dataset_id")?)?;
-    if let Some(t) = time("start_time", string_field(&m, "start_time")?)? {
+    if let Some(t) = time_value(&m, "start_time")? {
         project.start_time = t;
     }
-    project.end_time = time("end_time", string_field(&m, "end_time")?)?;
+    project.end_time = time_value(&m, "end_time")?;
     for key in ["num_examples", "num_repetitions", "evaluator_keys", "tag_value_ids"] {
         if let Some(v) = m.get(key).filter(|v| !v.is_null()) {
             project.experiment.insert(key.into(), v.clone());
@@ -425,7 +487,7 @@ async fn update_session(
         name: string_field(&m, "name")?,
         description: string_field(&m, "description")?,
         extra: object_field(&m, "extra")?,
-        end_time: time("end_time", string_field(&m, "end_time")?)?.map(Some),
+        end_time: time_value(&m, "end_time")?.map(Some),
     };
     let updated = s.ingest.update_project(p.tenant, id, patch).await?;
     Ok(Json(project_json(&updated, None)).into_response())

@@ -9,7 +9,10 @@ pub mod grpc;
 pub mod http;
 pub mod multipart;
 pub mod projector;
+pub mod shares;
 pub mod signing;
+pub mod threads;
+pub mod v2;
 pub mod view;
 pub mod wire;
 

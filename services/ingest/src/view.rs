@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use sextant_core::{FeedbackStats, Project, Run, TenantId, Timestamp};
 use sextant_storage::ProjectStats;
 
+use crate::core::RunStats;
 use crate::signing::UrlSigner;
 
 /// Fields always returned, whatever `select` says: the SDK's Run model requires them.
@@ -89,6 +90,8 @@ impl Serialize for RunJson<'_> {
         field!("feedback_stats", self.feedback_stats.map(FeedbackStats::to_json));
         field!("child_run_ids", Option::<Value>::None);
         field!("in_dataset", false);
+        // LangSmith's thread: `metadata.thread_id`, else `session_id`, else `conversation_id`.
+        field!("thread_id", sextant_filter::thread_id(r));
         if self.select.wants("app_path") {
             let path =
                 format!("/o/{}/projects/p/{}/r/{}?trace_id={}&start_time={}", self.tenant, r.project_id, r.id, r.trace(), start.to_iso());
@@ -151,4 +154,50 @@ pub fn project_json(p: &Project, stats: Option<&ProjectStats>) -> Value {
         obj.insert("run_facets".into(), json!([]));
     }
     v
+}
+
+/// Nearest-rank percentile (`q` in 0..=1) of the values, `None` when there are none.
+fn percentile<T: Copy + PartialOrd>(v: &mut [T], q: f64) -> Option<T> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    Some(v[((v.len() - 1) as f64 * q).round() as usize])
+}
+
+/// `POST /runs/stats`: LangSmith's `RunStats` (latencies in seconds, costs in USD). The
+/// per-category token and cost details are not tracked, so they are `null`.
+pub fn run_stats_json(mut s: RunStats) -> Value {
+    let rate = |n: u64| (s.run_count > 0).then(|| n as f64 / s.run_count as f64);
+    let sum = |v: &[i64]| v.iter().sum::<i64>();
+    json!({
+        "run_count": s.run_count,
+        "latency_p50": percentile(&mut s.latencies, 0.5),
+        "latency_p99": percentile(&mut s.latencies, 0.99),
+        "first_token_p50": percentile(&mut s.first_tokens, 0.5),
+        "first_token_p99": percentile(&mut s.first_tokens, 0.99),
+        "total_tokens": sum(&s.total_tokens),
+        "prompt_tokens": sum(&s.prompt_tokens),
+        "completion_tokens": sum(&s.completion_tokens),
+        "median_tokens": percentile(&mut s.total_tokens, 0.5),
+        "tokens_p99": percentile(&mut s.total_tokens, 0.99),
+        "prompt_tokens_p50": percentile(&mut s.prompt_tokens, 0.5),
+        "prompt_tokens_p99": percentile(&mut s.prompt_tokens, 0.99),
+        "completion_tokens_p50": percentile(&mut s.completion_tokens, 0.5),
+        "completion_tokens_p99": percentile(&mut s.completion_tokens, 0.99),
+        "total_cost": s.total_costs.iter().sum::<f64>(),
+        "prompt_cost": s.prompt_cost,
+        "completion_cost": s.completion_cost,
+        "cost_p50": percentile(&mut s.total_costs, 0.5),
+        "cost_p99": percentile(&mut s.total_costs, 0.99),
+        "last_run_start_time": iso(s.last_run_start_time),
+        "error_rate": rate(s.error_count),
+        "streaming_rate": rate(s.streamed_count),
+        "feedback_stats": s.feedback.to_json(),
+        "run_facets": [],
+        "prompt_token_details": null,
+        "completion_token_details": null,
+        "prompt_cost_details": null,
+        "completion_cost_details": null,
+    })
 }

@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use sextant_core::run::validate_dotted_order;
-use sextant_core::{FragmentKind, RawJson, RunFragment, RunId, Timestamp};
+use sextant_core::{FragmentKind, RawJson, RunFragment, RunId, Timestamp, WireTime};
 use sextant_proto::{truncate, ApiError};
 
 pub const MAX_TAGS: usize = 1000;
@@ -40,11 +40,11 @@ pub struct WireRun<'a> {
     #[serde(default)]
     pub run_type: Option<String>,
     #[serde(default)]
-    pub start_time: Option<String>,
+    pub start_time: Option<WireTime>,
     #[serde(default)]
-    pub end_time: Option<String>,
+    pub end_time: Option<WireTime>,
     #[serde(default)]
-    pub first_token_time: Option<String>,
+    pub first_token_time: Option<WireTime>,
     #[serde(default)]
     pub session_name: Option<String>,
     #[serde(default)]
@@ -90,11 +90,8 @@ fn uuid_field(where_: &str, field: &str, v: &Option<String>) -> Result<Option<uu
     }
 }
 
-fn time_field(where_: &str, field: &str, v: &Option<String>) -> Result<Option<Timestamp>, ApiError> {
-    match v.as_deref() {
-        None => Ok(None),
-        Some(s) => Timestamp::parse(s).map(Some).map_err(|e| ApiError::unprocessable(format!("{where_}.{field}: {e}"))),
-    }
+fn time_field(where_: &str, field: &str, v: &Option<WireTime>) -> Result<Option<Timestamp>, ApiError> {
+    v.as_ref().map(|t| t.to_timestamp().map_err(|e| ApiError::unprocessable(format!("{where_}.{field}: {e}")))).transpose()
 }
 
 fn short(where_: &str, field: &str, v: &Option<String>) -> Result<(), ApiError> {

@@ -64,6 +64,21 @@ impl RunStore for CountingStore {
     async fn get_attachment(&self, tenant: TenantId, run: RunId, name: &str) -> sextant_storage::Result<Option<(String, Vec<u8>)>> {
         self.inner.get_attachment(tenant, run, name).await
     }
+    async fn put_run_share(
+        &self,
+        t: TenantId,
+        r: RunId,
+        share: Option<&sextant_core::RunShare>,
+        at: sextant_core::Timestamp,
+    ) -> sextant_storage::Result<()> {
+        self.inner.put_run_share(t, r, share, at).await
+    }
+    async fn run_share(&self, t: TenantId, r: RunId) -> sextant_storage::Result<Option<sextant_core::RunShare>> {
+        self.inner.run_share(t, r).await
+    }
+    async fn run_share_by_token(&self, token: uuid::Uuid) -> sextant_storage::Result<Option<(TenantId, sextant_core::RunShare)>> {
+        self.inner.run_share_by_token(token).await
+    }
     async fn sync(&self) -> sextant_storage::Result<()> {
         self.inner.sync().await
     }

@@ -23,14 +23,16 @@ use uuid::Uuid;
 use sextant_bus::EventBus;
 use sextant_core::prompt::{
     assign_variant, canonical_manifest, check_handle, check_label, check_tag_name, check_variants, commit_hash, diff_manifests,
-    hash_prefix_of_id, tags_as_of, CommitRef, ManifestChange, PromptChange, PromptCommit, PromptRepo, RepoFilter, TagMove, Variant,
-    FULL_HASH_LEN, MAX_COMMIT_DESCRIPTION_CHARS, MAX_LABELS,
+    hash_prefix_of_id, tags_as_of, tenant_from_handle, tenant_handle, CommitRef, ManifestChange, PromptChange, PromptCommit, PromptRepo,
+    RepoFilter, RepoType, TagMove, Variant, FULL_HASH_LEN, MAX_COMMIT_DESCRIPTION_CHARS, MAX_LABELS,
 };
 use sextant_core::{RepoId, TenantId, Timestamp};
 use sextant_events::{Envelope, Event, PromptChangedV1};
 pub use sextant_proto::error::{bus_error, storage_error};
 use sextant_proto::{truncate, ApiError, ErrorKind};
 use sextant_storage::{RepoCreate, Storage, StorageError};
+
+mod directories;
 
 /// Most commits or prompts one list call returns.
 pub const MAX_LIST_LIMIT: usize = 1000;
@@ -163,17 +165,19 @@ impl Prompts {
 
     // ---- owners and repositories ----
 
-    /// `-` (or the caller's tenant id) is the caller's own; another tenant's id names its
-    /// public prompts, readable but not writable. Anything else is an unknown owner.
+    /// `-` (or the caller's handle, `GET /settings` `tenant_handle`, or its tenant id) is the
+    /// caller's own; another tenant's handle (or id) names its public prompts, readable but not
+    /// writable. Anything else is an unknown owner.
     fn owner(&self, caller: TenantId, owner: &str) -> Result<Owner, ApiError> {
         if owner == "-" {
             return Ok(Owner { tenant: caller, own: true });
         }
-        match Uuid::parse_str(owner) {
-            Ok(u) => Ok(Owner { tenant: TenantId(u), own: TenantId(u) == caller }),
-            Err(_) => Err(ApiError::not_found(format!(
-                "unknown owner {:?}: use \"-\" for your own prompts, or the owning tenant's id for a public prompt",
-                truncate(owner)
+        match tenant_from_handle(owner) {
+            Some(t) => Ok(Owner { tenant: t, own: t == caller }),
+            None => Err(ApiError::not_found(format!(
+                "unknown owner {:?}: use \"-\" or your handle {:?} for your own prompts, or the owner's handle for a public prompt",
+                truncate(owner),
+                tenant_handle(caller)
             ))),
         }
     }
@@ -181,8 +185,20 @@ impl Prompts {
     /// The repository a path names. Another tenant's private repository is reported exactly
     /// like a missing one, so tenants learn nothing of each other's prompts.
     async fn find(&self, caller: TenantId, owner: &str, handle: &str, write: bool) -> Result<(TenantId, PromptRepo), ApiError> {
+        self.find_named(caller, owner, handle, write, "prompt").await
+    }
+
+    /// [`Self::find`], calling what it looks for `noun` when it is not found.
+    async fn find_named(
+        &self,
+        caller: TenantId,
+        owner: &str,
+        handle: &str,
+        write: bool,
+        noun: &str,
+    ) -> Result<(TenantId, PromptRepo), ApiError> {
         let o = self.owner(caller, owner)?;
-        let not_found = || ApiError::not_found(format!("prompt {}/{} not found", truncate(owner), truncate(handle)));
+        let not_found = || ApiError::not_found(format!("{noun} {}/{} not found", truncate(owner), truncate(handle)));
         if check_handle(handle).is_err() {
             return Err(not_found());
         }
@@ -213,7 +229,8 @@ impl Prompts {
         })
     }
 
-    /// `POST /repos`: `{"repo_handle", "description", "readme", "tags", "is_public"}`.
+    /// `POST /repos`: `{"repo_handle", "description", "readme", "tags", "is_public",
+    /// "repo_type"}` (`prompt`, the default, `agent` or `skill`).
     #[instrument(name = "prompts.create", skip_all, fields(tenant = %tenant, prompt = tracing::field::Empty))]
     pub async fn create_repo(&self, tenant: TenantId, body: &Value) -> Result<RepoView, ApiError> {
         let o = object(body)?;
@@ -221,13 +238,16 @@ impl Prompts {
             o.get("repo_handle").and_then(Value::as_str).ok_or_else(|| ApiError::unprocessable("repo_handle: required (a string)"))?;
         tracing::Span::current().record("prompt", handle);
         check_handle(handle).map_err(|e| ApiError::unprocessable(format!("repo_handle: {e}")))?;
-        match o.get("repo_type") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(t)) if t == "prompt" => {}
-            Some(other) => {
-                return Err(ApiError::unprocessable(format!("repo_type: only \"prompt\" repositories are supported, not {other}")));
-            }
-        }
+        let repo_type = match o.get("repo_type") {
+            None | Some(Value::Null) => RepoType::Prompt,
+            Some(Value::String(t)) => RepoType::parse(t).ok_or_else(|| {
+                ApiError::unprocessable(format!(
+                    "repo_type: {:?} is not prompt, agent or skill (a file is an entry of an agent or skill, not a repository)",
+                    truncate(t)
+                ))
+            })?,
+            Some(_) => return Err(ApiError::unprocessable("repo_type: expected a string (prompt, agent or skill)")),
+        };
         let now = Timestamp::now();
         let repo = PromptRepo {
             id: RepoId(Uuid::now_v7()),
@@ -238,11 +258,12 @@ impl Prompts {
             is_public: opt_bool(o, "is_public")?.unwrap_or(false),
             is_archived: false,
             variants: Vec::new(),
+            repo_type,
             created_at: now,
             updated_at: now,
         };
-        if self.store.repo_by_handle(tenant, handle).await.map_err(storage_error)?.is_some() {
-            return Err(ApiError::conflict(format!("a prompt named {handle:?} already exists")));
+        if let Some(existing) = self.store.repo_by_handle(tenant, handle).await.map_err(storage_error)? {
+            return Err(ApiError::conflict(format!("{} named {handle:?} already exists", a_kind(existing.repo_type))));
         }
         self.commit(tenant, vec![PromptChange::Repo(repo.clone())]).await?;
         // A concurrent create of the same handle may have won between the check and the write.
@@ -258,14 +279,26 @@ impl Prompts {
         self.view(tenant, repo).await
     }
 
-    /// The caller's repositories matching the query, sorted and paged, and how many match.
-    #[instrument(name = "prompts.list", skip_all, fields(tenant = %tenant))]
+    /// The caller's prompts matching the query, sorted and paged, and how many match.
     pub async fn list_repos(&self, tenant: TenantId, q: &ListQuery) -> Result<(Vec<RepoView>, usize), ApiError> {
+        self.list_repos_of(tenant, q, &[RepoType::Prompt]).await
+    }
+
+    /// The caller's repositories of these types matching the query, sorted and paged, and how
+    /// many match.
+    #[instrument(name = "prompts.list", skip_all, fields(tenant = %tenant))]
+    pub async fn list_repos_of(&self, tenant: TenantId, q: &ListQuery, types: &[RepoType]) -> Result<(Vec<RepoView>, usize), ApiError> {
         if q.limit == 0 || q.limit > MAX_LIST_LIMIT {
             return Err(ApiError::unprocessable(format!("limit must be between 1 and {MAX_LIST_LIMIT}")));
         }
-        let mut repos: Vec<PromptRepo> =
-            self.store.list_repos(tenant).await.map_err(storage_error)?.into_iter().filter(|r| q.filter.matches(r)).collect();
+        let mut repos: Vec<PromptRepo> = self
+            .store
+            .list_repos(tenant)
+            .await
+            .map_err(storage_error)?
+            .into_iter()
+            .filter(|r| types.contains(&r.repo_type) && q.filter.matches(r))
+            .collect();
         let total = repos.len();
         let mut likes: BTreeMap<RepoId, usize> = BTreeMap::new();
         if q.sort == SortField::NumLikes {
@@ -378,6 +411,11 @@ impl Prompts {
         let o = object(body)?;
         let manifest = match o.get("manifest") {
             None | Some(Value::Null) => return Err(ApiError::unprocessable("manifest: required (a serialised LangChain prompt object)")),
+            // LangSmith's answer, word for word: a dict without `id` is not a LangChain object
+            // (the SDK sends such a dict as it is).
+            Some(Value::Object(m)) if m.get("id").is_none_or(Value::is_null) => {
+                return Err(ApiError::bad_request("Manifest must have an id field"));
+            }
             Some(m) => canonical_manifest(m).map_err(ApiError::unprocessable)?,
         };
         let description = opt_text(o, "description", MAX_DESCRIPTION_BYTES)?;
@@ -391,17 +429,46 @@ impl Prompts {
             Some(_) => return Err(ApiError::unprocessable("parent_commit: expected a commit hash or null")),
         };
         let (tenant, repo) = self.find(caller, owner, handle, true).await?;
+        if repo.repo_type.is_directory() {
+            return Err(ApiError::conflict(format!(
+                "{owner}/{handle} is {}: commit its files with POST /v1/platform/hub/repos/{owner}/{handle}/directories/commits",
+                a_kind(repo.repo_type)
+            )));
+        }
         let _guard = self.lock(tenant, repo.id).lock().await;
         let repo = self.reread(tenant, &repo).await?;
         let latest = self.store.list_commits(tenant, repo.id, 0, 1).await.map_err(storage_error)?.commits.into_iter().next();
-        let parent = match parent_ref {
-            None => latest.clone(),
+        let parent = self.parent_commit(tenant, &repo, owner, parent_ref, latest.as_ref()).await?;
+        if let Some(p) = parent.as_ref().filter(|p| p.manifest == manifest) {
+            return Err(ApiError::conflict(format!(
+                "Nothing to commit: the manifest is identical to the parent commit {}",
+                p.short_hash()
+            )));
+        }
+        let commit = self.write_commit(tenant, repo, latest.as_ref(), parent, manifest, description).await?;
+        tracing::Span::current().record("commit", commit.short_hash());
+        Ok(commit)
+    }
+
+    /// The parent a push names (`None`: the newest commit): it must be the newest, so a push
+    /// made on a stale pull is refused instead of silently dropping the commits in between.
+    async fn parent_commit(
+        &self,
+        tenant: TenantId,
+        repo: &PromptRepo,
+        owner: &str,
+        parent_ref: Option<&str>,
+        latest: Option<&PromptCommit>,
+    ) -> Result<Option<PromptCommit>, ApiError> {
+        let handle = repo.handle.as_str();
+        Ok(match parent_ref {
+            None => latest.cloned(),
             Some(r) => {
                 let named = match CommitRef::parse(r) {
-                    Ok(CommitRef::Hash(h)) => self.by_hash(tenant, &repo, owner, &h).await?,
+                    Ok(CommitRef::Hash(h)) => self.by_hash(tenant, repo, owner, &h).await?,
                     _ => return Err(ApiError::unprocessable(format!("parent_commit: {:?} is not a commit hash", truncate(r)))),
                 };
-                if let Some(l) = latest.as_ref().filter(|l| l.hash != named.hash) {
+                if let Some(l) = latest.filter(|l| l.hash != named.hash) {
                     return Err(ApiError::conflict(format!(
                         "parent_commit {} is not the latest commit of {owner}/{handle} (that is {}): pull the latest and push again",
                         named.short_hash(),
@@ -410,16 +477,22 @@ impl Prompts {
                 }
                 Some(named)
             }
-        };
-        if let Some(p) = parent.as_ref().filter(|p| p.manifest == manifest) {
-            return Err(ApiError::conflict(format!(
-                "Nothing to commit: the manifest is identical to the parent commit {}",
-                p.short_hash()
-            )));
-        }
+        })
+    }
+
+    /// Writes a commit on `parent` (the caller holds the repository's lock and checked that
+    /// the manifest changed), moving the repository's `updated_at`.
+    async fn write_commit(
+        &self,
+        tenant: TenantId,
+        repo: PromptRepo,
+        latest: Option<&PromptCommit>,
+        parent: Option<PromptCommit>,
+        manifest: sextant_core::RawJson,
+        description: Option<String>,
+    ) -> Result<PromptCommit, ApiError> {
         let hash = commit_hash(manifest.as_str(), parent.as_ref().map(|p| p.hash.as_str()));
-        tracing::Span::current().record("commit", &hash[..8]);
-        let created_at = latest.as_ref().map_or_else(Timestamp::now, |l| after(l.created_at));
+        let created_at = latest.map_or_else(Timestamp::now, |l| after(l.created_at));
         let commit = PromptCommit { repo_id: repo.id, hash, parent: parent.map(|p| p.hash), manifest, description, created_at };
         // The push moves the repository's `updated_at` (lists sort by it).
         let bumped = PromptRepo { updated_at: created_at.max(after(repo.updated_at)), ..repo };
@@ -694,6 +767,15 @@ pub enum TagTarget {
 /// One microsecond after `t`, or now if that is later: stamps that order after what they follow.
 fn after(t: Timestamp) -> Timestamp {
     Timestamp(Timestamp::now().micros().max(t.micros() + 1))
+}
+
+/// "a prompt", "an agent", "a skill": for messages.
+pub fn a_kind(t: RepoType) -> &'static str {
+    match t {
+        RepoType::Prompt => "a prompt",
+        RepoType::Agent => "an agent",
+        RepoType::Skill => "a skill",
+    }
 }
 
 fn object(body: &Value) -> Result<&Map<String, Value>, ApiError> {

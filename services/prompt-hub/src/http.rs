@@ -14,7 +14,7 @@ use axum::{middleware, Json, Router};
 use serde_json::{json, Map, Value};
 
 use sextant_auth::Authenticator;
-use sextant_core::prompt::{prompt_without_model, ArchivedFilter, CommitRef, PromptCommit, RepoFilter, TagMove};
+use sextant_core::prompt::{prompt_without_model, tenant_handle, ArchivedFilter, CommitRef, PromptCommit, RepoFilter, RepoType, TagMove};
 use sextant_core::{TenantId, Timestamp};
 use sextant_proto::http::{json_body, require_principal, uuid_param, Caller, QueryParams};
 use sextant_proto::{truncate, ApiError};
@@ -46,6 +46,12 @@ pub fn router(prompts: Arc<Prompts>, auth: Arc<Authenticator>) -> Router {
         .route("/likes/{owner}/{repo}", post(like))
         .route("/commits/{owner}/{repo}", get(list_commits).post(push))
         .route("/commits/{owner}/{repo}/{reference}", get(pull))
+        // Agents and skills: the SDK calls `/v1/platform/...` on the root URL and
+        // `/platform/...` on an `/api/v1` URL (`platform_hub_path`); both are served.
+        .route("/v1/platform/hub/repos/{owner}/{repo}/directories", get(pull_directory).delete(delete_directory))
+        .route("/v1/platform/hub/repos/{owner}/{repo}/directories/commits", post(commit_directory))
+        .route("/platform/hub/repos/{owner}/{repo}/directories", get(pull_directory).delete(delete_directory))
+        .route("/platform/hub/repos/{owner}/{repo}/directories/commits", post(commit_directory))
         .route_layer(middleware::from_fn_with_state(auth, require_principal))
         .with_state(prompts);
     Router::new().merge(api.clone()).nest("/api/v1", api)
@@ -59,10 +65,11 @@ type P = State<Arc<Prompts>>;
 pub fn repo_json(caller: TenantId, v: &RepoView) -> Value {
     let r = &v.repo;
     let variants: Map<String, Value> = r.variants.iter().map(|x| (x.tag.clone(), json!(x.weight))).collect();
+    let owner = tenant_handle(v.tenant);
     json!({
         "id": r.id,
         "repo_handle": r.handle,
-        "repo_type": "prompt",
+        "repo_type": r.repo_type.as_str(),
         "description": r.description,
         "readme": r.readme,
         "tenant_id": v.tenant,
@@ -71,9 +78,9 @@ pub fn repo_json(caller: TenantId, v: &RepoView) -> Value {
         "is_public": r.is_public,
         "is_archived": r.is_archived,
         "tags": r.labels,
-        // No tenant has a hub handle (`GET /settings` says `tenant_handle: null`).
-        "owner": null,
-        "full_name": r.handle,
+        // The owning tenant's handle, as `GET /settings` gives it (`tenant_handle`).
+        "full_name": format!("{owner}/{}", r.handle),
+        "owner": owner,
         "num_likes": v.likes.len(),
         "liked_by_auth_user": v.likes.contains(&caller),
         "num_downloads": 0,
@@ -162,6 +169,25 @@ fn required_str<'a>(body: &'a Value, k: &str) -> Result<&'a str, ApiError> {
     body.get(k).and_then(Value::as_str).ok_or_else(|| ApiError::unprocessable(format!("{k}: required (a string)")))
 }
 
+fn repo_type_of(k: &str, v: &str) -> Result<RepoType, ApiError> {
+    RepoType::parse(v.trim()).ok_or_else(|| ApiError::unprocessable(format!("{k}: {:?} is not prompt, agent or skill", truncate(v))))
+}
+
+/// The types `GET /repos` lists: `repo_type` and `repo_types` (repeated, or comma-separated);
+/// prompts when neither is given, so `list_prompts` lists prompts only.
+fn repo_types(q: &QueryParams) -> Result<Vec<RepoType>, ApiError> {
+    let mut types = Vec::new();
+    for k in ["repo_type", "repo_types"] {
+        for v in q.all(k).iter().flat_map(|v| v.split(',')).filter(|v| !v.trim().is_empty()) {
+            types.push(repo_type_of(k, v)?);
+        }
+    }
+    if types.is_empty() {
+        types.push(RepoType::Prompt);
+    }
+    Ok(types)
+}
+
 /// Whether `If-None-Match` names this ETag (weak comparison, lists and `*` allowed).
 fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
     headers.get_all(header::IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|t| {
@@ -208,7 +234,8 @@ async fn list_repos(State(s): P, Caller(p): Caller, RawQuery(q): RawQuery) -> Re
         offset: q.usize("offset")?.unwrap_or(0),
         limit: q.usize("limit")?.unwrap_or(100),
     };
-    let (views, total) = s.list_repos(p.tenant, &query).await?;
+    let types = repo_types(&q)?;
+    let (views, total) = s.list_repos_of(p.tenant, &query, &types).await?;
     Ok(Json(json!({"repos": views.iter().map(|v| repo_json(p.tenant, v)).collect::<Vec<_>>(), "total": total})).into_response())
 }
 
@@ -327,6 +354,58 @@ async fn diff(
         "changes": changes,
     }))
     .into_response())
+}
+
+// ---- agents and skills ----
+
+/// `GET .../directories?commit=&repo_type=`: `{"commit_id", "commit_hash", "files"}`.
+async fn pull_directory(
+    State(s): P,
+    Caller(p): Caller,
+    Path((owner, repo)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = QueryParams::parse(q.as_deref());
+    let want = q.get("repo_type").map(|v| repo_type_of("repo_type", v)).transpose()?;
+    let (c, files) = s.pull_directory(p.tenant, &owner, &repo, q.get("commit").filter(|c| !c.is_empty()), want).await?;
+    Ok(Json(json!({
+        "commit_id": c.id(),
+        "commit_hash": c.hash,
+        "created_at": c.created_at.to_iso(),
+        "files": files,
+    }))
+    .into_response())
+}
+
+/// `POST .../directories/commits`: `{"commit": {"id", "commit_hash", "created_at"}}`.
+async fn commit_directory(
+    State(s): P,
+    Caller(p): Caller,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = json_body(&headers, body, MAX_JSON_BYTES).await?;
+    let c = s.commit_directory(p.tenant, &owner, &repo, &body).await?;
+    Ok(Json(json!({"commit": {
+        "id": c.id(),
+        "commit_hash": c.hash,
+        "parent_commit_hash": c.parent,
+        "created_at": c.created_at.to_iso(),
+    }}))
+    .into_response())
+}
+
+async fn delete_directory(
+    State(s): P,
+    Caller(p): Caller,
+    Path((owner, repo)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = QueryParams::parse(q.as_deref());
+    let want = q.get("repo_type").map(|v| repo_type_of("repo_type", v)).transpose()?;
+    s.delete_directory(p.tenant, &owner, &repo, want).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 // ---- tags ----

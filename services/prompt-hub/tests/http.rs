@@ -412,7 +412,14 @@ async fn tenants_see_only_their_own_and_others_public_prompts_read_only() {
     };
     assert_eq!(b(Method::GET, "/repos/-/private", None).await.status, StatusCode::NOT_FOUND, "B's own namespace");
     assert_eq!(b(Method::GET, "/repos", None).await.body["total"], 0);
-    let a = TENANT_A.to_string();
+    // Owners are tenant handles (what `GET /settings` gives as `tenant_handle`); tenant ids
+    // are still taken.
+    let a = sextant_core::prompt::tenant_handle(TENANT_A);
+    let shared = h.get("/repos/-/shared").await.body;
+    assert_eq!((shared["repo"]["owner"].as_str(), shared["repo"]["full_name"].clone()), (Some(a.as_str()), json!(format!("{a}/shared"))));
+    assert_eq!(h.get(&format!("/repos/{a}/private")).await.status, StatusCode::OK, "A's own handle is A's own namespace");
+    let by_id = b(Method::GET, &format!("/commits/{TENANT_A}/shared/latest"), None).await;
+    assert_eq!(by_id.status, StatusCode::OK, "{}", by_id.body);
     let r = b(Method::GET, &format!("/repos/{a}/private"), None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "a private prompt of another tenant does not exist for B");
     assert_eq!(r.detail(), format!("prompt {a}/private not found"));
@@ -510,7 +517,28 @@ async fn bad_input_gets_a_clear_4xx() {
         (Method::POST, "/commits/-/ok".into(), Some("[1,2]".into()), 422, "expected a JSON object"),
         (Method::POST, "/commits/-/ok".into(), Some(json!({"parent_commit": null}).to_string()), 422, "manifest: required"),
         (Method::POST, "/commits/-/ok".into(), Some(json!({"manifest": "a string"}).to_string()), 422, "manifest: expected a JSON object"),
-        (Method::POST, "/commits/-/ok".into(), Some(json!({"manifest": {"template": "x"}}).to_string()), 422, "manifest.lc"),
+        // LangSmith's 400 for a dict that is not a LangChain object, word for word.
+        (
+            Method::POST,
+            "/commits/-/ok".into(),
+            Some(json!({"manifest": {"template": "x"}}).to_string()),
+            400,
+            "Manifest must have an id field",
+        ),
+        (
+            Method::POST,
+            "/commits/-/ok".into(),
+            Some(json!({"manifest": {"id": null, "lc": 1}}).to_string()),
+            400,
+            "Manifest must have an id field",
+        ),
+        (
+            Method::POST,
+            "/commits/-/ok".into(),
+            Some(json!({"manifest": {"id": ["x"], "type": "constructor"}}).to_string()),
+            422,
+            "manifest.lc",
+        ),
         (
             Method::POST,
             "/commits/-/ok".into(),
@@ -559,7 +587,16 @@ async fn bad_input_gets_a_clear_4xx() {
         (Method::POST, "/repos".into(), Some(json!({"repo_handle": "a/b"}).to_string()), 422, "not a valid prompt name"),
         (Method::POST, "/repos".into(), Some(json!({"repo_handle": "ok"}).to_string()), 409, "already exists"),
         (Method::POST, "/repos".into(), Some(json!({"description": "x"}).to_string()), 422, "repo_handle: required"),
-        (Method::POST, "/repos".into(), Some(json!({"repo_handle": "x", "repo_type": "agent"}).to_string()), 422, "only \"prompt\""),
+        (
+            Method::POST,
+            "/repos".into(),
+            Some(json!({"repo_handle": "x", "repo_type": "file"}).to_string()),
+            422,
+            "not prompt, agent or skill",
+        ),
+        (Method::POST, "/repos".into(), Some(json!({"repo_handle": "x", "repo_type": 1}).to_string()), 422, "repo_type: expected a string"),
+        (Method::GET, "/repos?repo_type=folder".into(), None, 422, "repo_type: \"folder\""),
+        (Method::GET, "/repos/None/ok".into(), None, 404, "unknown owner \"None\""),
         (Method::POST, "/repos".into(), Some(json!({"repo_handle": "x", "tags": "a"}).to_string()), 422, "tags: expected a list"),
         (Method::POST, "/repos".into(), Some(json!({"repo_handle": "x", "is_public": "yes"}).to_string()), 422, "is_public"),
         (Method::PATCH, "/repos/-/ok".into(), Some(json!({"repo_handle": "renamed"}).to_string()), 422, "cannot be updated"),
@@ -628,4 +665,151 @@ async fn the_projector_rebuilds_the_same_state_from_the_stream() {
     assert_eq!(replica.list_repos(TENANT_A).await.unwrap().len(), 1, "the deleted prompt stays deleted");
     let _ = stop.send(true);
     task.await.unwrap();
+}
+
+/// Agents and skills as the SDK drives them: created with `repo_type`, listed by type, pushed
+/// as file changes on the parent's tree, pulled by latest, tag and hash with links resolved,
+/// private to their tenant, and deleted; bad entries are a 422 naming the path.
+#[tokio::test]
+async fn agents_and_skills_are_directories_of_files_and_links() {
+    let h = hub();
+    let dirs = "/v1/platform/hub/repos/-";
+    for (name, t) in [("search", "skill"), ("helper", "agent")] {
+        let r = h.ok(Method::POST, "/repos", Some(json!({"repo_handle": name, "repo_type": t, "is_public": false}))).await;
+        assert_eq!(r["repo"]["repo_type"], t);
+    }
+    h.create("plain").await;
+    // `GET /repos` lists prompts unless asked for other types.
+    let names = |v: Value| v["repos"].as_array().unwrap().iter().map(|r| r["repo_handle"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    assert_eq!(names(h.get("/repos").await.body), ["plain"]);
+    assert_eq!(names(h.get("/repos?repo_type=skill").await.body), ["search"]);
+    assert_eq!(h.get("/repos?repo_types=agent,skill").await.body["total"], 2);
+    assert_eq!(h.get("/repos?repo_types=agent&repo_types=prompt").await.body["total"], 2);
+
+    // A skill's first commit, then one that edits a file and adds another.
+    let first =
+        h.post(&format!("{dirs}/search/directories/commits"), json!({"files": {"SKILL.md": {"type": "file", "content": "v1"}}})).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let first_hash = first.body["commit"]["commit_hash"].as_str().unwrap().to_owned();
+    assert_eq!(first_hash.len(), 64);
+    assert_eq!(first.body["commit"]["id"], json!(sextant_core::prompt::commit_id(&first_hash)));
+    let second = h
+        .post(
+            &format!("{dirs}/search/directories/commits"),
+            json!({"parent_commit": &first_hash[..8], "files": {"SKILL.md": {"type": "file", "content": "v2"}, "ref/a.txt": {"type": "file", "content": "a"}}}),
+        )
+        .await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+    let second_hash = second.body["commit"]["commit_hash"].as_str().unwrap().to_owned();
+    let pulled = h.get(&format!("{dirs}/search/directories?repo_type=skill")).await;
+    assert_eq!(pulled.status, StatusCode::OK, "{}", pulled.body);
+    assert_eq!(pulled.body["commit_hash"], second_hash.as_str());
+    assert_eq!(pulled.body["files"], json!({"SKILL.md": {"type": "file", "content": "v2"}, "ref/a.txt": {"type": "file", "content": "a"}}));
+    let old = h.get(&format!("/api/v1/platform/hub/repos/-/search/directories?commit={}", &first_hash[..8])).await;
+    assert_eq!(old.body["files"], json!({"SKILL.md": {"type": "file", "content": "v1"}}), "by hash, through /api/v1");
+
+    // The agent links the skill: following its latest, and pinned to its first commit.
+    let pin = sextant_core::prompt::commit_id(&first_hash);
+    let c = h
+        .post(
+            &format!("{dirs}/helper/directories/commits"),
+            json!({"files": {
+                "AGENTS.md": {"type": "file", "content": "be helpful"},
+                "skills/search": {"type": "skill", "repo_handle": "search"},
+                "skills/search-v1": {"type": "skill", "repo_handle": "search", "selector": {"type": "COMMIT", "commit_id": pin}},
+            }}),
+        )
+        .await;
+    assert_eq!(c.status, StatusCode::OK, "{}", c.body);
+    let agent_hash = c.body["commit"]["commit_hash"].as_str().unwrap().to_owned();
+    h.ok(Method::POST, "/repos/-/helper/tags", Some(json!({"tag_name": "production", "commit_id": c.body["commit"]["id"]}))).await;
+    let a = h.get(&format!("{dirs}/helper/directories?repo_type=agent&commit=production")).await.body;
+    assert_eq!(a["commit_hash"], agent_hash.as_str());
+    let me = sextant_core::prompt::tenant_handle(TENANT_A);
+    assert_eq!(
+        a["files"]["skills/search"],
+        json!({"type": "skill", "repo_handle": "search", "owner": me, "commit_hash": second_hash,
+               "commit_id": sextant_core::prompt::commit_id(&second_hash), "selector": {"type": "LATEST"}})
+    );
+    assert_eq!(a["files"]["skills/search-v1"]["commit_hash"], first_hash.as_str());
+    // A new commit of the skill moves the link that follows it, not the pinned one.
+    let third = h.post(&format!("{dirs}/search/directories/commits"), json!({"files": {"ref/a.txt": null}})).await;
+    let third_hash = third.body["commit"]["commit_hash"].as_str().unwrap().to_owned();
+    let a = h.get(&format!("/v1/platform/hub/repos/{me}/helper/directories")).await.body;
+    assert_eq!(a["files"]["skills/search"]["commit_hash"], third_hash.as_str());
+    assert_eq!(a["files"]["skills/search-v1"]["commit_hash"], first_hash.as_str());
+    assert_eq!(h.get(&format!("{dirs}/search/directories")).await.body["files"], json!({"SKILL.md": {"type": "file", "content": "v2"}}));
+
+    // The same files again: nothing to commit; a stale parent: a conflict.
+    let same =
+        h.post(&format!("{dirs}/search/directories/commits"), json!({"files": {"SKILL.md": {"type": "file", "content": "v2"}}})).await;
+    assert_eq!(same.status, StatusCode::CONFLICT);
+    assert!(same.detail().starts_with("Nothing to commit"), "{}", same.detail());
+    let stale = h
+        .post(
+            &format!("{dirs}/search/directories/commits"),
+            json!({"parent_commit": first_hash, "files": {"x": {"type": "file", "content": "x"}}}),
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::CONFLICT, "{}", stale.body);
+
+    // Another tenant sees none of it, and cannot write it.
+    let b = h.send(Method::GET, &format!("/v1/platform/hub/repos/{me}/helper/directories"), KEY_B, None, &[]).await;
+    assert_eq!(b.status, StatusCode::NOT_FOUND);
+    assert_eq!(h.send(Method::GET, "/repos?repo_type=agent", KEY_B, None, &[]).await.body["total"], 0);
+
+    // Bad requests: a clear 4xx, naming the path.
+    let commits = format!("{dirs}/helper/directories/commits");
+    for (path, body, status, needle) in [
+        (commits.clone(), json!({"files": {"/abs": {"type": "file", "content": "x"}}}), 422, "files[\"/abs\"]: a path is relative"),
+        (commits.clone(), json!({"files": {"a/../b": {"type": "file", "content": "x"}}}), 422, "a path is relative"),
+        (commits.clone(), json!({"files": {"x": {"type": "file"}}}), 422, "content: required"),
+        (commits.clone(), json!({"files": {"x": {"type": "folder"}}}), 422, "not file, agent or skill"),
+        (commits.clone(), json!({"files": {"x": {"type": "skill", "repo_handle": "nope"}}}), 422, "-/nope not found"),
+        (commits.clone(), json!({"files": {"x": {"type": "agent", "repo_handle": "search"}}}), 422, "is a skill, not an agent"),
+        (commits.clone(), json!({"files": {"x": {"type": "agent", "repo_handle": "helper"}}}), 422, "cannot link to itself"),
+        (
+            commits.clone(),
+            json!({"files": {"x": {"type": "skill", "repo_handle": "search", "selector": {"type": "COMMIT", "commit_id": Uuid::nil()}}}}),
+            422,
+            "has no commit with id",
+        ),
+        (commits.clone(), json!({"files": {"x": {"type": "skill", "repo_handle": "search", "owner": "someone"}}}), 422, "unknown owner"),
+        (commits.clone(), json!({"files": ["x"]}), 422, "files: expected an object"),
+        (commits.clone(), json!({"files": {}, "parent_commit": 7}), 422, "parent_commit"),
+        (commits.clone(), json!({"files": {"big": {"type": "file", "content": "x".repeat(600_000)}}}), 422, "over the limit"),
+        (format!("{dirs}/plain/directories/commits"), json!({"files": {}}), 404, "is a prompt, not an agent or a skill"),
+        (format!("{dirs}/missing/directories/commits"), json!({"files": {}}), 404, "not found"),
+        // A prompt push to an agent is refused, pointing at the directories route.
+        ("/commits/-/helper".to_owned(), json!({"manifest": chat("x")}), 409, "directories/commits"),
+    ] {
+        let r = h.post(&path, body).await;
+        assert_eq!(r.status.as_u16(), status, "{path}: {}", r.body);
+        assert!(r.detail().contains(needle), "{path}: expected {needle:?} in {:?}", r.detail());
+    }
+    for (path, status, needle) in [
+        (format!("{dirs}/search/directories?repo_type=agent"), 404, "is a skill, not an agent"),
+        (format!("{dirs}/search/directories?repo_type=file"), 422, "repo_type"),
+        (format!("{dirs}/search/directories?commit=staging"), 404, "has no tag staging"),
+        (format!("{dirs}/search/directories?commit=Bad!"), 422, "commit:"),
+        (format!("{dirs}/plain/directories"), 404, "is a prompt"),
+    ] {
+        let r = h.get(&path).await;
+        assert_eq!(r.status.as_u16(), status, "{path}: {}", r.body);
+        assert!(r.detail().contains(needle), "{path}: expected {needle:?} in {:?}", r.detail());
+    }
+
+    // Deleting: the type must match when given; a deleted skill's links resolve to nothing.
+    let del = |p: String| {
+        let h = &h;
+        async move { h.send(Method::DELETE, &p, KEY_A, None, &[]).await }
+    };
+    assert_eq!(del(format!("{dirs}/search/directories?repo_type=agent")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(del(format!("{dirs}/search/directories?repo_type=skill")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(h.get("/repos/-/search").await.status, StatusCode::NOT_FOUND);
+    let a = h.get(&format!("{dirs}/helper/directories")).await.body;
+    assert_eq!(a["files"]["skills/search"]["commit_hash"], Value::Null);
+    assert_eq!(a["files"]["AGENTS.md"], json!({"type": "file", "content": "be helpful"}));
+    assert_eq!(del(format!("{dirs}/plain/directories")).await.status, StatusCode::NOT_FOUND, "a prompt is not deleted as a directory");
+    assert_eq!(h.get("/repos/-/plain").await.status, StatusCode::OK);
 }

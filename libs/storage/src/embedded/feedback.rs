@@ -5,6 +5,9 @@
 //! * `feedback_idx`: `'r' T R F` (a run's feedback), `'p' T P F` (a project's feedback) and
 //!   `'o' T R F` (feedback waiting for its run, no project yet), all → ()
 //! * `feedback_stats`: `'r' T R` and `'p' T P` → FeedbackStats
+//! * `feedback_tokens`: `'i' K` → (T, FeedbackToken) (K = token id: redeeming knows only it)
+//!   and `'r' T R K` → () (a run's tokens)
+//! * `feedback_configs`: `T C` → FeedbackConfigDef (C = config id)
 //!
 //! Every change runs under the store's write lock and commits the entry, its index entries
 //! and both stats deltas in one atomic batch, so stats never disagree with the entries.
@@ -14,6 +17,7 @@ use std::collections::HashMap;
 use fjall::OwnedWriteBatch;
 use uuid::Uuid;
 
+use sextant_core::feedback::{FeedbackConfigDef, FeedbackToken};
 use sextant_core::{Feedback, FeedbackChange, FeedbackId, FeedbackRecord, FeedbackStats, ProjectId, RunId, TenantId};
 
 use super::{backend, dec, enc, Inner, Key};
@@ -22,6 +26,7 @@ use crate::{FeedbackQuery, Result};
 const RUN: u8 = b'r';
 const PROJECT: u8 = b'p';
 const ORPHAN: u8 = b'o';
+const TOKEN: u8 = b'i';
 
 fn idx(tag: u8, t: TenantId, owner: &[u8; 16], f: FeedbackId) -> Vec<u8> {
     Key::new().bytes(&[tag]).id(t.as_bytes()).id(owner).id(f.as_bytes()).0
@@ -292,5 +297,57 @@ impl Inner {
             Some(v) => dec("feedback stats", &v),
             None => Ok(FeedbackStats::default()),
         }
+    }
+}
+
+impl Inner {
+    pub(super) fn put_feedback_token(&self, t: TenantId, token: &FeedbackToken) -> Result<()> {
+        let mut batch = self.db.batch();
+        batch.insert(&self.feedback_tokens, Key::new().bytes(&[TOKEN]).id(token.id.as_bytes()).0, enc(&(t, token)));
+        batch.insert(&self.feedback_tokens, idx(RUN, t, token.run_id.as_bytes(), FeedbackId(token.id)), Vec::new());
+        batch.commit().map_err(|e| backend("write feedback token", e))
+    }
+
+    pub(super) fn feedback_token(&self, id: Uuid) -> Result<Option<(TenantId, FeedbackToken)>> {
+        match self.feedback_tokens.get(Key::new().bytes(&[TOKEN]).id(id.as_bytes()).0).map_err(|e| backend("read feedback token", e))? {
+            Some(v) => Ok(Some(dec("feedback token", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn list_feedback_tokens(&self, t: TenantId, run: RunId) -> Result<Vec<FeedbackToken>> {
+        let mut out = Vec::new();
+        for g in self.feedback_tokens.prefix(idx_prefix(RUN, t, run.as_bytes())) {
+            let k = g.key().map_err(|e| backend("scan feedback tokens", e))?;
+            let id = Uuid::from_bytes(k[k.len() - 16..].try_into().expect("16 bytes"));
+            // Checked against the token itself: it names its tenant.
+            if let Some((owner, token)) = self.feedback_token(id)? {
+                if owner == t {
+                    out.push(token);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn put_feedback_config(&self, t: TenantId, config: &FeedbackConfigDef) -> Result<()> {
+        let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = Key::new().id(t.as_bytes()).id(config.id.as_bytes()).0;
+        if let Some(v) = self.feedback_configs.get(&key).map_err(|e| backend("read feedback config", e))? {
+            let stored: FeedbackConfigDef = dec("feedback config", &v)?;
+            if stored.modified_at >= config.modified_at {
+                return Ok(());
+            }
+        }
+        self.feedback_configs.insert(key, enc(config)).map_err(|e| backend("write feedback config", e))
+    }
+
+    pub(super) fn list_feedback_configs(&self, t: TenantId) -> Result<Vec<FeedbackConfigDef>> {
+        let mut out = Vec::new();
+        for g in self.feedback_configs.prefix(t.as_bytes()) {
+            let (_, v) = g.into_inner().map_err(|e| backend("scan feedback configs", e))?;
+            out.push(dec("feedback config", &v)?);
+        }
+        Ok(out)
     }
 }

@@ -9,6 +9,9 @@
 //! * `feedback_by_tenant`  ((T, S), F)        — all feedback of a tenant
 //! * `feedback_orphans`    ((T, R), F)        — feedback waiting for its run
 //! * `feedback_stats`      ((T, kind, owner)) → body, version — stats of a run or a project
+//! * `feedback_tokens`     ((K)) → T, body; `feedback_tokens_by_run` ((T, R), K) → body —
+//!   presigned tokens (K = token id), found by id alone when redeemed
+//! * `feedback_configs`    ((T), C) → body — written `USING TIMESTAMP` its `modified_at`
 //!
 //! A record's body is a [`Stored`]: the [`FeedbackRecord`] (entry, per-field stamps, resolved
 //! project) and the stats [`Work`] its last change still owes. Every change is a
@@ -81,7 +84,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, instrument, warn};
 use uuid::Uuid;
 
-use sextant_core::feedback::Contribution;
+use sextant_core::feedback::{Contribution, FeedbackConfigDef, FeedbackToken};
 use sextant_core::{Feedback, FeedbackChange, FeedbackId, FeedbackRecord, FeedbackStats, ProjectId, Run, RunId, TenantId};
 
 use super::statements::*;
@@ -674,6 +677,62 @@ impl FeedbackStore for ScyllaStore {
     #[instrument(name = "storage.scylla.project_feedback_stats", skip_all, fields(tenant = %tenant, project = %project))]
     async fn project_feedback_stats(&self, tenant: TenantId, project: ProjectId) -> Result<FeedbackStats> {
         Ok(self.stats_row(&Owner::Project(project).key(tenant), false).await?.map(|(row, _)| row.stats).unwrap_or_default())
+    }
+
+    #[instrument(name = "storage.scylla.put_feedback_token", skip_all, fields(tenant = %tenant))]
+    async fn put_feedback_token(&self, tenant: TenantId, token: &FeedbackToken) -> Result<()> {
+        let body = enc(token);
+        // The run's index first: a token findable by id is then always listed too.
+        let by_run = RunTokenRow { tenant: tenant.0, run_id: token.run_id.0, token_id: token.id.as_bytes().to_vec(), body: body.clone() };
+        self.exec(&INSERT_RUN_TOKEN, &by_run).await?;
+        self.exec(&INSERT_FEEDBACK_TOKEN, &TokenRow { token_id: token.id, tenant: tenant.0, body }).await?;
+        Ok(())
+    }
+
+    #[instrument(name = "storage.scylla.feedback_token", skip_all)]
+    async fn feedback_token(&self, id: Uuid) -> Result<Option<(TenantId, FeedbackToken)>> {
+        let res = self.exec(&GET_FEEDBACK_TOKEN, &TokenKey { token_id: id }).await?;
+        match rows(res, "read feedback token")?.maybe_first_row::<(Uuid, Vec<u8>)>().map_err(|e| internal("read feedback token", e))? {
+            Some((tenant, body)) => Ok(Some((TenantId(tenant), dec("feedback token", &body)?))),
+            None => Ok(None),
+        }
+    }
+
+    #[instrument(name = "storage.scylla.list_feedback_tokens", skip_all, fields(tenant = %tenant, run = %run))]
+    async fn list_feedback_tokens(&self, tenant: TenantId, run: RunId) -> Result<Vec<FeedbackToken>> {
+        let res = self.exec(&LIST_RUN_TOKENS, &RunKey { tenant: tenant.0, run_id: run.0 }).await?;
+        rows(res, "list feedback tokens")?
+            .rows::<(Vec<u8>,)>()
+            .map_err(|e| internal("list feedback tokens", e))?
+            .map(|r| dec("feedback token", &r.map_err(|e| internal("list feedback tokens", e))?.0))
+            .collect()
+    }
+
+    #[instrument(name = "storage.scylla.put_feedback_config", skip_all, fields(tenant = %tenant))]
+    async fn put_feedback_config(&self, tenant: TenantId, config: &FeedbackConfigDef) -> Result<()> {
+        let row = FeedbackConfigRow {
+            tenant: tenant.0,
+            config_id: config.id.as_bytes().to_vec(),
+            body: enc(config),
+            write_ts: config.modified_at.micros(),
+        };
+        self.exec(&PUT_FEEDBACK_CONFIG, &row).await.map(|_| ())
+    }
+
+    #[instrument(name = "storage.scylla.list_feedback_configs", skip_all, fields(tenant = %tenant))]
+    async fn list_feedback_configs(&self, tenant: TenantId) -> Result<Vec<FeedbackConfigDef>> {
+        let mut out = Vec::new();
+        let mut page = PagingState::start();
+        loop {
+            let (res, next) = self.exec_page(&LIST_FEEDBACK_CONFIGS, &TenantKey { tenant: tenant.0 }, Some(page)).await?;
+            for r in rows(res, "list feedback configs")?.rows::<(Vec<u8>,)>().map_err(|e| internal("list feedback configs", e))? {
+                out.push(dec("feedback config", &r.map_err(|e| internal("list feedback configs", e))?.0)?);
+            }
+            match next {
+                Some(s) => page = s,
+                None => return Ok(out),
+            }
+        }
     }
 }
 

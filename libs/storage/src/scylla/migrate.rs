@@ -19,6 +19,8 @@ pub(crate) const TABLES_CQL: &str = include_str!("../../cql/0002_tables.cql");
 pub(crate) const FEEDBACK_QUEUES_CQL: &str = include_str!("../../cql/0003_feedback_queues.cql");
 pub(crate) const DATASETS_CQL: &str = include_str!("../../cql/0004_datasets.cql");
 pub(crate) const PROMPTS_CQL: &str = include_str!("../../cql/0005_prompts.cql");
+pub(crate) const FEEDBACK_TOKENS_CONFIGS_CQL: &str = include_str!("../../cql/0006_feedback_tokens_configs.cql");
+pub(crate) const RUN_SHARES_CQL: &str = include_str!("../../cql/0007_run_shares.cql");
 
 /// `(file name, text)`, in the order they apply.
 pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
@@ -27,6 +29,8 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     ("0003_feedback_queues.cql", FEEDBACK_QUEUES_CQL),
     ("0004_datasets.cql", DATASETS_CQL),
     ("0005_prompts.cql", PROMPTS_CQL),
+    ("0006_feedback_tokens_configs.cql", FEEDBACK_TOKENS_CONFIGS_CQL),
+    ("0007_run_shares.cql", RUN_SHARES_CQL),
 ];
 
 /// Every table the adapter uses: the schema of all migrations after the keyspace's.
@@ -208,11 +212,17 @@ mod tests {
                 "prompt_commit_log",
                 "prompt_tag_moves",
                 "prompt_likes",
+                "feedback_tokens",
+                "feedback_tokens_by_run",
+                "feedback_configs",
+                "run_shares",
+                "run_shares_by_token",
             ]
         );
         // Every partition starts with the tenant, except the cross-tenant registries of the
-        // queue router and the curation rule consumer.
-        for t in schema.tables.iter().filter(|t| t.name != "routed_queues" && t.name != "dataset_rules") {
+        // queue router and the curation rule consumer, and presigned tokens (found by id alone).
+        let cross_tenant = ["routed_queues", "dataset_rules", "feedback_tokens", "run_shares_by_token"];
+        for t in schema.tables.iter().filter(|t| !cross_tenant.contains(&t.name.as_str())) {
             assert_eq!(t.partition_key[0], "tenant", "{}", t.name);
         }
         assert_eq!(schema.table("queue_items").unwrap().partition_key, ["tenant", "queue_id"]);

@@ -90,7 +90,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, instrument, warn};
 use uuid::Uuid;
 
-use sextant_core::{Project, ProjectId, ProjectPatch, Run, RunFragment, RunId, TenantId, Timestamp};
+use sextant_core::{Project, ProjectId, ProjectPatch, Run, RunFragment, RunId, RunShare, TenantId, Timestamp};
 
 use crate::embedded::{matches_conditions, order_time, project_matches, sdk_generated, StatsBuilder, MAX_INDEXED_KEY, MAX_INDEXED_VALUE};
 use crate::{
@@ -1103,6 +1103,46 @@ impl RunStore for ScyllaStore {
     async fn get_attachment(&self, tenant: TenantId, run: RunId, name: &str) -> Result<Option<(String, Vec<u8>)>> {
         let res = self.exec(&GET_ATTACHMENT, &AttachmentKey { tenant: tenant.0, run_id: run.0, name: name.to_string() }).await?;
         rows(res, "read attachment")?.maybe_first_row::<(String, Vec<u8>)>().map_err(|e| internal("read attachment", e))
+    }
+
+    #[instrument(name = "storage.scylla.put_run_share", skip_all, fields(tenant = %tenant, run_id = %run))]
+    async fn put_run_share(&self, tenant: TenantId, run: RunId, share: Option<&RunShare>, at: Timestamp) -> Result<()> {
+        let write_ts = at.micros();
+        // The old token stops working whether the run is unshared or shared anew.
+        if let Some(old) = self.run_share(tenant, run).await? {
+            if share.is_none_or(|s| s.token != old.token) {
+                self.exec(&DELETE_SHARE_TOKEN, &TokenKeyAt { token_id: old.token, write_ts }).await?;
+            }
+        }
+        match share {
+            Some(s) => {
+                let body = enc(s);
+                self.exec(&PUT_SHARE_TOKEN, &ShareTokenRow { token_id: s.token, tenant: tenant.0, body: body.clone(), write_ts }).await?;
+                self.exec(&PUT_RUN_SHARE, &RunShareRow { tenant: tenant.0, run_id: run.0, body, write_ts }).await?;
+            }
+            None => {
+                self.exec(&DELETE_RUN_SHARE, &RunKeyAt { tenant: tenant.0, run_id: run.0, write_ts }).await?;
+            }
+        }
+        Ok(())
+    }
+
+    #[instrument(name = "storage.scylla.run_share", skip_all, fields(tenant = %tenant, run_id = %run))]
+    async fn run_share(&self, tenant: TenantId, run: RunId) -> Result<Option<RunShare>> {
+        let res = self.exec(&GET_RUN_SHARE, &RunKey { tenant: tenant.0, run_id: run.0 }).await?;
+        match rows(res, "read run share")?.maybe_first_row::<(Vec<u8>,)>().map_err(|e| internal("read run share", e))? {
+            Some((body,)) => Ok(Some(dec("run share", &body)?)),
+            None => Ok(None),
+        }
+    }
+
+    #[instrument(name = "storage.scylla.run_share_by_token", skip_all)]
+    async fn run_share_by_token(&self, token: Uuid) -> Result<Option<(TenantId, RunShare)>> {
+        let res = self.exec(&GET_SHARE_TOKEN, &TokenKey { token_id: token }).await?;
+        match rows(res, "read run share")?.maybe_first_row::<(Uuid, Vec<u8>)>().map_err(|e| internal("read run share", e))? {
+            Some((tenant, body)) => Ok(Some((TenantId(tenant), dec("run share", &body)?))),
+            None => Ok(None),
+        }
     }
 
     /// Writes are durable once acknowledged (`LOCAL_QUORUM`, commit log): nothing to flush.

@@ -154,6 +154,28 @@ statements! {
     UPDATE_STATS: UpdateStats = "UPDATE feedback_stats SET body = :body, version = :version \
         WHERE tenant = :tenant AND kind = :kind AND owner = :owner IF version = :expected_version";
 
+    // Presigned feedback tokens by id (any tenant's) and by run; tokens never change.
+    INSERT_FEEDBACK_TOKEN: TokenRow = "INSERT INTO feedback_tokens (token_id, tenant, body) VALUES (:token_id, :tenant, :body)";
+    GET_FEEDBACK_TOKEN: TokenKey = "SELECT tenant, body FROM feedback_tokens WHERE token_id = :token_id";
+    INSERT_RUN_TOKEN: RunTokenRow = "INSERT INTO feedback_tokens_by_run (tenant, run_id, token_id, body) \
+        VALUES (:tenant, :run_id, :token_id, :body)";
+    LIST_RUN_TOKENS: RunKey = "SELECT body FROM feedback_tokens_by_run WHERE tenant = :tenant AND run_id = :run_id";
+
+    // Runs shared by public link, by run and by token; share and unshare at the change's time.
+    PUT_RUN_SHARE: RunShareRow = "INSERT INTO run_shares (tenant, run_id, body) VALUES (:tenant, :run_id, :body) \
+        USING TIMESTAMP :write_ts";
+    GET_RUN_SHARE: RunKey = "SELECT body FROM run_shares WHERE tenant = :tenant AND run_id = :run_id";
+    DELETE_RUN_SHARE: RunKeyAt = "DELETE FROM run_shares USING TIMESTAMP :write_ts WHERE tenant = :tenant AND run_id = :run_id";
+    PUT_SHARE_TOKEN: ShareTokenRow = "INSERT INTO run_shares_by_token (token_id, tenant, body) VALUES (:token_id, :tenant, :body) \
+        USING TIMESTAMP :write_ts";
+    GET_SHARE_TOKEN: TokenKey = "SELECT tenant, body FROM run_shares_by_token WHERE token_id = :token_id";
+    DELETE_SHARE_TOKEN: TokenKeyAt = "DELETE FROM run_shares_by_token USING TIMESTAMP :write_ts WHERE token_id = :token_id";
+
+    // Feedback config versions, written at their modified_at: the newest wins.
+    PUT_FEEDBACK_CONFIG: FeedbackConfigRow = "INSERT INTO feedback_configs (tenant, config_id, body) \
+        VALUES (:tenant, :config_id, :body) USING TIMESTAMP :write_ts";
+    LIST_FEEDBACK_CONFIGS: TenantKey = "SELECT body FROM feedback_configs WHERE tenant = :tenant";
+
     // Annotation queue definitions, written by compare-and-set.
     GET_QUEUE: QueueKey = "SELECT body FROM queues WHERE tenant = :tenant AND queue_id = :queue_id";
     LIST_QUEUES: TenantKey = "SELECT body FROM queues WHERE tenant = :tenant";
@@ -641,6 +663,56 @@ pub(crate) struct UpdateStats {
 }
 
 #[derive(SerializeRow, Default, Clone)]
+pub(crate) struct TokenKey {
+    pub token_id: Uuid,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct RunShareRow {
+    pub tenant: Uuid,
+    pub run_id: Uuid,
+    pub body: Vec<u8>,
+    pub write_ts: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct ShareTokenRow {
+    pub token_id: Uuid,
+    pub tenant: Uuid,
+    pub body: Vec<u8>,
+    pub write_ts: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct TokenKeyAt {
+    pub token_id: Uuid,
+    pub write_ts: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct TokenRow {
+    pub token_id: Uuid,
+    pub tenant: Uuid,
+    pub body: Vec<u8>,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct RunTokenRow {
+    pub tenant: Uuid,
+    pub run_id: Uuid,
+    pub token_id: Vec<u8>,
+    pub body: Vec<u8>,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct FeedbackConfigRow {
+    pub tenant: Uuid,
+    pub config_id: Vec<u8>,
+    pub body: Vec<u8>,
+    pub write_ts: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
 pub(crate) struct QueueKey {
     pub tenant: Uuid,
     pub queue_id: Uuid,
@@ -1020,9 +1092,19 @@ mod tests {
         "prompt_names",
     ];
     /// Rows whose write order does not matter: insert-only keys that readers check against the
-    /// source of truth, or entries that any later reader removes when they are stale.
-    const UNORDERED_TABLES: &[&str] =
-        &["feedback_by_run", "feedback_by_project", "feedback_by_tenant", "feedback_orphans", "routed_queues", "dataset_rules", "blobs"];
+    /// source of truth, entries that any later reader removes when they are stale, or values
+    /// that never change once written (presigned tokens).
+    const UNORDERED_TABLES: &[&str] = &[
+        "feedback_by_run",
+        "feedback_by_project",
+        "feedback_by_tenant",
+        "feedback_orphans",
+        "routed_queues",
+        "dataset_rules",
+        "blobs",
+        "feedback_tokens",
+        "feedback_tokens_by_run",
+    ];
 
     fn schema() -> Schema {
         crate::scylla::migrate::schema()
