@@ -1,6 +1,7 @@
-//! Compiles `proto/sextant/v1/*.proto` into the `pb` module. protoc comes from the
-//! `protoc-bin-vendored` crate, so the build needs no system package; set `PROTOC` to use
-//! another protoc.
+//! Compiles `proto/sextant/v1/*.proto` into the `pb` module, and writes their encoded
+//! `FileDescriptorSet` (with `google/protobuf/timestamp.proto`, which they import) for server
+//! reflection. protoc and the well-known types come from the `protoc-bin-vendored` crate, so the
+//! build needs no system package; set `PROTOC` to use another protoc.
 
 use std::path::PathBuf;
 
@@ -21,8 +22,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(p) => PathBuf::from(p),
         None => protoc_bin_vendored::protoc_bin_path()?,
     };
+    let descriptor_set = PathBuf::from(std::env::var("OUT_DIR")?).join("sextant_descriptor.bin");
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
-    tonic_prost_build::configure().compile_with_config(config, &protos, &[root])?;
+    tonic_prost_build::configure().file_descriptor_set_path(descriptor_set).compile_with_config(
+        config,
+        &protos,
+        &[root, protoc_bin_vendored::include_path()?],
+    )?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Glue every service's gRPC layer shares: authentication from metadata (the REST headers'
-//! rules), field parsing with errors that name the field, and the domain types every API
-//! returns ([`run_to_pb`]).
+//! rules), field parsing with errors that name the field, times as `google.protobuf.Timestamp`
+//! ([`timestamp_to_pb`], [`timestamp_from_pb`]), and the domain types every API returns
+//! ([`run_to_pb`]).
 
 use serde_json::Value;
 use tonic::Request;
@@ -63,12 +64,39 @@ pub fn uuids(field: &str, values: &[String]) -> Result<Vec<Uuid>, ApiError> {
     values.iter().enumerate().map(|(i, v)| uuid(&format!("{field}[{i}]"), v)).collect()
 }
 
-/// An optional time: the empty string means not given.
-pub fn time(field: &str, v: &str) -> Result<Option<Timestamp>, ApiError> {
-    if v.is_empty() {
-        return Ok(None);
+/// The range `google.protobuf.Timestamp` allows: 0001-01-01T00:00:00Z to
+/// 9999-12-31T23:59:59.999999999Z (its documented contract, which every language's helpers
+/// enforce), in seconds since the epoch.
+const PB_MIN_SECONDS: i64 = -62_135_596_800;
+const PB_MAX_SECONDS: i64 = 253_402_300_799;
+
+/// A stored time as a `google.protobuf.Timestamp` (exact: Sextant keeps microseconds).
+pub fn timestamp_to_pb(t: Timestamp) -> prost_types::Timestamp {
+    let us = t.micros();
+    // rem_euclid keeps `nanos` in 0..1e9 for times before 1970 too, as the type requires.
+    prost_types::Timestamp { seconds: us.div_euclid(1_000_000), nanos: (us.rem_euclid(1_000_000) * 1000) as i32 }
+}
+
+/// A `google.protobuf.Timestamp` from a request as a stored time. Digits finer than a
+/// microsecond are dropped (what is stored, as REST drops them). A value the type forbids
+/// (nanos outside 0..=999999999, a time outside the years 0001-9999) is an error naming the
+/// field.
+pub fn timestamp_from_pb(field: &str, t: &prost_types::Timestamp) -> Result<Timestamp, ApiError> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(ApiError::unprocessable(format!("{field}: nanos {} is outside 0..=999999999", t.nanos)));
     }
-    Timestamp::parse(v).map(Some).map_err(|e| ApiError::unprocessable(format!("{field}: {e}")))
+    if !(PB_MIN_SECONDS..=PB_MAX_SECONDS).contains(&t.seconds) {
+        return Err(ApiError::unprocessable(format!(
+            "{field}: seconds {} is outside the years 0001-9999 a google.protobuf.Timestamp allows",
+            t.seconds
+        )));
+    }
+    Ok(Timestamp::from_micros(t.seconds * 1_000_000 + i64::from(t.nanos / 1000)))
+}
+
+/// An optional time from a request: absent means not given.
+pub fn opt_timestamp(field: &str, t: Option<&prost_types::Timestamp>) -> Result<Option<Timestamp>, ApiError> {
+    t.map(|t| timestamp_from_pb(field, t)).transpose()
 }
 
 /// JSON text carried in a `*_json` field, parsed so the core validates it as it validates a
@@ -89,7 +117,7 @@ pub fn non_empty(s: String) -> Option<String> {
     }
 }
 
-/// RFC 3339 in UTC, microseconds.
+/// RFC 3339 in UTC, microseconds (how a time is written where a string names a version).
 pub fn rfc3339(t: Timestamp) -> String {
     format!("{}Z", t.to_iso())
 }
@@ -110,9 +138,9 @@ pub fn run_to_pb(r: Run) -> pb::Run {
         session_name: None,
         name: r.name.clone(),
         run_type: r.run_type.clone(),
-        start_time: r.start_time.map(rfc3339),
-        end_time: r.end_time.map(rfc3339),
-        first_token_time: r.first_token_time.map(rfc3339),
+        start_time: r.start_time.map(timestamp_to_pb),
+        end_time: r.end_time.map(timestamp_to_pb),
+        first_token_time: r.first_token_time.map(timestamp_to_pb),
         inputs_json: json_field(&r.inputs),
         outputs_json: json_field(&r.outputs),
         error: r.error.clone(),
@@ -221,5 +249,37 @@ fn reclassify_decode_error<B>(resp: &mut http::Response<B>) {
     // INTERNAL status.
     if replacement.add_header(headers).is_ok() {
         resp.extensions_mut().insert(replacement);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_convert_exactly_both_ways() {
+        for iso in ["2026-11-25T02:25:38.269290", "1969-12-31T23:59:59.999999", "0001-01-01T00:00:00.000000", "9999-12-31T23:59:59.999999"]
+        {
+            let t = Timestamp::parse(iso).unwrap();
+            let pb = timestamp_to_pb(t);
+            assert!((0..1_000_000_000).contains(&pb.nanos), "{iso}: {pb:?}");
+            assert_eq!(timestamp_from_pb("t", &pb).unwrap(), t, "{iso}");
+            // What other languages' helpers print is what Sextant reads.
+            assert_eq!(Timestamp::parse(&pb.to_string()).unwrap(), t, "{iso}: {pb}");
+        }
+        let pb = timestamp_to_pb(Timestamp::parse("2026-11-25T02:25:38.269290Z").unwrap());
+        assert_eq!((pb.seconds, pb.nanos), (1_795_573_538, 269_290_000));
+    }
+
+    #[test]
+    fn sub_microsecond_digits_are_dropped_and_invalid_timestamps_named() {
+        let t = timestamp_from_pb("t", &prost_types::Timestamp { seconds: 10, nanos: 999_999_999 }).unwrap();
+        assert_eq!(t.micros(), 10_999_999);
+        let bad = |seconds, nanos| timestamp_from_pb("post[2].start_time", &prost_types::Timestamp { seconds, nanos }).unwrap_err();
+        for e in [bad(0, -1), bad(0, 1_000_000_000), bad(i64::MAX, 0), bad(i64::MIN, 0), bad(PB_MAX_SECONDS + 1, 0)] {
+            assert_eq!(e.kind, ErrorKind::Unprocessable);
+            assert!(e.message.starts_with("post[2].start_time: "), "{}", e.message);
+        }
+        assert_eq!(opt_timestamp("t", None).unwrap(), None);
     }
 }

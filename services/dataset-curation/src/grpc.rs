@@ -11,7 +11,9 @@ use tracing::{field, instrument};
 use sextant_auth::Authenticator;
 use sextant_core::dataset::{CurationJob, CurationRule, DataType, DatasetVersion, RunSelection};
 use sextant_core::{Dataset, DatasetId, Example, ExampleId, RawJson, TenantId};
-use sextant_proto::grpc::{authenticate, json_text, non_empty, required_uuid, rfc3339, uuids, ClientErrors};
+use sextant_proto::grpc::{
+    authenticate, json_text, non_empty, opt_timestamp, required_uuid, rfc3339, timestamp_to_pb, uuids, ClientErrors,
+};
 use sextant_proto::pb;
 use sextant_proto::pb::dataset_service_server::{DatasetService, DatasetServiceServer};
 use sextant_proto::{truncate, ApiError};
@@ -52,11 +54,14 @@ fn put_json(o: &mut Map<String, Value>, key: &str, field: &str, v: Option<String
 
 fn selection_body(s: Option<pb::RunSelection>) -> Result<RunSelection, ApiError> {
     let s = s.ok_or_else(|| ApiError::unprocessable("selection is required"))?;
+    // Times go in as the RFC 3339 text a REST body carries (exact: both keep microseconds).
+    let start_time = opt_timestamp("selection.start_time", s.start_time.as_ref())?.map(rfc3339);
+    let end_time = opt_timestamp("selection.end_time", s.end_time.as_ref())?.map(rfc3339);
     selection_from_json(&json!({
         "filter": s.filter,
         "project_ids": s.project_ids,
-        "start_time": s.start_time,
-        "end_time": s.end_time,
+        "start_time": start_time,
+        "end_time": end_time,
         "root_only": s.root_only,
     }))
 }
@@ -65,8 +70,8 @@ fn selection_to_pb(s: &RunSelection) -> pb::RunSelection {
     pb::RunSelection {
         filter: s.filter.clone(),
         project_ids: s.project_ids.iter().map(ToString::to_string).collect(),
-        start_time: s.start_time.map(rfc3339),
-        end_time: s.end_time.map(rfc3339),
+        start_time: s.start_time.map(timestamp_to_pb),
+        end_time: s.end_time.map(timestamp_to_pb),
         root_only: Some(s.root_only),
     }
 }
@@ -76,7 +81,7 @@ fn rule_to_pb(dataset: DatasetId, r: &CurationRule) -> pb::CurationRule {
         id: r.id.to_string(),
         dataset_id: dataset.to_string(),
         selection: Some(selection_to_pb(&r.selection)),
-        created_at: rfc3339(r.created_at),
+        created_at: Some(timestamp_to_pb(r.created_at)),
     }
 }
 
@@ -89,8 +94,8 @@ fn dataset_to_pb(d: &Dataset, example_count: u64) -> pb::Dataset {
         inputs_schema_json: json_str(&d.inputs_schema),
         outputs_schema_json: json_str(&d.outputs_schema),
         metadata_json: json_str(&d.metadata),
-        created_at: rfc3339(d.created_at),
-        modified_at: rfc3339(d.modified_at),
+        created_at: Some(timestamp_to_pb(d.created_at)),
+        modified_at: Some(timestamp_to_pb(d.modified_at)),
         example_count,
         curation_rules: d.rules.iter().map(|r| rule_to_pb(d.id, r)).collect(),
     }
@@ -105,13 +110,13 @@ fn example_to_pb(e: &Example) -> pb::Example {
         metadata_json: Some(e.metadata.as_str().to_owned()),
         splits: e.splits(),
         source_run_id: e.source_run_id.map(|r| r.to_string()),
-        created_at: rfc3339(e.created_at),
-        modified_at: rfc3339(e.modified_at),
+        created_at: Some(timestamp_to_pb(e.created_at)),
+        modified_at: Some(timestamp_to_pb(e.modified_at)),
     }
 }
 
 fn version_to_pb(v: &DatasetVersion) -> pb::DatasetVersion {
-    pb::DatasetVersion { as_of: rfc3339(v.as_of), tags: v.tags.clone() }
+    pb::DatasetVersion { as_of: Some(timestamp_to_pb(v.as_of)), tags: v.tags.clone() }
 }
 
 fn job_to_pb(j: &CurationJob) -> pb::CurationJob {
@@ -126,9 +131,9 @@ fn job_to_pb(j: &CurationJob) -> pb::CurationJob {
         skipped_duplicate: j.skipped_duplicate,
         error: j.error.clone(),
         progress: j.progress,
-        as_of: j.as_of.map(rfc3339),
-        created_at: rfc3339(j.created_at),
-        finished_at: j.finished_at.map(rfc3339),
+        as_of: j.as_of.map(timestamp_to_pb),
+        created_at: Some(timestamp_to_pb(j.created_at)),
+        finished_at: j.finished_at.map(timestamp_to_pb),
     }
 }
 
@@ -255,7 +260,10 @@ impl DatasetService for DatasetGrpc {
         }
         let inputs = r.examples.into_iter().enumerate().map(|(i, e)| example_input(i, e)).collect::<Result<Vec<_>, _>>()?;
         let (examples, as_of) = self.datasets.create_examples(p.tenant, id, inputs).await?;
-        Ok(Response::new(pb::CreateExamplesResponse { examples: examples.iter().map(example_to_pb).collect(), as_of: rfc3339(as_of) }))
+        Ok(Response::new(pb::CreateExamplesResponse {
+            examples: examples.iter().map(example_to_pb).collect(),
+            as_of: Some(timestamp_to_pb(as_of)),
+        }))
     }
 
     #[instrument(name = "grpc.list_examples", skip_all, fields(tenant = field::Empty))]

@@ -26,13 +26,24 @@ pub struct EvaluationGrpc {
     auth: Arc<Authenticator>,
 }
 
+/// A request carries evaluator configs (REST takes at most 1 MiB of them) or experiment names.
+const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// A comparison or a dataset's evaluators; progress messages are tiny.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The gRPC `EvaluationService`, authenticating with `auth`; limits and compression (gzip and
+/// zstd) as every Sextant service has them (`tuned_server!`).
 pub fn evaluation_service(
     store: Arc<dyn Storage>,
     runner: Arc<EvalRunner>,
     dataset_evaluators: Arc<DatasetEvaluators>,
     auth: Arc<Authenticator>,
 ) -> ClientErrors<EvaluationServiceServer<EvaluationGrpc>> {
-    ClientErrors(EvaluationServiceServer::new(EvaluationGrpc { store, runner, dataset_evaluators, auth }))
+    sextant_proto::tuned_server!(
+        EvaluationServiceServer::new(EvaluationGrpc { store, runner, dataset_evaluators, auth }),
+        MAX_REQUEST_BYTES,
+        MAX_RESPONSE_BYTES
+    )
 }
 
 fn dataset_id(v: &str) -> Result<sextant_core::DatasetId, ApiError> {
@@ -46,7 +57,7 @@ fn evaluator_to_pb(dataset: sextant_core::DatasetId, e: &sextant_core::dataset::
         version: e.version,
         config_json: e.config.as_str().to_owned(),
         active: e.active,
-        created_at: sextant_proto::grpc::rfc3339(e.created_at),
+        created_at: Some(sextant_proto::grpc::timestamp_to_pb(e.created_at)),
     }
 }
 

@@ -3,6 +3,7 @@
 //! `http.rs`. Requests become the JSON bodies REST receives, so both transports share one
 //! validation; failures become statuses through [`ApiError`], the one mapping.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -12,8 +13,9 @@ use tracing::{field, instrument};
 use sextant_auth::Authenticator;
 use sextant_core::annotation::{ItemStatus, KeyAgreement, Queue, QueueItem, RoutingRule};
 use sextant_core::feedback::Score;
-use sextant_core::{Feedback, FeedbackId, ProjectId, QueueId, RawJson, RunId, Timestamp};
-use sextant_proto::grpc::{authenticate, json_text, non_empty, required_uuid, rfc3339, run_to_pb, uuids, ClientErrors};
+use sextant_core::{Feedback, FeedbackId, ProjectId, QueueId, RawJson, RunId, TenantId, Timestamp};
+use sextant_proto::error::storage_error;
+use sextant_proto::grpc::{authenticate, json_text, non_empty, required_uuid, run_to_pb, timestamp_to_pb, uuids, ClientErrors};
 use sextant_proto::pb;
 use sextant_proto::pb::annotation_queue_service_server::{AnnotationQueueService, AnnotationQueueServiceServer};
 use sextant_proto::pb::feedback_service_server::{FeedbackService as FeedbackRpc, FeedbackServiceServer};
@@ -48,6 +50,43 @@ pub fn queue_service(queues: Arc<Queues>, auth: Arc<Authenticator>) -> ClientErr
     sextant_proto::tuned_server!(AnnotationQueueServiceServer::new(QueueGrpc { queues, auth }), MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES)
 }
 
+impl FeedbackGrpc {
+    /// Entries as the proto promises them: an entry that names no project gets its run's
+    /// (`session_id`, as the store counts it). While its run has not arrived (feedback may come
+    /// first) it has none; a later read has it. Each run is looked up once per call.
+    async fn with_sessions(&self, tenant: TenantId, entries: Vec<Feedback>) -> Result<Vec<pb::Feedback>, ApiError> {
+        let mut projects = HashMap::new();
+        let mut out = Vec::with_capacity(entries.len());
+        for f in entries {
+            out.push(self.resolve(tenant, f, &mut projects).await?);
+        }
+        Ok(out)
+    }
+
+    async fn with_session(&self, tenant: TenantId, f: Feedback) -> Result<pb::Feedback, ApiError> {
+        self.resolve(tenant, f, &mut HashMap::new()).await
+    }
+
+    async fn resolve(
+        &self,
+        tenant: TenantId,
+        mut f: Feedback,
+        projects: &mut HashMap<RunId, Option<ProjectId>>,
+    ) -> Result<pb::Feedback, ApiError> {
+        if let (None, Some(run)) = (f.session_id, f.run_id) {
+            f.session_id = match projects.get(&run) {
+                Some(p) => *p,
+                None => {
+                    let p = self.feedback.store().get_run(tenant, run).await.map_err(storage_error)?.map(|r| r.project_id);
+                    projects.insert(run, p);
+                    p
+                }
+            };
+        }
+        Ok(feedback_to_pb(f))
+    }
+}
+
 #[tonic::async_trait]
 impl FeedbackRpc for FeedbackGrpc {
     #[instrument(name = "grpc.create_feedback", skip_all, fields(tenant = field::Empty))]
@@ -56,14 +95,24 @@ impl FeedbackRpc for FeedbackGrpc {
         let f = req.into_inner().feedback.ok_or_else(|| ApiError::unprocessable("feedback is required"))?;
         let body = feedback_body(f)?;
         let stored = self.feedback.create(p.tenant, &body).await?;
-        Ok(Response::new(feedback_to_pb(stored)))
+        // The entry is durable: a failed project lookup must not turn its creation into an
+        // error (a retry would succeed), so the response then just lacks `session_id`.
+        let entry = match self.with_session(p.tenant, stored.clone()).await {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not resolve the project of new feedback");
+                feedback_to_pb(stored)
+            }
+        };
+        Ok(Response::new(entry))
     }
 
     #[instrument(name = "grpc.get_feedback", skip_all, fields(tenant = field::Empty))]
     async fn get_feedback(&self, req: Request<pb::GetFeedbackRequest>) -> Result<Response<pb::Feedback>, Status> {
         let p = authenticate(&self.auth, &req)?;
         let id = FeedbackId(required_uuid("id", &req.get_ref().id)?);
-        Ok(Response::new(feedback_to_pb(self.feedback.get(p.tenant, id).await?)))
+        let entry = self.feedback.get(p.tenant, id).await?;
+        Ok(Response::new(self.with_session(p.tenant, entry).await?))
     }
 
     #[instrument(name = "grpc.list_feedback", skip_all, fields(tenant = field::Empty))]
@@ -79,7 +128,7 @@ impl FeedbackRpc for FeedbackGrpc {
             limit: if q.limit == 0 { 100 } else { q.limit as usize },
         };
         let list = self.feedback.list(p.tenant, query).await?;
-        Ok(Response::new(pb::ListFeedbackResponse { feedback: list.into_iter().map(feedback_to_pb).collect() }))
+        Ok(Response::new(pb::ListFeedbackResponse { feedback: self.with_sessions(p.tenant, list).await? }))
     }
 
     #[instrument(name = "grpc.update_feedback", skip_all, fields(tenant = field::Empty))]
@@ -107,7 +156,7 @@ impl FeedbackRpc for FeedbackGrpc {
         set("comment", u.comment.map(Value::String))?;
         set("correction", u.correction_json.map(|v| json_text("correction_json", &v)).transpose()?)?;
         let f = self.feedback.update(p.tenant, id, &Value::Object(body)).await?;
-        Ok(Response::new(feedback_to_pb(f)))
+        Ok(Response::new(self.with_session(p.tenant, f).await?))
     }
 
     #[instrument(name = "grpc.delete_feedback", skip_all, fields(tenant = field::Empty))]
@@ -394,8 +443,8 @@ pub fn feedback_to_pb(f: Feedback) -> pb::Feedback {
         correction_json: json_text_of(f.correction),
         feedback_source_json: json_text_of(f.feedback_source),
         feedback_config_json: json_text_of(f.feedback_config),
-        created_at: rfc3339(f.created_at),
-        modified_at: rfc3339(f.modified_at),
+        created_at: Some(timestamp_to_pb(f.created_at)),
+        modified_at: Some(timestamp_to_pb(f.modified_at)),
         comparative_experiment_id: f.comparative_experiment_id.map(|u| u.to_string()),
         feedback_group_id: f.feedback_group_id.map(|u| u.to_string()),
         extra_json: json_text_of(f.extra),
@@ -408,7 +457,7 @@ fn rule_to_pb(r: RoutingRule) -> pb::RoutingRule {
         filter: r.filter,
         project_ids: r.project_ids.iter().map(ToString::to_string).collect(),
         sampling_rate: r.sampling_rate,
-        created_at: rfc3339(r.created_at),
+        created_at: Some(timestamp_to_pb(r.created_at)),
     }
 }
 
@@ -420,8 +469,8 @@ fn queue_to_pb(q: Queue) -> pb::AnnotationQueue {
         rubric_instructions: q.rubric_instructions,
         rubric_items_json: json_text_of(q.rubric_items),
         num_reviewers_per_item: q.num_reviewers_per_item,
-        created_at: rfc3339(q.created_at),
-        updated_at: rfc3339(q.updated_at),
+        created_at: Some(timestamp_to_pb(q.created_at)),
+        updated_at: Some(timestamp_to_pb(q.updated_at)),
         routing_rules: q.rules.into_iter().map(rule_to_pb).collect(),
     }
 }
@@ -434,17 +483,17 @@ fn item_to_pb(it: QueueItem, reviewers_needed: u32) -> pb::QueueItem {
         queue_id: it.queue_id.to_string(),
         run_id: it.run_id.to_string(),
         project_id: it.project_id.map(|p| p.to_string()),
-        added_at: rfc3339(it.added_at),
-        last_reviewed_time: it.last_reviewed_time.map(rfc3339),
+        added_at: Some(timestamp_to_pb(it.added_at)),
+        last_reviewed_time: it.last_reviewed_time.map(timestamp_to_pb),
         leased_to: lease.map(|l| l.reviewer.clone()),
-        lease_expires_at: lease.map(|l| rfc3339(l.until)),
+        lease_expires_at: lease.map(|l| timestamp_to_pb(l.until)),
         status: status.to_owned(),
         reviews: it
             .reviews
             .into_iter()
             .map(|r| pb::Review {
                 reviewer: r.reviewer,
-                at: rfc3339(r.at),
+                at: Some(timestamp_to_pb(r.at)),
                 labels: r.labels.into_iter().map(|(key, label)| pb::Label { key, label }).collect(),
                 feedback_ids: r.feedback_ids.iter().map(ToString::to_string).collect(),
             })

@@ -112,6 +112,13 @@ where
 
 /// A finished run of tenant A, written straight into the store (ingest is not under test).
 async fn stored_run(store: &Arc<dyn Storage>, name: &str) -> RunId {
+    let run = RunId(Uuid::now_v7());
+    store_run(store, run, name).await;
+    run
+}
+
+/// Stores run `run` of tenant A in a new project, which it returns.
+async fn store_run(store: &Arc<dyn Storage>, run: RunId, name: &str) -> ProjectId {
     let project = ProjectId(Uuid::now_v7());
     let now = Timestamp::now();
     store
@@ -128,13 +135,12 @@ async fn stored_run(store: &Arc<dyn Storage>, name: &str) -> RunId {
         })
         .await
         .unwrap();
-    let run = RunId(Uuid::now_v7());
     let mut post = RunFragment::new(FragmentKind::Post, run);
     post.name = Some(name.into());
     post.start_time = Some(now);
     post.end_time = Some(now);
     store.apply_run_fragments(TENANT_A, project, vec![post]).await.unwrap();
-    run
+    project
 }
 
 fn number(n: f64) -> Option<pb::Score> {
@@ -256,6 +262,54 @@ async fn feedback_round_trips_and_is_the_same_entry_over_rest() {
         }
     })
     .await;
+}
+
+#[tokio::test]
+async fn session_id_is_the_runs_project_and_appears_once_a_late_run_arrives() {
+    let mut h = start().await;
+    let create = |run: RunId| {
+        let f = pb::Feedback { run_id: Some(run.to_string()), key: "k".into(), score: number(1.0), ..Default::default() };
+        with_key(pb::CreateFeedbackRequest { feedback: Some(f) }, KEY_A)
+    };
+    let get = |c: &FeedbackServiceClient<Channel>, id: String| {
+        let mut c = c.clone();
+        async move { c.get_feedback(with_key(pb::GetFeedbackRequest { id }, KEY_A)).await.ok().map(|r| r.into_inner()) }
+    };
+
+    // The run is known: the entry names its project in every answer.
+    let run = RunId(Uuid::now_v7());
+    let project = store_run(&h.store, run, "answer").await;
+    let created = h.feedback.create_feedback(create(run)).await.unwrap().into_inner();
+    assert_eq!(created.session_id, Some(project.to_string()));
+    let got = wait_until(5, || get(&h.feedback, created.id.clone())).await;
+    assert_eq!(got.session_id, Some(project.to_string()));
+    let listed = h
+        .feedback
+        .list_feedback(with_key(pb::ListFeedbackRequest { run_ids: vec![run.to_string()], ..Default::default() }, KEY_A))
+        .await
+        .unwrap()
+        .into_inner()
+        .feedback;
+    assert_eq!(listed.iter().map(|f| f.session_id.clone()).collect::<Vec<_>>(), [Some(project.to_string())]);
+
+    // Feedback before its run: no project yet, the run's once it arrives.
+    let late = RunId(Uuid::now_v7());
+    let early = h.feedback.create_feedback(create(late)).await.unwrap().into_inner();
+    assert_eq!(early.session_id, None);
+    let before = wait_until(5, || get(&h.feedback, early.id.clone())).await;
+    assert_eq!(before.session_id, None);
+    let late_project = store_run(&h.store, late, "late").await;
+    let after = get(&h.feedback, early.id.clone()).await.unwrap();
+    assert_eq!(after.session_id, Some(late_project.to_string()));
+    // An entry that names its project keeps it.
+    let named = pb::Feedback { session_id: Some(project.to_string()), ..early.clone() };
+    let named = h
+        .feedback
+        .create_feedback(with_key(pb::CreateFeedbackRequest { feedback: Some(pb::Feedback { id: String::new(), ..named }) }, KEY_A))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(named.session_id, Some(project.to_string()));
 }
 
 #[tokio::test]
@@ -546,12 +600,15 @@ async fn queue_definitions_rules_and_bad_requests() {
     let got = h.queues.get_queue(with_key(pb::GetQueueRequest { id: q.id.clone() }, KEY_A)).await.unwrap().into_inner();
     assert!(got.routing_rules.is_empty());
 
-    let unknown_run = h
+    // A run not ingested yet is accepted: its item waits for the run.
+    let early_run = Uuid::now_v7().to_string();
+    let early = h
         .queues
-        .add_runs(with_key(pb::AddRunsRequest { queue_id: q.id.clone(), run_ids: vec![Uuid::now_v7().to_string()] }, KEY_A))
+        .add_runs(with_key(pb::AddRunsRequest { queue_id: q.id.clone(), run_ids: vec![early_run.clone()] }, KEY_A))
         .await
-        .unwrap_err();
-    assert_eq!(unknown_run.code(), Code::NotFound);
+        .unwrap()
+        .into_inner();
+    assert_eq!(early.items.iter().map(|i| i.run_id.clone()).collect::<Vec<_>>(), vec![early_run]);
     let bad_id =
         h.queues.add_runs(with_key(pb::AddRunsRequest { queue_id: q.id.clone(), run_ids: vec!["nope".into()] }, KEY_A)).await.unwrap_err();
     assert!(bad_id.message().contains("run_ids[0]"), "{}", bad_id.message());

@@ -12,10 +12,11 @@ use tonic::{Request, Response, Status};
 use tracing::{field, instrument, Span};
 
 use sextant_auth::Authenticator;
-use sextant_core::{FragmentKind, ProjectId, RunFragment, RunId};
-use sextant_proto::grpc::{authenticate, non_empty, opt_uuid, required_uuid, run_to_pb, time, uuids, ClientErrors};
+use sextant_core::{FragmentKind, ProjectId, RunFragment, RunId, WireTime};
+use sextant_proto::grpc::{authenticate, non_empty, opt_timestamp, opt_uuid, required_uuid, rfc3339, run_to_pb, uuids, ClientErrors};
 use sextant_proto::pb;
 use sextant_proto::pb::run_service_server::{RunService, RunServiceServer};
+use sextant_proto::prost_types;
 use sextant_proto::ApiError;
 
 use crate::core::{Ingest, RunQueryRequest};
@@ -140,9 +141,9 @@ fn to_fragment(run: pb::Run, kind: FragmentKind, where_: &str) -> Result<(RunFra
         dotted_order,
         name,
         run_type,
-        start_time,
-        end_time,
-        first_token_time,
+        start_time: wire_time(where_, "start_time", start_time)?,
+        end_time: wire_time(where_, "end_time", end_time)?,
+        first_token_time: wire_time(where_, "first_token_time", first_token_time)?,
         session_name,
         session_id,
         tags: if tags.is_empty() { None } else { Some(tags) },
@@ -162,6 +163,12 @@ fn to_fragment(run: pb::Run, kind: FragmentKind, where_: &str) -> Result<(RunFra
         total_cost,
     };
     wire.into_fragment(kind, where_, None)
+}
+
+/// A proto time as the text a REST body would carry, so [`WireRun`] applies its one set of
+/// rules to it (the conversion is exact: both sides keep microseconds).
+fn wire_time(where_: &str, field: &str, t: Option<prost_types::Timestamp>) -> Result<Option<WireTime>, ApiError> {
+    Ok(opt_timestamp(&format!("{where_}.{field}"), t.as_ref())?.map(|t| WireTime::Text(rfc3339(t))))
 }
 
 /// JSON text, validated and borrowed (kept verbatim, as REST keeps it).
@@ -191,8 +198,8 @@ fn to_query(q: pb::QueryRunsRequest) -> Result<RunQueryRequest, ApiError> {
         run_type: non_empty(q.run_type),
         error: q.error,
         reference_examples: uuids("reference_examples", &q.reference_examples)?,
-        start_time: time("start_time", &q.start_time)?,
-        end_time: time("end_time", &q.end_time)?,
+        start_time: opt_timestamp("start_time", q.start_time.as_ref())?,
+        end_time: opt_timestamp("end_time", q.end_time.as_ref())?,
         filter: non_empty(q.filter),
         trace_filter: non_empty(q.trace_filter),
         tree_filter: non_empty(q.tree_filter),
@@ -209,11 +216,15 @@ mod tests {
 
     const ID: &str = "01a21085-dddd-7ab9-9494-115de01cbb17";
 
+    fn ts(iso: &str) -> prost_types::Timestamp {
+        sextant_proto::grpc::timestamp_to_pb(Timestamp::parse(iso).unwrap())
+    }
+
     fn run() -> pb::Run {
         pb::Run {
             id: ID.into(),
             session_name: Some("p".into()),
-            start_time: Some("2026-11-25T02:25:38.269290Z".into()),
+            start_time: Some(ts("2026-11-25T02:25:38.269290Z")),
             inputs_json: Some(r#"{"q": 1}"#.into()),
             extra_json: Some(r#"{"metadata":{"user":"u1"}}"#.into()),
             tags: vec!["t".into()],
@@ -243,7 +254,8 @@ mod tests {
         assert!(bad(|r| r.id = "nope".into()).contains("post[3].id"));
         assert!(bad(|r| r.id = String::new()).contains("post[3].id is required"));
         assert!(bad(|r| r.parent_run_id = Some("x".into())).contains("post[3].parent_run_id"));
-        assert!(bad(|r| r.start_time = Some("yesterday".into())).contains("post[3].start_time"));
+        assert!(bad(|r| r.start_time = Some(prost_types::Timestamp { seconds: 0, nanos: -1 })).contains("post[3].start_time: nanos"));
+        assert!(bad(|r| r.end_time = Some(prost_types::Timestamp { seconds: i64::MAX, nanos: 0 })).contains("post[3].end_time"));
         assert!(bad(|r| r.inputs_json = Some("{".into())).contains("post[3].inputs_json"));
         assert!(bad(|r| r.extra_json = Some("[1]".into())).contains("post[3].extra_json"));
     }
@@ -286,7 +298,8 @@ mod tests {
         let out = run_to_pb(stored);
         assert_eq!(out.id, ID);
         assert_eq!(out.trace_id.as_deref(), Some(ID));
-        assert_eq!(out.start_time.as_deref(), Some("2026-11-25T02:25:38.269290Z"));
+        assert_eq!(out.start_time, Some(ts("2026-11-25T02:25:38.269290Z")));
+        assert_eq!(out.start_time.unwrap().to_string(), "2026-11-25T02:25:38.269290Z");
         assert_eq!(out.inputs_json.as_deref(), Some(r#"{"q": 1}"#));
         assert_eq!(out.status.as_deref(), Some("pending"));
         assert_eq!(out.dotted_order.as_deref(), Some(format!("20261125T022538269290Z{ID}").as_str()));

@@ -19,8 +19,10 @@ use sextant_core::{TenantId, Timestamp};
 use sextant_ingest::grpc::service;
 use sextant_ingest::projector::run_projector;
 use sextant_ingest::{Ingest, IngestLimits};
+use sextant_proto::grpc::timestamp_to_pb;
 use sextant_proto::pb;
 use sextant_proto::pb::run_service_client::RunServiceClient;
+use sextant_proto::prost_types;
 use sextant_storage::embedded::EmbeddedStore;
 use sextant_storage::Storage;
 
@@ -120,7 +122,7 @@ fn post(n: &Node, parent: Option<&Node>, trace: &Node, name: &str, run_type: &st
         session_name: Some("grpc-tests".into()),
         name: Some(name.into()),
         run_type: Some(run_type.into()),
-        start_time: Some(n.start.to_iso()),
+        start_time: Some(timestamp_to_pb(n.start)),
         inputs_json: Some(format!(r#"{{"question": "what is {name}?"}}"#)),
         tags: vec!["grpc".into()],
         extra_json: Some(r#"{"metadata": {"user": "u1"}}"#.into()),
@@ -132,7 +134,7 @@ fn patch(n: &Node, end: Timestamp) -> pb::Run {
     pb::Run {
         id: n.id.clone(),
         trace_id: None,
-        end_time: Some(format!("{}+00:00", end.to_iso())),
+        end_time: Some(timestamp_to_pb(end)),
         outputs_json: Some(r#"{"answer": 42}"#.into()),
         ..Default::default()
     }
@@ -245,8 +247,7 @@ async fn a_nested_trace_is_readable_by_get_query_and_stream() {
     assert_eq!((r.prompt_tokens, r.completion_tokens, r.total_tokens), (Some(11), Some(3), Some(14)));
     let extra: serde_json::Value = serde_json::from_str(r.extra_json.as_deref().unwrap()).unwrap();
     assert_eq!(extra["metadata"]["user"], "u1");
-    assert_eq!(Timestamp::parse(r.start_time.as_deref().unwrap()).unwrap(), t.child1.start);
-    assert!(r.start_time.as_deref().unwrap().ends_with('Z'), "RFC 3339 in UTC");
+    assert_eq!(r.start_time, Some(timestamp_to_pb(t.child1.start)), "the start time, to the microsecond");
     let session = r.session_id.clone().unwrap();
     assert_eq!(runs[0].session_id.as_deref(), Some(session.as_str()));
     let g = &runs[2];
@@ -330,8 +331,14 @@ async fn bad_ids_times_and_json_are_invalid_argument() {
         code_and_message(query(&mut c, KEY_A, pb::QueryRunsRequest { session_ids: vec!["nope".into()], ..Default::default() }).await);
     assert_eq!(code, Code::InvalidArgument);
     assert!(message.contains("session_ids"), "{message}");
-    let (code, message) =
-        code_and_message(query(&mut c, KEY_A, pb::QueryRunsRequest { start_time: "last tuesday".into(), ..Default::default() }).await);
+    let (code, message) = code_and_message(
+        query(
+            &mut c,
+            KEY_A,
+            pb::QueryRunsRequest { start_time: Some(prost_types::Timestamp { seconds: 0, nanos: -5 }), ..Default::default() },
+        )
+        .await,
+    );
     assert_eq!(code, Code::InvalidArgument);
     assert!(message.contains("start_time"), "{message}");
 
@@ -339,12 +346,13 @@ async fn bad_ids_times_and_json_are_invalid_argument() {
     let t = Trace::new();
     let good = post(&t.root, None, &t.root, "root", "chain");
     type Edit = fn(&mut pb::Run);
-    let cases: [(Edit, &str); 5] = [
+    let cases: [(Edit, &str); 6] = [
         (|r| r.parent_run_id = Some("123".into()), "post[1].parent_run_id"),
-        (|r| r.start_time = Some("yesterday".into()), "post[1].start_time"),
+        (|r| r.start_time = Some(prost_types::Timestamp { seconds: 0, nanos: 1_000_000_000 }), "post[1].start_time: nanos"),
         (|r| r.inputs_json = Some("{not json".into()), "post[1].inputs_json"),
         (|r| r.dotted_order = Some("garbage".into()), "post[1].dotted_order"),
         (|r| r.id = String::new(), "post[1].id is required"),
+        (|r| r.run_type = Some("agent".into()), "post[1].run_type: \"agent\" is not one of tool, chain, llm"),
     ];
     for (edit, expected) in cases {
         let mut bad = post(&t.child1, Some(&t.root), &t.root, "child", "llm");
@@ -354,7 +362,7 @@ async fn bad_ids_times_and_json_are_invalid_argument() {
         assert!(message.contains(expected), "{expected}: {message}");
     }
     let mut bad_patch = patch(&t.root, Timestamp::now());
-    bad_patch.end_time = Some("2026-13-45T00:00:00".into());
+    bad_patch.end_time = Some(prost_types::Timestamp { seconds: 300_000_000_000, nanos: 0 });
     let (code, message) = code_and_message(ingest(&mut c, KEY_A, vec![], vec![bad_patch]).await);
     assert_eq!(code, Code::InvalidArgument);
     assert!(message.contains("patch[0].end_time"), "{message}");

@@ -12,7 +12,7 @@ use tracing::{field, instrument};
 use sextant_auth::Authenticator;
 use sextant_core::prompt::{ArchivedFilter, PromptCommit, RepoFilter, Variant};
 use sextant_core::Timestamp;
-use sextant_proto::grpc::{authenticate, json_text, rfc3339, time, ClientErrors};
+use sextant_proto::grpc::{authenticate, json_text, opt_timestamp, timestamp_to_pb, ClientErrors};
 use sextant_proto::pb;
 use sextant_proto::pb::prompt_service_server::{PromptService, PromptServiceServer};
 use sextant_proto::{truncate, ApiError};
@@ -56,8 +56,8 @@ fn prompt_to_pb(v: RepoView) -> pb::Prompt {
         is_public: r.is_public,
         is_archived: r.is_archived,
         variants: r.variants.into_iter().map(|x| pb::Variant { tag: x.tag, weight: x.weight }).collect(),
-        created_at: rfc3339(r.created_at),
-        updated_at: rfc3339(r.updated_at),
+        created_at: Some(timestamp_to_pb(r.created_at)),
+        updated_at: Some(timestamp_to_pb(r.updated_at)),
         num_commits: v.num_commits,
         last_commit_hash: v.last_commit.map(|c| c.hash),
         num_likes: v.likes.len() as u64,
@@ -76,12 +76,12 @@ fn commit_to_pb(c: PromptCommit, include_model: bool) -> pb::Commit {
         parent_commit_hash: c.parent,
         manifest_json,
         description: c.description,
-        created_at: rfc3339(c.created_at),
+        created_at: Some(timestamp_to_pb(c.created_at)),
     }
 }
 
 fn tag_to_pb(t: crate::core::TagState) -> pb::Tag {
-    pb::Tag { tag: t.tag, commit_hash: t.commit, moved_at: rfc3339(t.moved_at) }
+    pb::Tag { tag: t.tag, commit_hash: t.commit, moved_at: Some(timestamp_to_pb(t.moved_at)) }
 }
 
 #[tonic::async_trait]
@@ -189,7 +189,7 @@ impl PromptService for PromptGrpc {
     async fn list_tags(&self, req: Request<pb::ListTagsRequest>) -> Result<Response<pb::ListTagsResponse>, Status> {
         let p = authenticate(&self.auth, &req)?;
         let t = req.get_ref();
-        let as_of: Option<Timestamp> = time("as_of", &t.as_of)?;
+        let as_of: Option<Timestamp> = opt_timestamp("as_of", t.as_of.as_ref())?;
         let tags = self.prompts.tags(p.tenant, owner(&t.owner), &t.name, as_of).await?;
         Ok(Response::new(pb::ListTagsResponse { tags: tags.into_iter().map(tag_to_pb).collect() }))
     }
@@ -200,7 +200,7 @@ impl PromptService for PromptGrpc {
         let t = req.get_ref();
         let moves = self.prompts.tag_history(p.tenant, owner(&t.owner), &t.name, &t.tag).await?;
         Ok(Response::new(pb::TagHistoryResponse {
-            moves: moves.into_iter().map(|m| pb::TagMove { commit_hash: m.commit, moved_at: rfc3339(m.at) }).collect(),
+            moves: moves.into_iter().map(|m| pb::TagMove { commit_hash: m.commit, moved_at: Some(timestamp_to_pb(m.at)) }).collect(),
         }))
     }
 

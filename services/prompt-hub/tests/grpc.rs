@@ -147,10 +147,7 @@ async fn push_pull_tag_and_assign_over_grpc_are_the_rest_prompt() {
     let moves: Vec<Option<&str>> = history.moves.iter().map(|m| m.commit_hash.as_deref()).collect();
     assert_eq!(moves, [Some(v1.commit_hash.as_str()), Some(v2.commit_hash.as_str())]);
     let then = c
-        .list_tags(with_key(
-            pb::ListTagsRequest { name: "support".into(), as_of: history.moves[0].moved_at.clone(), ..Default::default() },
-            KEY_A,
-        ))
+        .list_tags(with_key(pb::ListTagsRequest { name: "support".into(), as_of: history.moves[0].moved_at, ..Default::default() }, KEY_A))
         .await
         .unwrap()
         .into_inner();
@@ -249,9 +246,16 @@ async fn grpc_errors_use_the_rest_kinds() {
             "sort_field",
         ),
         (
-            c.list_tags(with_key(pb::ListTagsRequest { name: "p".into(), as_of: "noon".into(), ..Default::default() }, KEY_A))
-                .await
-                .unwrap_err(),
+            c.list_tags(with_key(
+                pb::ListTagsRequest {
+                    name: "p".into(),
+                    as_of: Some(sextant_proto::prost_types::Timestamp { seconds: 0, nanos: -1 }),
+                    ..Default::default()
+                },
+                KEY_A,
+            ))
+            .await
+            .unwrap_err(),
             Code::InvalidArgument,
             "as_of",
         ),

@@ -114,6 +114,10 @@ pub struct LimitsConfig {
     /// Decompressed request bytes all requests together may hold at once; past it a request
     /// waits briefly, then gets a 503 with Retry-After.
     pub max_decoded_bytes_in_flight: usize,
+    /// Read your writes: a run query first waits up to this many milliseconds for the run
+    /// projector to apply every event acknowledged before the query arrived (0: answer at once
+    /// from what is projected).
+    pub read_your_writes_wait_ms: u64,
     /// Writes are refused (507) while the data directory's filesystem has less free space
     /// than this, and resume by themselves once it has more (embedded bus; 0: off). The
     /// reserve is for projecting what was acknowledged and for compaction.
@@ -131,6 +135,7 @@ impl Default for LimitsConfig {
             max_projection_backlog: d.max_projection_backlog,
             backpressure_wait_ms: d.backpressure_wait.as_millis() as u64,
             max_decoded_bytes_in_flight: d.max_decoded_bytes_in_flight,
+            read_your_writes_wait_ms: d.read_your_writes_wait.as_millis() as u64,
             min_free_disk_bytes: 256 << 20,
         }
     }
@@ -425,6 +430,7 @@ impl Config {
             max_projection_backlog: self.limits.max_projection_backlog,
             backpressure_wait: std::time::Duration::from_millis(self.limits.backpressure_wait_ms),
             max_decoded_bytes_in_flight: self.limits.max_decoded_bytes_in_flight,
+            read_your_writes_wait: std::time::Duration::from_millis(self.limits.read_your_writes_wait_ms),
             ..Default::default()
         }
     }

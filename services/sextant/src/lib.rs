@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod grpc_meta;
 pub mod listen;
 pub mod telemetry;
 pub mod workers;
@@ -140,13 +141,18 @@ impl Server {
         }
         // A handler that panics answers 500 (and is logged and counted) instead of dropping
         // the connection; the panic stays in its request.
-        app.layer(tower_http::catch_panic::CatchPanicLayer::custom(handler_panicked))
+        let app = app
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(handler_panicked))
             .layer(middleware::from_fn(record_http_metrics))
             .layer(middleware::from_fn(trace_context))
             .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
                 let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default();
                 info_span!("http", method = %req.method(), route = %route, tenant = tracing::field::Empty, trace_id = tracing::field::Empty)
-            }))
+            }));
+        // The SDKs send `POST /repos/`, `GET /datasets/` and the like: a trailing slash names the
+        // same resource. Normalising must happen before routing, so it wraps the whole router
+        // (a layer added with `Router::layer` runs after the route is chosen).
+        Router::new().fallback_service(tower_http::normalize_path::NormalizePath::trim_trailing_slash(app))
     }
 }
 
@@ -164,18 +170,28 @@ struct ReadyState {
     workers: Arc<workers::WorkerHealth>,
 }
 
+impl ReadyState {
+    /// Why the process is not ready (`None`: it is). `/readyz` and gRPC health share it.
+    async fn not_ready(&self) -> Option<String> {
+        if let Some(reason) = self.bus.not_ready_reason().await {
+            return Some(format!("not ready: {reason}"));
+        }
+        if !self.bus.ready().await {
+            return Some("event bus not ready".into());
+        }
+        let down = self.workers.down();
+        if !down.is_empty() {
+            return Some(format!("workers down (restarting): {}", down.join(", ")));
+        }
+        None
+    }
+}
+
 async fn readyz(State(s): State<ReadyState>) -> Response {
-    if let Some(reason) = s.bus.not_ready_reason().await {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}")).into_response();
+    match s.not_ready().await {
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+        None => (StatusCode::OK, "ready").into_response(),
     }
-    if !s.bus.ready().await {
-        return (StatusCode::SERVICE_UNAVAILABLE, "event bus not ready").into_response();
-    }
-    let down = s.workers.down();
-    if !down.is_empty() {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("workers down (restarting): {}", down.join(", "))).into_response();
-    }
-    (StatusCode::OK, "ready").into_response()
 }
 
 /// W3C trace context: continues the caller's trace (or starts one), logs its id on the request
@@ -335,7 +351,25 @@ pub async fn serve(
         .layer(GrpcTraceContextLayer);
     // The API role serves every service's gRPC surface, as it serves their REST routes.
     let api = server.config.roles.contains(&Role::Ingest);
+    // Health (following readiness) and reflection on every gRPC port (`grpc_meta.rs`).
+    let served: Vec<&'static str> = if api { grpc_meta::API_SERVICES.to_vec() } else { Vec::new() };
+    let (health, health_service) = tonic_health::server::health_reporter();
+    grpc_meta::set_not_serving(&health, &served).await;
+    let (reflection_v1, reflection_v1alpha) = grpc_meta::reflection(&served)?;
+    let ready_state = ReadyState { bus: server.bus.clone(), workers: server.workers.clone() };
+    tasks.spawn(grpc_meta::follow_readiness(
+        health,
+        served,
+        move || {
+            let s = ready_state.clone();
+            async move { s.not_ready().await }
+        },
+        stop_rx.clone(),
+    ));
     let grpc_router = grpc_server
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_optional_service(api.then(|| sextant_ingest::grpc::service(server.ingest.clone(), server.auth.clone())))
         .add_optional_service(api.then(|| sextant_feedback::grpc::feedback_service(server.feedback.clone(), server.auth.clone())))
         .add_optional_service(api.then(|| sextant_feedback::grpc::queue_service(server.queues.clone(), server.auth.clone())))

@@ -68,6 +68,22 @@ fn fill(fs: &SmallFs, leave: u64) -> PathBuf {
     filler
 }
 
+/// The gRPC health status of the whole server (`""`), once it is `want` (within 5 s).
+async fn grpc_health_becomes(grpc_url: &str, want: tonic_health::ServingStatus) -> bool {
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let Ok(channel) = tonic::transport::Endpoint::from_shared(grpc_url.to_string()).unwrap().connect().await else { return false };
+    let health = HealthClient::new(channel);
+    wait_until(5, || {
+        let mut h = health.clone();
+        async move {
+            let status = h.check(HealthCheckRequest { service: String::new() }).await.ok()?.into_inner().status;
+            (status == want as i32).then_some(())
+        }
+    })
+    .await
+    .is_some()
+}
+
 async fn post(c: &reqwest::Client, url: &str, runs: &[Value]) -> (u16, String) {
     let r = c.post(format!("{url}/runs/batch")).json(&json!({ "post": runs })).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap_or_default())
@@ -117,6 +133,7 @@ async fn a_full_disk_refuses_writes_clearly_and_recovers_by_itself() {
         let ready = c.get(format!("{}/readyz", s.url)).send().await.unwrap();
         assert_eq!(ready.status(), 503, "unready while writes cannot be made durable");
         assert!(ready.text().await.unwrap().contains("disk full"));
+        assert!(grpc_health_becomes(&s.grpc_url, tonic_health::ServingStatus::NotServing).await, "gRPC health follows /readyz");
         // Reads keep working meanwhile.
         let pid = project_id(&c, &s.url, &project).await.expect("the project is readable");
         assert!(!all_runs(&c, &s.url, &pid).await.is_empty());
@@ -132,6 +149,7 @@ async fn a_full_disk_refuses_writes_clearly_and_recovers_by_itself() {
         assert!(accepted.is_some(), "cycle {cycle}: writes did not resume once space was freed:\n{}", s.log_tail());
         acked.extend(runs.iter().map(|r| r["id"].as_str().unwrap().to_string()));
         assert_eq!(c.get(format!("{}/readyz", s.url)).send().await.unwrap().status(), 200, "ready again");
+        assert!(grpc_health_becomes(&s.grpc_url, tonic_health::ServingStatus::Serving).await, "gRPC health SERVING again");
     }
 
     // Everything acknowledged is there, now and after kill -9 on the same directory.

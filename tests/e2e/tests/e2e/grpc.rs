@@ -1,8 +1,10 @@
-//! The binary serves the gRPC `RunService` on `--grpc`, over the same data as REST.
+//! The binary serves Sextant's gRPC services on `--grpc`, over the same data as REST, with the
+//! standard health and reflection services beside them.
 
 use serde_json::json;
 use sextant_proto::pb::run_service_client::RunServiceClient;
 use sextant_proto::pb::{GetRunRequest, IngestRunsRequest, QueryRunsRequest, Run, StreamTraceRequest};
+use sextant_proto::prost_types::Timestamp;
 
 use crate::harness::{client, trace, wait_until, Sextant};
 
@@ -23,6 +25,9 @@ async fn grpc_reads_what_rest_wrote_and_writes_what_rest_reads() {
     .await
     .expect("run visible over gRPC");
     assert_eq!(got.name.as_deref(), Some("root"));
+    // Times are google.protobuf.Timestamp, exact to the microsecond REST was sent.
+    assert_eq!(got.start_time.map(|t| t.to_string()).as_deref(), Some("2026-11-25T02:19:43.056436Z"));
+    assert_eq!(got.end_time, Some(ts("2026-11-25T02:19:44Z")));
     let streamed = wait_until(10, || {
         let mut g = g.clone();
         let root = root.clone();
@@ -51,7 +56,7 @@ async fn grpc_reads_what_rest_wrote_and_writes_what_rest_reads() {
         name: Some("from-grpc".into()),
         run_type: Some("tool".into()),
         session_name: Some("grpc-e2e".into()),
-        start_time: Some("2026-11-25T02:19:43.056436Z".into()),
+        start_time: Some(ts("2026-11-25T02:19:43.056436Z")),
         inputs_json: Some(r#"{"q":1}"#.into()),
         ..Default::default()
     };
@@ -70,6 +75,23 @@ async fn grpc_reads_what_rest_wrote_and_writes_what_rest_reads() {
     .expect("gRPC-written run visible over REST");
     assert_eq!(rest["name"], "from-grpc");
     assert_eq!(rest["inputs"], json!({"q": 1}));
+    assert_eq!(rest["start_time"], "2026-11-25T02:19:43.056436");
+
+    // Runs selected by a Timestamp window.
+    let window = |start: &str, end: &str| QueryRunsRequest {
+        session_ids: vec![got.session_id.clone().unwrap()],
+        start_time: Some(ts(start)),
+        end_time: Some(ts(end)),
+        ..Default::default()
+    };
+    let page = g.query_runs(window("2026-11-25T02:19:43Z", "2026-11-25T02:19:43.056437Z")).await.unwrap().into_inner();
+    assert!(page.runs.iter().any(|r| r.id == root), "the root started inside the window: {:?}", page.runs);
+    let page = g.query_runs(window("2026-11-25T02:19:43.056437Z", "2026-11-25T02:20:00Z")).await.unwrap().into_inner();
+    assert!(!page.runs.iter().any(|r| r.id == root), "the root started before the window");
+}
+
+fn ts(rfc3339: &str) -> Timestamp {
+    rfc3339.parse().expect("an RFC 3339 time")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,6 +131,19 @@ async fn the_binary_serves_feedback_and_queues_over_grpc() {
     .expect("gRPC-written feedback visible over REST");
     assert_eq!(rest["key"], "user_rating");
     assert_eq!(rest["run_id"], json!(root));
+    // Once its run is stored, the entry names the run's project (resolved from the run).
+    let runs = RunServiceClient::connect(s.grpc_url.clone()).await.unwrap();
+    let run = wait_until(10, || {
+        let mut runs = runs.clone();
+        let id = root.clone();
+        async move { runs.get_run(GetRunRequest { id }).await.ok().map(|r| r.into_inner()) }
+    })
+    .await
+    .expect("the REST-ingested run is stored");
+    let project = run.session_id.expect("a run has a project");
+    let got = fb.get_feedback(sextant_proto::pb::GetFeedbackRequest { id: created.id.clone() }).await.unwrap().into_inner();
+    assert_eq!(got.session_id.as_deref(), Some(project.as_str()));
+    assert_eq!(got.created_at, created.created_at, "created_at is a Timestamp, read back unchanged");
 
     // A queue over gRPC leases the REST-ingested run with its content.
     let mut q = AnnotationQueueServiceClient::connect(s.grpc_url.clone()).await.unwrap();
@@ -163,7 +198,14 @@ async fn the_binary_serves_datasets_over_grpc_and_curation_rules_add_runs_as_fee
         .await
         .unwrap()
         .into_inner();
-    ds.set_tag(SetDatasetTagRequest { dataset_id: dataset.id.clone(), tag: "prod".into(), as_of: first.as_of.clone() }).await.unwrap();
+    // A version's time is a Timestamp; a version reference is text (a tag or an RFC 3339 time).
+    let first_version = first.as_of.expect("the version the examples were written in").to_string();
+    let tagged = ds
+        .set_tag(SetDatasetTagRequest { dataset_id: dataset.id.clone(), tag: "prod".into(), as_of: first_version })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(tagged.as_of, first.as_of);
 
     // A rule: root runs with a low user rating join the dataset as the rating arrives.
     let filter = r#"and(eq(feedback_key, "user_rating"), lt(feedback_score, 0.4))"#;
@@ -240,7 +282,7 @@ async fn the_binary_serves_datasets_over_grpc_and_curation_rules_add_runs_as_fee
         .into_inner()
         .examples;
     assert_eq!(tagged.len(), 1);
-    let latest = examples.iter().map(|e| e.modified_at.clone()).max().unwrap();
+    let latest = examples.iter().filter_map(|e| e.modified_at).max_by_key(|t| (t.seconds, t.nanos)).unwrap().to_string();
     let diff = ds
         .diff_versions(DiffVersionsRequest { dataset_id: dataset.id.clone(), from_version: "prod".into(), to_version: latest })
         .await
@@ -279,7 +321,12 @@ async fn the_binary_compares_experiments_over_grpc() {
             assert!(r.status().is_success());
         }
     }
-    let mut ev = EvaluationServiceClient::connect(s.grpc_url.clone()).await.unwrap();
+    // gzip both ways, as every Sextant service takes it (an unsupported encoding is UNIMPLEMENTED).
+    let mut ev = EvaluationServiceClient::connect(s.grpc_url.clone())
+        .await
+        .unwrap()
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     let report = wait_until(20, || {
         let mut ev = ev.clone();
         async move {
@@ -342,4 +389,92 @@ async fn the_binary_compares_experiments_over_grpc() {
         .await
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::NotFound, "{bad:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_grpc_health_and_reflection() {
+    use prost::Message;
+    use sextant_proto::prost_types::FileDescriptorProto;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    const SERVICES: [&str; 6] = [
+        "sextant.v1.RunService",
+        "sextant.v1.FeedbackService",
+        "sextant.v1.AnnotationQueueService",
+        "sextant.v1.DatasetService",
+        "sextant.v1.EvaluationService",
+        "sextant.v1.PromptService",
+    ];
+    let s = Sextant::start(None).await;
+
+    // Health: the server ("") and each service SERVING once ready; no API key needed.
+    let channel = tonic::transport::Endpoint::from_shared(s.grpc_url.clone()).unwrap().connect().await.expect("gRPC port answers");
+    let health = HealthClient::new(channel.clone());
+    for service in std::iter::once("").chain(SERVICES) {
+        let serving = wait_until(10, || {
+            let mut h = health.clone();
+            async move {
+                let r = h.check(HealthCheckRequest { service: service.into() }).await.ok()?.into_inner();
+                (r.status == ServingStatus::Serving as i32).then_some(())
+            }
+        })
+        .await;
+        assert!(serving.is_some(), "{service:?} is SERVING");
+    }
+    let unknown = health.clone().check(HealthCheckRequest { service: "sextant.v1.Nope".into() }).await.unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+    // Reflection: the services, and the descriptor of a file with what it imports.
+    let reflection = ServerReflectionClient::new(channel.clone());
+    let ask = |req: MessageRequest| {
+        let mut r = reflection.clone();
+        async move {
+            let req = ServerReflectionRequest { host: String::new(), message_request: Some(req) };
+            let mut answers = r.server_reflection_info(tokio_stream::iter([req])).await.unwrap().into_inner();
+            answers.message().await.unwrap().expect("one answer").message_response.expect("a response")
+        }
+    };
+    let MessageResponse::ListServicesResponse(list) = ask(MessageRequest::ListServices(String::new())).await else {
+        panic!("not a service list")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in SERVICES.iter().chain(&["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]) {
+        assert!(names.iter().any(|n| n == want), "{want} listed: {names:?}");
+    }
+    let MessageResponse::FileDescriptorResponse(files) = ask(MessageRequest::FileContainingSymbol("sextant.v1.RunService".into())).await
+    else {
+        panic!("not a file descriptor")
+    };
+    let files: Vec<FileDescriptorProto> =
+        files.file_descriptor_proto.iter().map(|b| FileDescriptorProto::decode(b.as_slice()).unwrap()).collect();
+    let runs = files.iter().find(|f| f.name.as_deref() == Some("sextant/v1/runs.proto")).expect("runs.proto");
+    assert_eq!(runs.package.as_deref(), Some("sextant.v1"));
+    assert!(runs.service.iter().any(|s| s.name.as_deref() == Some("RunService")));
+    assert!(runs.dependency.iter().any(|d| d == "google/protobuf/timestamp.proto"), "{:?}", runs.dependency);
+    let MessageResponse::FileDescriptorResponse(ts) = ask(MessageRequest::FileByFilename("google/protobuf/timestamp.proto".into())).await
+    else {
+        panic!("not a file descriptor")
+    };
+    assert!(!ts.file_descriptor_proto.is_empty(), "the imported well-known type is served too");
+
+    // v1alpha, for older tools, lists the same.
+    use tonic_reflection::pb::v1alpha as alpha;
+    let mut old = alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let req = alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let answer = old.server_reflection_info(tokio_stream::iter([req])).await.unwrap().into_inner().message().await.unwrap();
+    let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) = answer.and_then(|a| a.message_response)
+    else {
+        panic!("not a service list")
+    };
+    let old_names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(SERVICES.iter().all(|s| old_names.iter().any(|n| n == s)), "{old_names:?}");
 }
