@@ -380,3 +380,22 @@ def test_runs_query_order_asc_pages_oldest_first(threads_project, sextant):
     assert roots == ["a1", "a2", "a3"]
     r = requests.post(f"{sextant.url}/runs/query", json={"session": [pid], "order": "sideways"}, headers=H, timeout=10)
     assert r.status_code == 422 and "order" in r.text, r.text
+
+
+def test_v2_threads_aggregate_stats(threads_project):
+    """`client.threads.aggregate_stats`: counts and sums over the traces of the matching threads
+    (runs in no thread are not counted); filters narrow the threads; bad selects are a 422."""
+    t = threads_project
+    c = t.client
+    pid = str(c.read_project(project_name=t.project).id)
+
+    async def stats(**kw):
+        return await c.threads.aggregate_stats(project_id=pid, **kw)
+
+    s = asyncio.run(stats(select=["THREAD_COUNT", "TRACE_COUNT", "ERROR_RATE", "LATENCY_P50", "TOTAL_TOKENS", "PROMPT_TOKEN_DETAILS"]))
+    assert (s.thread_count, s.trace_count) == (3, 5), s  # th-a (3 turns), th-b, th-c; n1 has no thread
+    assert s.error_rate == 0 and s.latency_p50_seconds == pytest.approx(0.1) and s.total_tokens == 0
+    narrowed = asyncio.run(stats(select=["THREAD_COUNT", "TRACE_COUNT"], filter='eq(name, "a2")'))
+    assert (narrowed.thread_count, narrowed.trace_count) == (1, 3), "the whole thread of a matching turn"
+    with pytest.raises(Exception, match="NOPE|422"):
+        asyncio.run(stats(select=["NOPE"]))

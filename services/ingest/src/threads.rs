@@ -35,6 +35,7 @@ const MAX_SCAN: usize = 10_000;
 pub fn routes() -> Router<HttpState> {
     Router::new()
         .route("/threads/query", post(query_threads))
+        .route("/threads/stats", post(aggregate_stats))
         .route("/threads/{thread_id}/traces", get(list_traces))
         .route("/threads/{thread_id}/stats", get(thread_stats))
 }
@@ -408,6 +409,147 @@ async fn thread_stats(
             other => {
                 out.insert(other.to_ascii_lowercase(), Value::Null);
                 continue;
+            }
+        };
+        out.insert(key.to_string(), value);
+    }
+    Ok(Json(Value::Object(out)).into_response())
+}
+
+/// What `POST /threads/stats` may select (LangSmith's aggregate thread stats fields).
+const AGGREGATE_SELECTS: [&str; 20] = [
+    "THREAD_COUNT",
+    "TRACE_COUNT",
+    "TOTAL_TOKENS",
+    "TOTAL_COST",
+    "ERROR_RATE",
+    "STREAMING_RATE",
+    "LATENCY_P50",
+    "LATENCY_P99",
+    "MEDIAN_TOKENS",
+    "FIRST_TOKEN_P50",
+    "FIRST_TOKEN_P99",
+    "PROMPT_TOKENS",
+    "COMPLETION_TOKENS",
+    "PROMPT_COST",
+    "COMPLETION_COST",
+    "PROMPT_TOKEN_DETAILS",
+    "COMPLETION_TOKEN_DETAILS",
+    "PROMPT_COST_DETAILS",
+    "COMPLETION_COST_DETAILS",
+    "THREAD_FEEDBACK_STATS",
+];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AggregateQuery {
+    #[serde(default)]
+    project_id: Option<String>,
+    #[serde(default)]
+    select: Vec<String>,
+    #[serde(default)]
+    min_start_time: Option<WireTime>,
+    #[serde(default)]
+    max_start_time: Option<WireTime>,
+    #[serde(default)]
+    filter: Option<String>,
+    #[serde(default)]
+    trace_filter: Option<String>,
+    #[serde(default)]
+    tree_filter: Option<String>,
+    #[serde(default)]
+    thread_filter: Option<String>,
+}
+
+/// The value at quantile `q` of sorted `v` (nearest rank), `None` when empty.
+fn quantile(v: &[f64], q: f64) -> Option<f64> {
+    (!v.is_empty()).then(|| v[((v.len() - 1) as f64 * q).round() as usize])
+}
+
+/// `POST /threads/stats` (`client.threads.aggregateStats`): aggregates over the traces of
+/// every thread that has a trace in the window matching the filters (the threads
+/// `POST /threads/query` would list). Per-category token and cost details are not tracked:
+/// selected, they are `{}`.
+async fn aggregate_stats(State(s): State<HttpState>, Caller(p): Caller, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let raw = read_body(&headers, body, 1024 * 1024).await?;
+    let b: AggregateQuery = parse_json("body", &raw)?;
+    if b.thread_filter.is_some() {
+        return Err(not_implemented("thread_filter"));
+    }
+    let project = project(b.project_id.as_deref())?;
+    if b.select.is_empty() {
+        return Err(ApiError::unprocessable(format!("select: at least one of {} is required", AGGREGATE_SELECTS.join(", "))));
+    }
+    if let Some(bad) = b.select.iter().find(|s| !AGGREGATE_SELECTS.contains(&s.as_str())) {
+        return Err(ApiError::unprocessable(format!(
+            "select: {:?} is not one of {}",
+            sextant_proto::truncate(bad),
+            AGGREGATE_SELECTS.join(", ")
+        )));
+    }
+    let at =
+        |f: &str, t: Option<WireTime>| t.map(|t| t.to_timestamp().map_err(|e| ApiError::unprocessable(format!("{f}: {e}")))).transpose();
+    let max = at("max_start_time", b.max_start_time)?.unwrap_or_else(Timestamp::now);
+    let min = at("min_start_time", b.min_start_time)?.unwrap_or(Timestamp(max.0.saturating_sub(DEFAULT_WINDOW_MICROS)));
+    let base = RunQueryRequest { projects: vec![project], start_time: Some(min), end_time: Some(max), ..Default::default() };
+    let all = roots(&s, p.tenant, base.clone()).await?;
+    let filtered = b.filter.is_some() || b.trace_filter.is_some() || b.tree_filter.is_some();
+    let wanted: Option<std::collections::HashSet<String>> = if filtered {
+        let req = RunQueryRequest { filter: b.filter, trace_filter: b.trace_filter, tree_filter: b.tree_filter, ..base };
+        Some(roots(&s, p.tenant, req).await?.iter().filter_map(|r| sextant_filter::thread_id(r).map(str::to_string)).collect())
+    } else {
+        None
+    };
+    let traces: Vec<&Run> =
+        all.iter().filter(|r| sextant_filter::thread_id(r).is_some_and(|t| wanted.as_ref().is_none_or(|w| w.contains(t)))).collect();
+    let threads: std::collections::HashSet<&str> = traces.iter().filter_map(|r| sextant_filter::thread_id(r)).collect();
+    let sorted = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let latencies = sorted(traces.iter().filter_map(|r| r.latency_secs()).collect());
+    let first_tokens =
+        sorted(traces.iter().filter_map(|r| Some((r.first_token_time?.micros() - r.start_time?.micros()) as f64 / 1e6)).collect());
+    let tokens = sorted(traces.iter().filter_map(|r| r.total_tokens).map(|t| t as f64).collect());
+    let completed: Vec<&&Run> = traces.iter().filter(|r| r.end_time.is_some() || r.status() == sextant_core::RunStatus::Error).collect();
+    let rate = |n: usize, of: usize| if of == 0 { None } else { Some(n as f64 / of as f64) };
+    let isum = |f: fn(&Run) -> Option<i64>| traces.iter().filter_map(|r| f(r)).fold(0i64, i64::saturating_add);
+    let fsum = |f: fn(&Run) -> Option<f64>| traces.iter().filter_map(|r| f(r)).sum::<f64>();
+    let mut out = Map::new();
+    for sel in &b.select {
+        let (key, value) = match sel.as_str() {
+            "THREAD_COUNT" => ("thread_count", json!(threads.len())),
+            "TRACE_COUNT" => ("trace_count", json!(traces.len())),
+            "TOTAL_TOKENS" => ("total_tokens", json!(isum(|r| r.total_tokens))),
+            "PROMPT_TOKENS" => ("prompt_tokens", json!(isum(|r| r.prompt_tokens))),
+            "COMPLETION_TOKENS" => ("completion_tokens", json!(isum(|r| r.completion_tokens))),
+            "TOTAL_COST" => ("total_cost", json!(fsum(|r| r.total_cost))),
+            "PROMPT_COST" => ("prompt_cost", json!(fsum(|r| r.prompt_cost))),
+            "COMPLETION_COST" => ("completion_cost", json!(fsum(|r| r.completion_cost))),
+            "ERROR_RATE" => (
+                "error_rate",
+                json!(rate(completed.iter().filter(|r| r.status() == sextant_core::RunStatus::Error).count(), completed.len())),
+            ),
+            "STREAMING_RATE" => {
+                ("streaming_rate", json!(rate(completed.iter().filter(|r| r.first_token_time.is_some()).count(), completed.len())))
+            }
+            "LATENCY_P50" => ("latency_p50_seconds", json!(quantile(&latencies, 0.5))),
+            "LATENCY_P99" => ("latency_p99_seconds", json!(quantile(&latencies, 0.99))),
+            "MEDIAN_TOKENS" => ("median_tokens", json!(quantile(&tokens, 0.5))),
+            "FIRST_TOKEN_P50" => ("first_token_p50_seconds", json!(quantile(&first_tokens, 0.5))),
+            "FIRST_TOKEN_P99" => ("first_token_p99_seconds", json!(quantile(&first_tokens, 0.99))),
+            "PROMPT_TOKEN_DETAILS" => ("prompt_token_details", json!({})),
+            "COMPLETION_TOKEN_DETAILS" => ("completion_token_details", json!({})),
+            "PROMPT_COST_DETAILS" => ("prompt_cost_details", json!({})),
+            "COMPLETION_COST_DETAILS" => ("completion_cost_details", json!({})),
+            _ => {
+                // THREAD_FEEDBACK_STATS: every key's stats over the matching traces.
+                let ids: Vec<RunId> = traces.iter().map(|r| r.id).collect();
+                let mut feedback = FeedbackStats::default();
+                for fs in s.ingest.run_feedback_stats(p.tenant, &ids).await?.values() {
+                    merge_feedback_stats(&mut feedback, fs);
+                }
+                ("thread_feedback_stats", feedback.to_json())
             }
         };
         out.insert(key.to_string(), value);
