@@ -18,12 +18,9 @@ use sextant_proto::http::{read_body, Caller, QueryParams};
 use sextant_proto::ApiError;
 
 use crate::http::HttpState;
+use crate::v2::uuid;
 use crate::view::{RunJson, Select};
 use crate::wire::parse_json;
-
-fn uuid(field: &str, s: &str) -> Result<uuid::Uuid, ApiError> {
-    uuid::Uuid::parse_str(s).map_err(|_| ApiError::unprocessable(format!("{field}: {:?} is not a UUID", sextant_proto::truncate(s))))
-}
 
 fn share_json(share: &RunShare) -> Value {
     json!({"run_id": share.run_id, "share_token": share.token})

@@ -23,8 +23,6 @@ use crate::core::{merge_feedback_stats, RunQueryRequest};
 use crate::http::HttpState;
 use crate::wire::parse_json;
 
-/// LangSmith's default window: threads active in the last day.
-const DEFAULT_WINDOW_MICROS: i64 = 24 * 3600 * 1_000_000;
 const DEFAULT_PAGE: usize = 20;
 const MAX_PAGE: usize = 100;
 const PREVIEW_CHARS: usize = 280;
@@ -199,10 +197,7 @@ async fn query_threads(State(s): State<HttpState>, Caller(p): Caller, headers: H
     }
     let project = project(b.project_id.as_deref())?;
     let size = page_size(b.page_size)?;
-    let at =
-        |f: &str, t: Option<WireTime>| t.map(|t| t.to_timestamp().map_err(|e| ApiError::unprocessable(format!("{f}: {e}")))).transpose();
-    let max = at("max_start_time", b.max_start_time)?.unwrap_or_else(Timestamp::now);
-    let min = at("min_start_time", b.min_start_time)?.unwrap_or(Timestamp(max.0.saturating_sub(DEFAULT_WINDOW_MICROS)));
+    let (min, max) = crate::v2::window(b.min_start_time, b.max_start_time)?;
     let after = b.cursor.as_deref().filter(|c| !c.is_empty()).map(|c| decode_cursor(c, 2)).transpose()?;
     let base = RunQueryRequest { projects: vec![project], start_time: Some(min), end_time: Some(max), ..Default::default() };
     let all = roots(&s, p.tenant, base.clone()).await?;
@@ -487,10 +482,7 @@ async fn aggregate_stats(State(s): State<HttpState>, Caller(p): Caller, headers:
             AGGREGATE_SELECTS.join(", ")
         )));
     }
-    let at =
-        |f: &str, t: Option<WireTime>| t.map(|t| t.to_timestamp().map_err(|e| ApiError::unprocessable(format!("{f}: {e}")))).transpose();
-    let max = at("max_start_time", b.max_start_time)?.unwrap_or_else(Timestamp::now);
-    let min = at("min_start_time", b.min_start_time)?.unwrap_or(Timestamp(max.0.saturating_sub(DEFAULT_WINDOW_MICROS)));
+    let (min, max) = crate::v2::window(b.min_start_time, b.max_start_time)?;
     let base = RunQueryRequest { projects: vec![project], start_time: Some(min), end_time: Some(max), ..Default::default() };
     let all = roots(&s, p.tenant, base.clone()).await?;
     let filtered = b.filter.is_some() || b.trace_filter.is_some() || b.tree_filter.is_some();

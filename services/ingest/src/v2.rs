@@ -121,11 +121,14 @@ fn preview(text: &str) -> String {
     }
 }
 
-fn uuid(field: &str, s: &str) -> Result<uuid::Uuid, ApiError> {
+/// A UUID named by a request field, or a 422 naming the field.
+pub(crate) fn uuid(field: &str, s: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(s).map_err(|_| ApiError::unprocessable(format!("{field}: {:?} is not a UUID", sextant_proto::truncate(s))))
 }
 
-fn window(min: Option<WireTime>, max: Option<WireTime>) -> Result<(Timestamp, Timestamp), ApiError> {
+/// The v2 API's start-time window: `max_start_time` defaults to now, `min_start_time` to a day
+/// before it (as LangSmith documents for runs, traces and threads).
+pub(crate) fn window(min: Option<WireTime>, max: Option<WireTime>) -> Result<(Timestamp, Timestamp), ApiError> {
     let at =
         |f: &str, t: Option<WireTime>| t.map(|t| t.to_timestamp().map_err(|e| ApiError::unprocessable(format!("{f}: {e}")))).transpose();
     let max = at("max_start_time", max)?.unwrap_or_else(Timestamp::now);
