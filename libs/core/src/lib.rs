@@ -5,6 +5,7 @@
 
 pub mod annotation;
 pub mod dataset;
+pub mod evaluator;
 pub mod feedback;
 pub mod ids;
 pub mod json;

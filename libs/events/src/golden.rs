@@ -182,6 +182,22 @@ fn samples() -> Vec<(&'static str, Envelope)> {
             })),
         ),
         (
+            "OnlineEvaluatorChangedV1",
+            env(Event::OnlineEvaluatorChangedV1(OnlineEvaluatorChangedV1 {
+                evaluator: sextant_core::evaluator::OnlineEvaluatorDef {
+                    id: Uuid::from_u128(0x5959),
+                    name: "helpfulness".into(),
+                    kind: sextant_core::evaluator::OnlineEvaluatorKind::Llm,
+                    llm: Some(RawJson::parse(r#"{"prompt_repo_handle":"helpfulness-judge","commit_hash_or_tag":"latest"}"#).unwrap()),
+                    code: None,
+                    metadata: Some(RawJson::parse(r#"{"team":"support"}"#).unwrap()),
+                    deleted: false,
+                    created_at: Timestamp(1_764_037_538_269_290),
+                    updated_at: Timestamp(1_764_037_600_000_000),
+                },
+            })),
+        ),
+        (
             "PromptChangedV1",
             env(Event::PromptChangedV1(PromptChangedV1 {
                 change: sextant_core::prompt::PromptChange::Commit(sextant_core::prompt::PromptCommit {

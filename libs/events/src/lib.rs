@@ -80,6 +80,7 @@ pub enum Event {
     FeedbackConfigChangedV1(FeedbackConfigChangedV1),
     DatasetChangedV1(DatasetChangedV1),
     EvaluationAlertV1(EvaluationAlertV1),
+    OnlineEvaluatorChangedV1(OnlineEvaluatorChangedV1),
     PromptChangedV1(PromptChangedV1),
     RunsCompletedV1(RunsCompletedV1),
 }
@@ -193,6 +194,14 @@ pub struct EvaluationAlertV1 {
     pub at: sextant_core::Timestamp,
 }
 
+/// An online evaluator created, changed or deleted (`/platform/evaluators`), as its whole new
+/// version: stores keep the version with the newest `updated_at`, so redelivered and reordered
+/// changes converge.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OnlineEvaluatorChangedV1 {
+    pub evaluator: sextant_core::evaluator::OnlineEvaluatorDef,
+}
+
 /// A dataset created, redefined or deleted, a new version of its examples, or a tag moved.
 /// Projected idempotently: an example version is keyed by (example, `as_of`), definitions and
 /// tags are last-writer-wins by their time, so redelivered and reordered changes converge.
@@ -281,7 +290,7 @@ impl Envelope {
             | Event::FeedbackTokenIssuedV1(_)
             | Event::FeedbackConfigChangedV1(_) => Stream::Feedback,
             Event::DatasetChangedV1(_) => Stream::Datasets,
-            Event::EvaluationAlertV1(_) => Stream::Evaluations,
+            Event::EvaluationAlertV1(_) | Event::OnlineEvaluatorChangedV1(_) => Stream::Evaluations,
             Event::PromptChangedV1(_) => Stream::Prompts,
             Event::RunsCompletedV1(_) => Stream::RunCompletions,
         }
@@ -302,7 +311,7 @@ impl Envelope {
             | Event::FeedbackTokenIssuedV1(_)
             | Event::FeedbackConfigChangedV1(_) => format!("{stream}.{}", self.tenant),
             Event::DatasetChangedV1(e) => format!("{stream}.{}.{}", self.tenant, e.change.dataset_id()),
-            Event::EvaluationAlertV1(_) => format!("{stream}.{}", self.tenant),
+            Event::EvaluationAlertV1(_) | Event::OnlineEvaluatorChangedV1(_) => format!("{stream}.{}", self.tenant),
             Event::PromptChangedV1(e) => format!("{stream}.{}.{}", self.tenant, e.change.repo_id()),
             Event::RunsCompletedV1(e) => format!("{stream}.{}.{}", self.tenant, e.project_id),
         }
@@ -321,6 +330,7 @@ impl Envelope {
             Event::FeedbackConfigChangedV1(_) => "FeedbackConfigChangedV1",
             Event::DatasetChangedV1(_) => "DatasetChangedV1",
             Event::EvaluationAlertV1(_) => "EvaluationAlertV1",
+            Event::OnlineEvaluatorChangedV1(_) => "OnlineEvaluatorChangedV1",
             Event::PromptChangedV1(_) => "PromptChangedV1",
             Event::RunsCompletedV1(_) => "RunsCompletedV1",
         }

@@ -21,6 +21,7 @@
 //! All fjall calls block, so every method runs on tokio's blocking pool.
 
 mod datasets;
+mod evaluators;
 mod feedback;
 mod prompts;
 mod queues;
@@ -99,6 +100,7 @@ struct Inner {
     feedback_stats: Keyspace,
     feedback_tokens: Keyspace,
     feedback_configs: Keyspace,
+    online_evaluators: Keyspace,
     /// Public links: `S` + tenant + run → the share; `T` + token → (tenant, share).
     run_shares: Keyspace,
     queues: Keyspace,
@@ -322,6 +324,7 @@ impl EmbeddedStore {
             feedback_stats: ks("feedback_stats")?,
             feedback_tokens: ks("feedback_tokens")?,
             feedback_configs: ks("feedback_configs")?,
+            online_evaluators: ks("online_evaluators")?,
             run_shares: ks("run_shares")?,
             queues: ks("queues")?,
             queue_items: ks("queue_items")?,
@@ -1229,6 +1232,22 @@ impl DatasetStore for EmbeddedStore {
 
     async fn get_curation_job(&self, tenant: TenantId, id: Uuid) -> Result<Option<CurationJob>> {
         self.blocking(move |s| s.get_curation_job(tenant, id)).await
+    }
+}
+
+#[async_trait]
+impl crate::EvaluatorStore for EmbeddedStore {
+    async fn put_online_evaluator(&self, tenant: TenantId, e: &sextant_core::evaluator::OnlineEvaluatorDef) -> Result<()> {
+        let e = e.clone();
+        self.blocking(move |s| s.put_online_evaluator(tenant, &e)).await
+    }
+
+    async fn get_online_evaluator(&self, tenant: TenantId, id: Uuid) -> Result<Option<sextant_core::evaluator::OnlineEvaluatorDef>> {
+        self.blocking(move |s| s.get_online_evaluator(tenant, id)).await
+    }
+
+    async fn list_online_evaluators(&self, tenant: TenantId) -> Result<Vec<sextant_core::evaluator::OnlineEvaluatorDef>> {
+        self.blocking(move |s| s.list_online_evaluators(tenant)).await
     }
 }
 

@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use sextant_core::annotation::{Queue, QueueItem};
 use sextant_core::dataset::{CurationJob, DataType, ExampleChange};
+use sextant_core::evaluator::OnlineEvaluatorDef;
 use sextant_core::feedback::{FeedbackConfigDef, FeedbackToken};
 use sextant_core::prompt::{PromptCommit, PromptRepo, TagMove};
 use sextant_core::{
@@ -488,6 +489,19 @@ pub trait PromptStore: Send + Sync {
     async fn likes(&self, tenant: TenantId, repo: RepoId) -> Result<Vec<TenantId>>;
 }
 
+/// Online evaluators (`/platform/evaluators`), as versions of whole definitions.
+///
+/// Contract (checked by [`testsuite`]): `put_online_evaluator` keeps the version with the
+/// newest `updated_at` (redelivered and reordered versions converge); a delete is a version
+/// marked `deleted`, kept and listed; tenants are apart.
+#[async_trait]
+pub trait EvaluatorStore: Send + Sync {
+    async fn put_online_evaluator(&self, tenant: TenantId, evaluator: &OnlineEvaluatorDef) -> Result<()>;
+    async fn get_online_evaluator(&self, tenant: TenantId, id: Uuid) -> Result<Option<OnlineEvaluatorDef>>;
+    /// Every online evaluator of the tenant, deleted ones included, in id order.
+    async fn list_online_evaluators(&self, tenant: TenantId) -> Result<Vec<OnlineEvaluatorDef>>;
+}
+
 /// Every store; what a service holds.
-pub trait Storage: ProjectStore + RunStore + FeedbackStore + QueueStore + DatasetStore + PromptStore {}
-impl<T: ProjectStore + RunStore + FeedbackStore + QueueStore + DatasetStore + PromptStore> Storage for T {}
+pub trait Storage: ProjectStore + RunStore + FeedbackStore + QueueStore + DatasetStore + PromptStore + EvaluatorStore {}
+impl<T: ProjectStore + RunStore + FeedbackStore + QueueStore + DatasetStore + PromptStore + EvaluatorStore> Storage for T {}

@@ -61,6 +61,11 @@ macro_rules! storage_conformance {
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         $(#[$attr])*
+        async fn online_evaluators_keep_the_newest_version_per_tenant() {
+            $crate::testsuite::online_evaluators_keep_the_newest_version_per_tenant($new.await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
         async fn merges_fragments_in_any_order_idempotently() {
             $crate::testsuite::merges_fragments_in_any_order_idempotently($new.await).await
         }
@@ -1265,6 +1270,59 @@ pub async fn feedback_configs_keep_the_newest_version_per_tenant(s: Arc<dyn Stor
     assert!(s.list_feedback_configs(b).await.unwrap().is_empty(), "tenant B sees none of A's");
 }
 
+/// An online evaluator keeps its newest version whatever order versions arrive in; a delete
+/// is a kept version marked deleted; tenants are apart.
+pub async fn online_evaluators_keep_the_newest_version_per_tenant(s: Arc<dyn Storage>) {
+    use sextant_core::evaluator::{OnlineEvaluatorDef, OnlineEvaluatorKind};
+    let (a, b) = (TenantId(Uuid::now_v7()), TenantId(Uuid::now_v7()));
+    let v1 = OnlineEvaluatorDef {
+        id: Uuid::now_v7(),
+        name: "helpfulness".into(),
+        kind: OnlineEvaluatorKind::Llm,
+        llm: Some(RawJson::parse(r#"{"prompt_repo_handle":"judge"}"#).unwrap()),
+        code: None,
+        metadata: None,
+        deleted: false,
+        created_at: Timestamp(1_000),
+        updated_at: Timestamp(1_000),
+    };
+    let v2 = OnlineEvaluatorDef {
+        name: "helpfulness-v2".into(),
+        metadata: Some(RawJson::parse(r#"{"team":"a"}"#).unwrap()),
+        updated_at: Timestamp(2_000),
+        ..v1.clone()
+    };
+    let v3 = OnlineEvaluatorDef { deleted: true, updated_at: Timestamp(3_000), ..v2.clone() };
+    let other = OnlineEvaluatorDef {
+        id: Uuid::now_v7(),
+        name: "length".into(),
+        kind: OnlineEvaluatorKind::Code,
+        llm: None,
+        code: Some(RawJson::parse(r#"{"code":"def perform_eval(run): return 1","language":"python"}"#).unwrap()),
+        ..v1.clone()
+    };
+    // Out of order and redelivered.
+    for e in [&v2, &other, &v1, &v2] {
+        s.put_online_evaluator(a, e).await.unwrap();
+    }
+    let by_id = |mut v: Vec<OnlineEvaluatorDef>| {
+        v.sort_by_key(|e| e.id);
+        v
+    };
+    assert_eq!(
+        s.list_online_evaluators(a).await.unwrap(),
+        by_id(vec![v2.clone(), other.clone()]),
+        "the newest version of each, in id order"
+    );
+    assert_eq!(s.get_online_evaluator(a, v1.id).await.unwrap(), Some(v2.clone()));
+    s.put_online_evaluator(a, &v3).await.unwrap();
+    s.put_online_evaluator(a, &v1).await.unwrap();
+    assert_eq!(s.get_online_evaluator(a, v1.id).await.unwrap(), Some(v3.clone()), "deleted versions are kept, marked");
+    assert_eq!(s.list_online_evaluators(a).await.unwrap(), by_id(vec![v3, other.clone()]));
+    assert!(s.list_online_evaluators(b).await.unwrap().is_empty(), "tenant B sees none of A's");
+    assert_eq!(s.get_online_evaluator(b, other.id).await.unwrap(), None);
+}
+
 #[macro_export]
 macro_rules! delegate_non_run_stores {
     ($ty:ty, $field:ident) => {
@@ -1631,6 +1689,30 @@ macro_rules! delegate_non_run_stores {
             }
             async fn likes(&self, t: sextant_core::TenantId, r: sextant_core::RepoId) -> $crate::Result<Vec<sextant_core::TenantId>> {
                 self.$field.likes(t, r).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::EvaluatorStore for $ty {
+            async fn put_online_evaluator(
+                &self,
+                t: sextant_core::TenantId,
+                e: &sextant_core::evaluator::OnlineEvaluatorDef,
+            ) -> $crate::Result<()> {
+                self.$field.put_online_evaluator(t, e).await
+            }
+            async fn get_online_evaluator(
+                &self,
+                t: sextant_core::TenantId,
+                id: uuid::Uuid,
+            ) -> $crate::Result<Option<sextant_core::evaluator::OnlineEvaluatorDef>> {
+                self.$field.get_online_evaluator(t, id).await
+            }
+            async fn list_online_evaluators(
+                &self,
+                t: sextant_core::TenantId,
+            ) -> $crate::Result<Vec<sextant_core::evaluator::OnlineEvaluatorDef>> {
+                self.$field.list_online_evaluators(t).await
             }
         }
     };

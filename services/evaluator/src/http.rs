@@ -1,19 +1,22 @@
 //! The evaluator's REST routes: `POST /experiments/compare` (the gate's comparison) and
 //! `POST /experiments/{id}/evaluate` (server-side evaluators, progress streamed as NDJSON).
+//! Also dataset evaluators (`/datasets/{id}/evaluators`) and LangSmith's online-evaluators
+//! API (`/v1/platform/evaluators`, `/api/v1/platform/evaluators`; see [`crate::platform`]).
 
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::RawQuery;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use futures::StreamExt;
 use serde_json::Value;
 
 use sextant_auth::Authenticator;
-use sextant_proto::http::{json_body, require_principal, Caller};
+use sextant_proto::http::{json_body, require_principal, uuid_param, Caller, QueryParams};
 use sextant_proto::ApiError;
 use sextant_storage::Storage;
 
@@ -24,6 +27,7 @@ pub struct EvaluatorState {
     pub store: Arc<dyn Storage>,
     pub runner: Arc<crate::run::EvalRunner>,
     pub dataset_evaluators: Arc<crate::dataset_evaluators::DatasetEvaluators>,
+    pub platform: Arc<crate::platform::PlatformEvaluators>,
 }
 
 pub fn router(state: EvaluatorState, auth: Arc<Authenticator>) -> Router {
@@ -32,9 +36,19 @@ pub fn router(state: EvaluatorState, auth: Arc<Authenticator>) -> Router {
         .route("/experiments/{id}/evaluate", post(evaluate_experiment))
         .route("/datasets/{id}/evaluators", post(set_dataset_evaluator).get(list_dataset_evaluators))
         .route("/datasets/{id}/evaluators/{key}", axum::routing::delete(retire_dataset_evaluator))
+        .route_layer(middleware::from_fn_with_state(auth.clone(), require_principal))
+        .with_state(state.clone());
+    // LangSmith's platform API, at `/v1` and `/api/v1` as the dataset service's platform routes.
+    let platform = Router::new()
+        .route(
+            "/platform/evaluators",
+            post(create_platform_evaluator).get(list_platform_evaluators).delete(bulk_delete_platform_evaluators),
+        )
+        .route("/platform/evaluators/spend", get(platform_evaluator_spend))
+        .route("/platform/evaluators/{id}", get(get_platform_evaluator).patch(update_platform_evaluator).delete(delete_platform_evaluator))
         .route_layer(middleware::from_fn_with_state(auth, require_principal))
         .with_state(state);
-    Router::new().merge(api.clone()).nest("/api/v1", api)
+    Router::new().merge(api.clone()).nest("/api/v1", api).nest("/v1", platform.clone()).nest("/api/v1", platform)
 }
 
 /// `{baseline, candidate, confidence?, resamples?, lower_is_better?, thresholds?}`: each
@@ -129,5 +143,64 @@ async fn retire_dataset_evaluator(
     Path((id, key)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     s.dataset_evaluators.retire(p.tenant, dataset_id(&id)?, &key).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}
+
+/// The online evaluators of `/platform/evaluators` (see [`crate::platform`]).
+async fn create_platform_evaluator(
+    State(s): State<EvaluatorState>,
+    Caller(p): Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = json_body(&headers, body, 1024 * 1024).await?;
+    let created = s.platform.create(p.tenant, &body).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(created)).into_response())
+}
+
+async fn list_platform_evaluators(State(s): State<EvaluatorState>, Caller(p): Caller, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let q = crate::platform::ListQuery::from_params(&QueryParams::parse(q.as_deref()))?;
+    Ok(Json(s.platform.list(p.tenant, &q).await?).into_response())
+}
+
+async fn bulk_delete_platform_evaluators(
+    State(s): State<EvaluatorState>,
+    Caller(p): Caller,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = QueryParams::parse(q.as_deref());
+    q.bool("delete_run_rules")?;
+    Ok(Json(s.platform.bulk_delete(p.tenant, q.all("evaluator_ids")).await?).into_response())
+}
+
+async fn platform_evaluator_spend(State(s): State<EvaluatorState>, Caller(p): Caller, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    Ok(Json(s.platform.spend(p.tenant, &QueryParams::parse(q.as_deref())).await?).into_response())
+}
+
+async fn get_platform_evaluator(State(s): State<EvaluatorState>, Caller(p): Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(s.platform.get(p.tenant, uuid_param("evaluator id", &id)?).await?).into_response())
+}
+
+async fn update_platform_evaluator(
+    State(s): State<EvaluatorState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = uuid_param("evaluator id", &id)?;
+    let body = json_body(&headers, body, 1024 * 1024).await?;
+    Ok(Json(s.platform.update(p.tenant, id, &body).await?).into_response())
+}
+
+async fn delete_platform_evaluator(
+    State(s): State<EvaluatorState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let id = uuid_param("evaluator id", &id)?;
+    QueryParams::parse(q.as_deref()).bool("delete_run_rules")?;
+    s.platform.delete(p.tenant, id).await?;
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }

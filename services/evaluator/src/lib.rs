@@ -12,6 +12,8 @@
 //! * [`compare`]: two experiments compared per metric over their shared examples (mean,
 //!   delta, paired bootstrap confidence interval), classified improved / regressed / neutral;
 //!   the deploy gate's verdict.
+//! * [`platform`]: LangSmith's online-evaluators API (`/platform/evaluators`): evaluator
+//!   definitions stored event-sourced; they score nothing by themselves (see its docs).
 //! * [`http`], [`grpc`]: the comparison over REST (`POST /experiments/compare`) and gRPC
 //!   (`EvaluationService`).
 
@@ -21,6 +23,7 @@ mod finished;
 pub mod grpc;
 pub mod http;
 pub mod online;
+pub mod platform;
 pub mod run;
 pub mod scorers;
 

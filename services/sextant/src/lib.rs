@@ -135,6 +135,7 @@ impl Server {
                 store: self.store.clone(),
                 runner: Arc::new(runner),
                 dataset_evaluators: self.dataset_evaluators.clone(),
+                platform: sextant_evaluator::platform::PlatformEvaluators::new(self.bus.clone(), self.store.clone()),
             };
             app = app.merge(sextant_evaluator::http::router(state, self.auth.clone()));
             app = app.merge(sextant_prompt_hub::http::router(self.prompts.clone(), self.auth.clone()));
@@ -320,6 +321,8 @@ pub async fn serve(
         supervise!("dataset-projector", move |stop| sextant_dataset_curation::projector::run_dataset_projector(b.clone(), s.clone(), stop));
         let (b, s) = (bus.clone(), store.clone());
         supervise!("prompt-projector", move |stop| sextant_prompt_hub::projector::run_prompt_projector(b.clone(), s.clone(), stop));
+        let (b, s) = (bus.clone(), store.clone());
+        supervise!("evaluator-projector", move |stop| sextant_evaluator::platform::run_evaluator_projector(b.clone(), s.clone(), stop));
         let (b, s, q) = (bus.clone(), store.clone(), server.queues.clone());
         supervise!("annotation-router", move |stop| sextant_feedback::router::run_annotation_router(b.clone(), s.clone(), q.clone(), stop));
         if !online.is_empty() {

@@ -21,6 +21,7 @@ pub(crate) const DATASETS_CQL: &str = include_str!("../../cql/0004_datasets.cql"
 pub(crate) const PROMPTS_CQL: &str = include_str!("../../cql/0005_prompts.cql");
 pub(crate) const FEEDBACK_TOKENS_CONFIGS_CQL: &str = include_str!("../../cql/0006_feedback_tokens_configs.cql");
 pub(crate) const RUN_SHARES_CQL: &str = include_str!("../../cql/0007_run_shares.cql");
+pub(crate) const ONLINE_EVALUATORS_CQL: &str = include_str!("../../cql/0008_online_evaluators.cql");
 
 /// `(file name, text)`, in the order they apply.
 pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
@@ -31,6 +32,7 @@ pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
     ("0005_prompts.cql", PROMPTS_CQL),
     ("0006_feedback_tokens_configs.cql", FEEDBACK_TOKENS_CONFIGS_CQL),
     ("0007_run_shares.cql", RUN_SHARES_CQL),
+    ("0008_online_evaluators.cql", ONLINE_EVALUATORS_CQL),
 ];
 
 /// Every table the adapter uses: the schema of all migrations after the keyspace's.
@@ -217,6 +219,7 @@ mod tests {
                 "feedback_configs",
                 "run_shares",
                 "run_shares_by_token",
+                "online_evaluators",
             ]
         );
         // Every partition starts with the tenant, except the cross-tenant registries of the

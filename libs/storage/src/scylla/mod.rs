@@ -57,6 +57,7 @@
 
 mod config;
 mod datasets;
+mod evaluators;
 mod feedback;
 mod migrate;
 mod prompts;

@@ -176,6 +176,12 @@ statements! {
         VALUES (:tenant, :config_id, :body) USING TIMESTAMP :write_ts";
     LIST_FEEDBACK_CONFIGS: TenantKey = "SELECT body FROM feedback_configs WHERE tenant = :tenant";
 
+    // Online evaluator versions, written at their updated_at: the newest wins.
+    PUT_ONLINE_EVALUATOR: OnlineEvaluatorRow = "INSERT INTO online_evaluators (tenant, evaluator_id, body) \
+        VALUES (:tenant, :evaluator_id, :body) USING TIMESTAMP :write_ts";
+    GET_ONLINE_EVALUATOR: OnlineEvaluatorKey = "SELECT body FROM online_evaluators WHERE tenant = :tenant AND evaluator_id = :evaluator_id";
+    LIST_ONLINE_EVALUATORS: TenantKey = "SELECT body FROM online_evaluators WHERE tenant = :tenant";
+
     // Annotation queue definitions, written by compare-and-set.
     GET_QUEUE: QueueKey = "SELECT body FROM queues WHERE tenant = :tenant AND queue_id = :queue_id";
     LIST_QUEUES: TenantKey = "SELECT body FROM queues WHERE tenant = :tenant";
@@ -710,6 +716,20 @@ pub(crate) struct FeedbackConfigRow {
     pub config_id: Vec<u8>,
     pub body: Vec<u8>,
     pub write_ts: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct OnlineEvaluatorRow {
+    pub tenant: Uuid,
+    pub evaluator_id: Vec<u8>,
+    pub body: Vec<u8>,
+    pub write_ts: i64,
+}
+
+#[derive(SerializeRow, Default, Clone)]
+pub(crate) struct OnlineEvaluatorKey {
+    pub tenant: Uuid,
+    pub evaluator_id: Vec<u8>,
 }
 
 #[derive(SerializeRow, Default, Clone)]
