@@ -316,7 +316,11 @@ pub async fn progress_tracks_published_and_settled(bus: Arc<dyn EventBus>) {
     assert_eq!(p.last_published, p0.last_published + 5);
     assert_eq!(p.settled_through, p0.settled_through);
     let batch = sub.next_batch(2, WAIT).await.unwrap();
-    assert_eq!(bus.progress(&s.durable, Stream::Projects).await.unwrap().unwrap().settled_through, p0.settled_through, "delivered is not settled");
+    assert_eq!(
+        bus.progress(&s.durable, Stream::Projects).await.unwrap().unwrap().settled_through,
+        p0.settled_through,
+        "delivered is not settled"
+    );
     for d in batch {
         d.ack().await.unwrap();
     }
