@@ -675,9 +675,16 @@ impl Ingest {
         metrics::histogram!("sextant_read_your_writes_wait_seconds").record(started.elapsed().as_secs_f64());
     }
 
-    #[instrument(name = "ingest.query", skip_all, fields(tenant = %tenant))]
-    pub async fn query_runs(&self, tenant: TenantId, mut req: RunQueryRequest) -> Result<RunPage, ApiError> {
+    /// One page of runs, once what was acknowledged before the call is readable.
+    pub async fn query_runs(&self, tenant: TenantId, req: RunQueryRequest) -> Result<RunPage, ApiError> {
         self.await_acknowledged_runs().await;
+        self.query_page(tenant, req).await
+    }
+
+    /// One page of runs as projected now. Callers that read many pages wait for their writes
+    /// once ([`Ingest::await_acknowledged_runs`]) and then page with this.
+    #[instrument(name = "ingest.query", skip_all, fields(tenant = %tenant))]
+    pub(crate) async fn query_page(&self, tenant: TenantId, mut req: RunQueryRequest) -> Result<RunPage, ApiError> {
         let mut metadata_pair = None;
         // Conditions the filter implies let the store use an index (roots, trace, ids). Hints
         // are over-approximations, and the full filter is still applied to every candidate.
@@ -749,9 +756,10 @@ impl Ingest {
             req.start_time = Some(req.start_time.map_or(Timestamp(c.start_us), |t| t.max(Timestamp(c.start_us))));
         }
         req.limit = Some(self.limits.max_query_limit);
+        self.await_acknowledged_runs().await;
         let mut runs = Vec::new();
         loop {
-            let page = self.query_runs(tenant, req.clone()).await?;
+            let page = self.query_page(tenant, req.clone()).await?;
             let next = page.next.filter(|_| !page.runs.is_empty());
             runs.extend(page.runs.into_iter().filter(|r| after.is_none_or(|c| key(r) > (c.start_us, c.id))));
             if runs.len() > MAX_ASCENDING_SCAN {
@@ -783,8 +791,9 @@ impl Ingest {
         req.limit = Some(self.limits.max_query_limit);
         req.cursor = None;
         let mut stats = RunStats::default();
+        self.await_acknowledged_runs().await;
         loop {
-            let page = self.query_runs(tenant, req.clone()).await?;
+            let page = self.query_page(tenant, req.clone()).await?;
             let ids: Vec<RunId> = page.runs.iter().map(|r| r.id).collect();
             for fs in self.run_feedback_stats(tenant, &ids).await?.values() {
                 merge_feedback_stats(&mut stats.feedback, fs);

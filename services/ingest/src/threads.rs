@@ -77,9 +77,10 @@ fn and(a: Option<String>, b: Option<String>) -> Option<String> {
 async fn roots(s: &HttpState, tenant: TenantId, mut req: RunQueryRequest) -> Result<Vec<Run>, ApiError> {
     req.is_root = Some(true);
     req.limit = Some(s.ingest.limits.max_query_limit);
+    s.ingest.await_acknowledged_runs().await;
     let mut out = Vec::new();
     loop {
-        let page = s.ingest.query_runs(tenant, req.clone()).await?;
+        let page = s.ingest.query_page(tenant, req.clone()).await?;
         let next = page.next.filter(|_| !page.runs.is_empty());
         out.extend(page.runs);
         if out.len() > MAX_SCAN {
@@ -94,6 +95,23 @@ async fn roots(s: &HttpState, tenant: TenantId, mut req: RunQueryRequest) -> Res
     }
     out.reverse();
     Ok(out)
+}
+
+/// The ids of the threads with a turn in `base` matching the filters; `None` when no filter is
+/// given (every thread qualifies).
+async fn threads_with_a_match(
+    s: &HttpState,
+    tenant: TenantId,
+    base: RunQueryRequest,
+    filter: Option<String>,
+    trace_filter: Option<String>,
+    tree_filter: Option<String>,
+) -> Result<Option<std::collections::HashSet<String>>, ApiError> {
+    if filter.is_none() && trace_filter.is_none() && tree_filter.is_none() {
+        return Ok(None);
+    }
+    let req = RunQueryRequest { filter, trace_filter, tree_filter, ..base };
+    Ok(Some(roots(s, tenant, req).await?.iter().filter_map(|r| sextant_filter::thread_id(r).map(str::to_string)).collect()))
 }
 
 /// A page position: the `(max_start_time, thread_id)` of the last thread returned, or the
@@ -201,13 +219,7 @@ async fn query_threads(State(s): State<HttpState>, Caller(p): Caller, headers: H
     let after = b.cursor.as_deref().filter(|c| !c.is_empty()).map(|c| decode_cursor(c, 2)).transpose()?;
     let base = RunQueryRequest { projects: vec![project], start_time: Some(min), end_time: Some(max), ..Default::default() };
     let all = roots(&s, p.tenant, base.clone()).await?;
-    let filtered = b.filter.is_some() || b.trace_filter.is_some() || b.tree_filter.is_some();
-    let wanted: Option<std::collections::HashSet<String>> = if filtered {
-        let req = RunQueryRequest { filter: b.filter, trace_filter: b.trace_filter, tree_filter: b.tree_filter, ..base };
-        Some(roots(&s, p.tenant, req).await?.iter().filter_map(|r| sextant_filter::thread_id(r).map(str::to_string)).collect())
-    } else {
-        None
-    };
+    let wanted = threads_with_a_match(&s, p.tenant, base, b.filter, b.trace_filter, b.tree_filter).await?;
     let mut threads: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
     for r in &all {
         if let Some(t) = sextant_filter::thread_id(r).filter(|t| wanted.as_ref().is_none_or(|w| w.contains(*t))) {
@@ -485,13 +497,7 @@ async fn aggregate_stats(State(s): State<HttpState>, Caller(p): Caller, headers:
     let (min, max) = crate::v2::window(b.min_start_time, b.max_start_time)?;
     let base = RunQueryRequest { projects: vec![project], start_time: Some(min), end_time: Some(max), ..Default::default() };
     let all = roots(&s, p.tenant, base.clone()).await?;
-    let filtered = b.filter.is_some() || b.trace_filter.is_some() || b.tree_filter.is_some();
-    let wanted: Option<std::collections::HashSet<String>> = if filtered {
-        let req = RunQueryRequest { filter: b.filter, trace_filter: b.trace_filter, tree_filter: b.tree_filter, ..base };
-        Some(roots(&s, p.tenant, req).await?.iter().filter_map(|r| sextant_filter::thread_id(r).map(str::to_string)).collect())
-    } else {
-        None
-    };
+    let wanted = threads_with_a_match(&s, p.tenant, base, b.filter, b.trace_filter, b.tree_filter).await?;
     let traces: Vec<&Run> =
         all.iter().filter(|r| sextant_filter::thread_id(r).is_some_and(|t| wanted.as_ref().is_none_or(|w| w.contains(t)))).collect();
     let threads: std::collections::HashSet<&str> = traces.iter().filter_map(|r| sextant_filter::thread_id(r)).collect();
