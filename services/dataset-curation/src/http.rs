@@ -518,17 +518,22 @@ struct PartsOf {
     operations: Option<Value>,
 }
 
-async fn parse_multipart(headers: &HeaderMap, body: Body) -> Result<Vec<(ExampleId, PartsOf)>, ApiError> {
+/// The boundary of a `multipart/form-data` request, or a 415 saying what is wrong.
+fn multipart_boundary(headers: &HeaderMap) -> Result<String, ApiError> {
     let ct = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::new(ErrorKind::UnsupportedMediaType, "Content-Type multipart/form-data with a boundary is required"))?;
-    let boundary = multer::parse_boundary(ct).map_err(|_| {
+    multer::parse_boundary(ct).map_err(|_| {
         ApiError::new(
             ErrorKind::UnsupportedMediaType,
             format!("Content-Type {:?} is not multipart/form-data with a boundary", truncate(ct)),
         )
-    })?;
+    })
+}
+
+async fn parse_multipart(headers: &HeaderMap, body: Body) -> Result<Vec<(ExampleId, PartsOf)>, ApiError> {
+    let boundary = multipart_boundary(headers)?;
     let raw = read_body(headers, body, MAX_MULTIPART_BYTES).await?;
     let stream = futures::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(raw) });
     let mut mp = multer::Multipart::new(stream, boundary);
@@ -814,16 +819,7 @@ async fn update_examples_metadata(
 async fn upload_csv(State(s): State<DatasetState>, Caller(p): Caller, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     use crate::import::{CsvColumns, ImportFormat};
     use tokio::io::AsyncWriteExt;
-    let ct = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::new(ErrorKind::UnsupportedMediaType, "Content-Type multipart/form-data with a boundary is required"))?;
-    let boundary = multer::parse_boundary(ct).map_err(|_| {
-        ApiError::new(
-            ErrorKind::UnsupportedMediaType,
-            format!("Content-Type {:?} is not multipart/form-data with a boundary", truncate(ct)),
-        )
-    })?;
+    let boundary = multipart_boundary(&headers)?;
     let io = |e: std::io::Error| {
         tracing::error!(error = %e, "cannot spool an upload to a temporary file");
         ApiError::unavailable("cannot store the upload temporarily; retry shortly")
