@@ -5,6 +5,7 @@ unshared. Shares survive a restart on the same data directory."""
 
 from __future__ import annotations
 
+import signal
 import uuid
 
 import langsmith
@@ -81,3 +82,25 @@ def test_a_share_survives_a_restart_on_the_same_data_directory(private_server) -
         token = url.rstrip("/").split("/")[-2]
         r = requests.get(f"{server.url}/public/{token}/run", timeout=10)
         assert r.status_code == 200 and r.json()["id"] == root
+
+
+def test_shares_and_unshares_survive_kill_9_right_after_they_are_acknowledged(server_control) -> None:
+    """Acknowledged means durable: a share made (and another run's unshare) just before a
+    kill -9 hold on the same data directory."""
+    h = {"x-api-key": API_KEY}
+    server = server_control.start(name="shares")
+    roots = []
+    for i in range(2):
+        rid = str(uuid.uuid4())
+        r = requests.post(f"{server.url}/runs", headers=h, timeout=10, json={
+            "id": rid, "name": f"k{i}", "run_type": "chain", "inputs": {}, "start_time": "2026-12-01T00:00:00Z",
+            "end_time": "2026-12-01T00:00:01Z", "session_name": "shares-kill"})
+        assert r.status_code == 202, r.text
+        roots.append(rid)
+    kept = requests.put(f"{server.url}/runs/{roots[0]}/share", headers=h, json={}, timeout=10).json()["share_token"]
+    dropped = requests.put(f"{server.url}/runs/{roots[1]}/share", headers=h, json={}, timeout=10).json()["share_token"]
+    assert requests.delete(f"{server.url}/runs/{roots[1]}/share", headers=h, timeout=10).status_code == 200
+    server_control.stop(signal.SIGKILL)
+    server = server_control.start(name="shares")
+    assert requests.get(f"{server.url}/public/{kept}/run", timeout=10).json()["id"] == roots[0]
+    assert requests.get(f"{server.url}/public/{dropped}/run", timeout=10).status_code == 404
